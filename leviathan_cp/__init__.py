@@ -1,0 +1,1 @@
+"""The ``leviathan-cp`` command: one entry point whose subcommands start each process."""

@@ -1,0 +1,196 @@
+"""The storage interface both backends implement (DESIGN §4), and its value types.
+
+Pipeline position: the consumer calls :meth:`EventStore.write_batch` once per batch read
+from one partition and acks only after it returned; the ingest tier's query API calls the
+read methods. Everything a caller may rely on is stated here; ``tests/storage`` runs the
+same conformance suite against every implementation.
+
+Exception tree::
+
+    StorageError                  base of everything a backend raises on purpose
+    ├── StorageUnavailable        cannot reach the database/files now; retry later
+    └── StorageCorrupt            on-disk state contradicts itself; needs an operator
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from storage.envelope import Envelope
+from storage.projection import Graph
+from storage.views import (
+    AttemptDetail,
+    AttemptSummary,
+    ChainStatus,
+    EventView,
+    FailureView,
+    GraphSummary,
+    Page,
+    TaskDetail,
+    TaskSummary,
+)
+
+
+class StorageError(Exception):
+    """Base of the errors a backend raises deliberately."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached now (database down, disk full); the batch may be retried."""
+
+
+class StorageCorrupt(StorageError):
+    """Stored state contradicts itself (e.g. an index ahead of its log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the event log. ``timestamp``/``received_at`` are normalised strings."""
+
+    event_id: str
+    event_type: str
+    timestamp: str
+    actor_id: str | None
+    payload: dict[str, Any]
+    bundle_id: str
+    target: str
+    received_at: str
+    partition: int
+    seq: int
+    prev_hash: str
+    hash: str
+
+    @property
+    def task_id(self) -> str | None:
+        value = self.payload.get("task_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def attempt_id(self) -> str | None:
+        value = self.payload.get("attempt_id")
+        return value if isinstance(value, str) else None
+
+    def view(self) -> EventView:
+        return EventView(
+            event_id=self.event_id,
+            event_type=self.event_type,
+            timestamp=self.timestamp,
+            actor_id=self.actor_id,
+            payload=self.payload,
+            bundle_id=self.bundle_id,
+            target=self.target,
+            received_at=self.received_at,
+            partition=self.partition,
+            seq=self.seq,
+            prev_hash=self.prev_hash,
+            hash=self.hash,
+            task_id=self.task_id,
+            attempt_id=self.attempt_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An event whose ``event_id`` was already stored with different content.
+
+    First write wins; the consumer dead-letters the newcomer with reason ``conflict``.
+    """
+
+    event_id: str
+    entry_id: str
+    bundle_id: str
+    target: str
+    event: dict[str, Any]
+    stored_digest: str
+    new_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one ``write_batch`` did; counts are of events, not bundles."""
+
+    written: int = 0
+    duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """An append-only, hash-chained event log plus the projected graph."""
+
+    async def open(self) -> None:
+        """Create/migrate on-disk state and recover chain heads; idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` if the backend cannot serve now."""
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        """Append the events of ``envelopes`` (all read from ``partition``) atomically.
+
+        In order: dedup by ``event_id`` (identical content → dropped and counted, different
+        content → :class:`Conflict`), link the new events into the partition's chain, store
+        bundle artifacts, merge :func:`storage.projection.fold` of the new events into the
+        graph. Either all of it is durable when this returns, or none of it is and it
+        raises. Safe to call again with the same envelopes (at-least-once delivery).
+        """
+
+    # -- read side (query API) ------------------------------------------------------
+    async def graph_summary(self, recent: int = 20) -> GraphSummary: ...
+
+    async def list_attempts(
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AttemptSummary]:
+        """Newest activity first (``last_seen`` desc, then attempt_id); opaque cursor."""
+
+    async def get_attempt(self, attempt_id: str) -> AttemptDetail | None: ...
+
+    async def list_failures(self, *, target: str | None = None, limit: int = 50) -> list[FailureView]:
+        """``attempt.failed`` and ``task.failed`` events, newest first."""
+
+    async def recent_events(self, limit: int = 50) -> list[EventView]:
+        """Newest stored first (insertion order, not client timestamps)."""
+
+    async def list_events(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        task_id: str | None = None,
+        attempt_id: str | None = None,
+        event_type: str | None = None,
+        target: str | None = None,
+    ) -> Page[EventView]:
+        """Oldest first in insertion order, resuming after the opaque cursor ``after``."""
+
+    async def list_tasks(
+        self, *, target: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[TaskSummary]: ...
+
+    async def get_task(self, task_id: str) -> TaskDetail | None: ...
+
+    async def attempt_exists(self, attempt_id: str) -> bool: ...
+
+    async def verify_chain(self, partition: int) -> ChainStatus: ...
+
+    async def partitions(self) -> list[int]:
+        """Partitions that have at least one stored event."""
+
+    async def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
+        """Every stored event (one partition in seq order, or all in insertion order)."""
+
+    async def graph(self) -> Graph:
+        """The whole stored graph (for rebuild checks and tests; not for hot paths)."""
+
+    async def rebuild_graph(self) -> int:
+        """Recompute the graph from the event log; returns the number of events folded."""
+
+    async def count_events(self) -> int: ...

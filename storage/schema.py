@@ -1,0 +1,96 @@
+"""Wire models of the ingest contract (DESIGN §2), shared by both tiers.
+
+Pipeline position: ingest validates request bodies with these models before anything is
+queued; the consumer re-reads them from stream envelopes; storage turns them into stored
+events. They are the single definition of what a valid bundle is.
+
+Normalisation happens here, once: timestamps become UTC strings in one fixed format
+(``2026-11-28T12:00:00Z``, microseconds only when present) so the canonical JSON that the
+hash chain covers is the same whichever tier computes it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+MAX_ID_LENGTH = 255
+MAX_EVENT_TYPE_LENGTH = 100
+
+
+def to_utc(value: datetime) -> datetime:
+    """Naive timestamps mean UTC (DESIGN §2); aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """The one textual form of a timestamp used in envelopes, storage and hashes."""
+    text = to_utc(value).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Inverse of :func:`format_timestamp` (also accepts any ISO 8601 form)."""
+    return to_utc(datetime.fromisoformat(text))
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(to_utc),
+    PlainSerializer(format_timestamp, return_type=str, when_used="always"),
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_TYPE_LENGTH)]
+
+
+class WireEvent(BaseModel):
+    """One event as workers send it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Identifier
+    event_type: EventType
+    timestamp: Timestamp
+    actor_id: Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)] | None = None
+    payload: dict[str, Any]
+
+
+class WireArtifact(BaseModel):
+    """A bundle-level artifact reference; extra keys are kept (workers add their own)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    sha256: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    kind: Annotated[str, StringConstraints(max_length=MAX_EVENT_TYPE_LENGTH)] | None = None
+    uri: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    size: Annotated[int, Field(ge=0)] | None = None
+
+
+class Bundle(BaseModel):
+    """The body of ``POST /v1/events/ingest``; unknown top-level keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    target: Identifier
+    bundle_id: Identifier
+    events: list[WireEvent]
+    artifacts: list[WireArtifact] | None = None
+
+
+class InvalidateRequest(BaseModel):
+    """Body of ``POST /v1/attempts/{id}/invalidate``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=4096, strip_whitespace=True)]

@@ -1,0 +1,146 @@
+"""Read-side models: what storage returns to the query API (DESIGN §5 shapes).
+
+Pipeline position: both backends build these from their tables/files; ingest's query
+handlers serialise them unchanged and the OpenAPI document is generated from them, so the
+wire shapes are defined once. Field names follow the original control plane's responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class EventView(_View):
+    """A stored event as the API shows it (the log row, hash chain included)."""
+
+    event_id: str
+    event_type: str
+    timestamp: str
+    actor_id: str | None
+    payload: dict[str, Any]
+    bundle_id: str
+    target: str
+    received_at: str
+    partition: int
+    seq: int
+    prev_hash: str
+    hash: str
+    task_id: str | None = None
+    attempt_id: str | None = None
+
+
+class RecentEvent(_View):
+    """One entry of ``recent_events`` in the graph summary (original shape)."""
+
+    event_id: str
+    timestamp: str
+    event_type: str
+    actor_id: str | None
+    target: str
+    attempt_id: str | None
+
+
+class GraphSummary(_View):
+    nodes_by_type: dict[str, int]
+    edges_by_type: dict[str, int]
+    recent_events: list[RecentEvent]
+
+
+class AttemptSummary(_View):
+    attempt_id: str
+    task_id: str | None
+    target: str | None
+    status: str | None
+    timestamp: str | None
+    pr_url: str | None
+    pr_number: int | None
+
+
+class NodeView(_View):
+    """A graph node: its type, id and plain property values."""
+
+    node_type: str
+    node_id: str
+    properties: dict[str, Any]
+
+
+class ArtifactView(_View):
+    """An artifact of an attempt: from ``artifact.created`` events or bundle artifacts."""
+
+    artifact_id: str
+    sha256: str | None
+    kind: str | None
+    uri: str | None
+    size: int | None
+    bundle_id: str | None
+    attempt_id: str | None
+
+
+class AttemptDetail(_View):
+    attempt_node: NodeView
+    events: list[EventView]
+    artifacts: list[ArtifactView]
+
+
+class FailureView(_View):
+    attempt_id: str | None
+    task_id: str | None
+    target: str | None
+    error: str | None
+    timestamp: str
+    event_type: str
+    event_id: str
+
+
+class TaskSummary(_View):
+    task_id: str
+    target: str | None
+    status: str | None
+    title: str | None
+    depends_on: list[str]
+    dependents: list[str]
+    latest_attempt_status: str | None
+    updated_at: str | None
+
+
+class TaskDetail(_View):
+    task: TaskSummary
+    task_node: NodeView
+    attempts: list[AttemptSummary]
+
+
+class ChainStatus(_View):
+    """Result of verifying one partition's hash chain."""
+
+    partition: int
+    checked: int
+    ok: bool
+    last_hash: str
+    broken_at_seq: int | None = None
+    broken_event_id: str | None = None
+    reason: str | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(_View, Generic[T]):
+    """One page of a cursor-paginated listing; ``next_cursor`` is opaque to clients."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+def failure_error(payload: dict[str, Any]) -> str | None:
+    """The original's rule: ``error_summary``, else ``error``, else ``reason``."""
+    for key in ("error_summary", "error", "reason"):
+        value = payload.get(key)
+        if value is not None and value != "":
+            return value if isinstance(value, str) else str(value)
+    return None

@@ -1,0 +1,88 @@
+"""Shared fixtures: real Redis and PostgreSQL for integration tests.
+
+On a developer machine without the services, integration tests skip with the reason. CI
+sets ``LEVIATHAN_REQUIRE_SERVICES=1`` so a missing service fails the run instead of
+silently skipping the tests that matter most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+TEST_REDIS_URL = os.environ.get("LEVIATHAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_POSTGRES_URL = os.environ.get("LEVIATHAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str, default_port: int) -> None:
+    if _reachable(url, default_port):
+        return
+    message = f"{name} not reachable at {urlsplit(url).netloc}"
+    if os.environ.get("LEVIATHAN_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (LEVIATHAN_REQUIRE_SERVICES=1: integration tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis database reserved for tests (flushed before each test)."""
+    require_service("Redis", TEST_REDIS_URL, 6379)
+
+    async def flush() -> None:
+        client = aioredis.from_url(TEST_REDIS_URL)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+    asyncio.run(flush())
+    yield TEST_REDIS_URL
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """DSN of a fresh, empty PostgreSQL database, dropped after the test."""
+    require_service("PostgreSQL", TEST_POSTGRES_URL, 5432)
+    import asyncpg
+
+    name = f"lvt_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(TEST_POSTGRES_URL)
+    dsn = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+    async def admin(sql: str) -> None:
+        con = await asyncpg.connect(TEST_POSTGRES_URL)
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
