@@ -153,7 +153,9 @@ class EventStore(Protocol):
 
     async def get_attempt(self, attempt_id: str) -> AttemptDetail | None: ...
 
-    async def list_failures(self, *, target: str | None = None, limit: int = 50) -> list[FailureView]:
+    async def list_failures(
+        self, *, target: str | None = None, limit: int = 50
+    ) -> list[FailureView]:
         """``attempt.failed`` and ``task.failed`` events, newest first."""
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:

@@ -71,7 +71,12 @@ def content_digest(
 ) -> str:
     """Digest of what a client sent for an ``event_id`` (duplicate vs conflict test)."""
     body = orjson.dumps(
-        {"actor_id": actor_id, "event_type": event_type, "payload": payload, "timestamp": timestamp},
+        {
+            "actor_id": actor_id,
+            "event_type": event_type,
+            "payload": payload,
+            "timestamp": timestamp,
+        },
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(body).hexdigest()

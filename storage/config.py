@@ -45,7 +45,9 @@ class StorageSettings(BaseSettings):
         validation_alias=AliasChoices("LEVIATHAN_REDIS_URL", "REDIS_URL"),
     )
     partitions: int = Field(8, ge=1, le=1024, validation_alias="LEVIATHAN_PARTITIONS")
-    stream_prefix: str = Field(DEFAULT_PREFIX, min_length=1, validation_alias="LEVIATHAN_STREAM_PREFIX")
+    stream_prefix: str = Field(
+        DEFAULT_PREFIX, min_length=1, validation_alias="LEVIATHAN_STREAM_PREFIX"
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -68,7 +70,7 @@ class StorageSettings(BaseSettings):
         return StreamLayout(prefix=self.stream_prefix, partitions=self.partitions)
 
     def postgres_url(self) -> str:
-        """``POSTGRES_DSN`` if given, else one built from ``POSTGRES_HOST/PORT/DB/USER/PASSWORD``."""
+        """``POSTGRES_DSN`` if given, else built from ``POSTGRES_HOST/PORT/DB/USER/PASSWORD``."""
         if self.postgres_dsn is not None:
             return self.postgres_dsn.get_secret_value()
         auth = quote(self.postgres_user, safe="")
@@ -82,14 +84,16 @@ def create_store(settings: StorageSettings) -> EventStore:
     if settings.backend == "postgres":
         from storage.postgres import PostgresStore  # asyncpg is only imported when used
 
-        return PostgresStore(
+        store: EventStore = PostgresStore(
             settings.postgres_url(),
             min_size=settings.postgres_pool_min,
             max_size=settings.postgres_pool_max,
         )
+        return store
     from storage.ndjson import NdjsonStore
 
-    return NdjsonStore(settings.ndjson_dir)
+    ndjson: EventStore = NdjsonStore(settings.ndjson_dir)
+    return ndjson
 
 
 def settings_error_line(exc: Exception) -> str:

@@ -34,7 +34,9 @@ class Envelope:
     version: int = ENVELOPE_VERSION
 
 
-def encode(bundle: Bundle, token_label: str, received_at: float | None = None) -> dict[bytes, bytes]:
+def encode(
+    bundle: Bundle, token_label: str, received_at: float | None = None
+) -> dict[bytes, bytes]:
     """Build the XADD field map of one bundle."""
     stamp = time.time() if received_at is None else received_at
     return {

@@ -27,7 +27,13 @@ from typing import Any, Protocol
 
 from storage.schema import parse_timestamp
 
-TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST = "Target", "Task", "Attempt", "Artifact", "PullRequest"
+TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST = (
+    "Target",
+    "Task",
+    "Attempt",
+    "Artifact",
+    "PullRequest",
+)
 NODE_TYPES = (TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST)
 DEPENDS_ON, PRODUCED = "DEPENDS_ON", "PRODUCED"
 EDGE_TYPES = (DEPENDS_ON, PRODUCED)
@@ -293,6 +299,8 @@ def props_to_json(props: Mapping[str, Prop]) -> tuple[dict[str, Any], dict[str, 
     )
 
 
-def props_from_json(values: Mapping[str, Any], versions: Mapping[str, list[str]]) -> dict[str, Prop]:
+def props_from_json(
+    values: Mapping[str, Any], versions: Mapping[str, list[str]]
+) -> dict[str, Prop]:
     """Inverse of :func:`props_to_json`."""
     return {name: Prop(values.get(name), (v[0], v[1])) for name, v in versions.items()}

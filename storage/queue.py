@@ -8,12 +8,25 @@ builds a command spanning partitions.
 
 from __future__ import annotations
 
+import inspect
 import zlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
 DEFAULT_PREFIX = "leviathan:events"
+T = TypeVar("T")
+
+
+async def resolve(value: Awaitable[T] | T) -> T:
+    """redis-py types many asyncio commands as ``Awaitable[T] | T``; await what is awaitable."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
 GROUP = "writers"
 
 
@@ -50,12 +63,21 @@ class StreamLayout:
 
     @property
     def committed_channel(self) -> str:
-        """Pub/sub channel on which consumers announce committed entry ids (``?wait=``)."""
+        """Pub/sub channel on which consumers announce committed entries (``?wait=``).
+
+        Each message is a comma-separated list of ``"{partition}:{entry_id}"`` tokens
+        (entry ids alone are not unique across partition streams).
+        """
         return f"{self.prefix}:committed"
 
-    def committed_key(self, entry_id: str) -> str:
-        """Short-lived marker for an entry committed before a waiter subscribed."""
-        return f"{self.prefix}:done:{entry_id}"
+    def committed_key(self, partition: int, entry_id: str) -> str:
+        """Short-lived marker (``SET … EX``) for an entry committed before a waiter listened."""
+        return f"{self.prefix}:done:{{{partition}}}:{entry_id}"
+
+
+def committed_token(partition: int, entry_id: str) -> str:
+    """One token of a :attr:`StreamLayout.committed_channel` message."""
+    return f"{partition}:{entry_id}"
 
 
 COMMITTED_MARKER_TTL_S = 120
@@ -67,8 +89,8 @@ async def ensure_partition_count(redis: Redis, layout: StreamLayout) -> None:
     Changing P would re-route attempts to other partitions and split their hash chains,
     so a mismatch is fatal and must be resolved by an operator.
     """
-    await redis.hsetnx(layout.meta, "partitions", str(layout.partitions))
-    recorded = await redis.hget(layout.meta, "partitions")
+    await resolve(redis.hsetnx(layout.meta, "partitions", str(layout.partitions)))
+    recorded = await resolve(redis.hget(layout.meta, "partitions"))
     if recorded is None:
         raise PartitionMismatchError(f"could not record the partition count in {layout.meta}")
     value = int(recorded)

@@ -18,13 +18,17 @@ import pytest
 import redis.asyncio as aioredis
 
 TEST_REDIS_URL = os.environ.get("LEVIATHAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TEST_POSTGRES_URL = os.environ.get("LEVIATHAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_POSTGRES_URL = os.environ.get(
+    "LEVIATHAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1
+        ):
             return True
     except OSError:
         return False
@@ -40,24 +44,24 @@ def require_service(name: str, url: str, default_port: int) -> None:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """URL of a real Redis database reserved for tests (flushed before each test)."""
     require_service("Redis", TEST_REDIS_URL, 6379)
 
     async def flush() -> None:
-        client = aioredis.from_url(TEST_REDIS_URL)
+        client = aioredis.Redis.from_url(TEST_REDIS_URL)
         try:
             await client.flushdb()
         finally:
             await client.aclose()
 
     asyncio.run(flush())
-    yield TEST_REDIS_URL
+    return TEST_REDIS_URL
 
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
     try:
         yield client
     finally:

@@ -58,41 +58,99 @@ def attempt_lifecycle(
     """A worker's end-of-attempt bundle: created, started, artifact, PR, outcome."""
     prefix = id_prefix or attempt_id
     actor = f"worker-{attempt_id}"
-    common = {"attempt_id": attempt_id, "task_id": task_id, "target_id": target, "attempt_number": 1}
+    common = {
+        "attempt_id": attempt_id,
+        "task_id": task_id,
+        "target_id": target,
+        "attempt_number": 1,
+    }
     events = [
-        event("attempt.created", {**common, "status": "created"}, at=start,
-              event_id=f"{prefix}-01", actor_id=actor),
-        event("attempt.started", {**common, "status": "running"}, at=start + 2,
-              event_id=f"{prefix}-02", actor_id=actor),
+        event(
+            "attempt.created",
+            {**common, "status": "created"},
+            at=start,
+            event_id=f"{prefix}-01",
+            actor_id=actor,
+        ),
+        event(
+            "attempt.started",
+            {**common, "status": "running"},
+            at=start + 2,
+            event_id=f"{prefix}-02",
+            actor_id=actor,
+        ),
     ]
     artifacts: list[dict[str, Any]] = []
     if outcome == "succeeded":
         sha = hashlib.sha256(attempt_id.encode()).hexdigest()
-        events.append(event("artifact.created", {
-            "artifact_id": f"artifact-{sha[:8]}", "attempt_id": attempt_id, "sha256": sha,
-            "artifact_type": "log", "size_bytes": 20480, "storage_path": f"artifacts/{sha[:2]}/{sha[:8]}",
-        }, at=start + 190, event_id=f"{prefix}-03", actor_id=actor))
+        events.append(
+            event(
+                "artifact.created",
+                {
+                    "artifact_id": f"artifact-{sha[:8]}",
+                    "attempt_id": attempt_id,
+                    "sha256": sha,
+                    "artifact_type": "log",
+                    "size_bytes": 20480,
+                    "storage_path": f"artifacts/{sha[:2]}/{sha[:8]}",
+                },
+                at=start + 190,
+                event_id=f"{prefix}-03",
+                actor_id=actor,
+            )
+        )
         pr_url = f"https://github.com/example/{target}/pull/{pr_number or attempt_id}"
-        pr: dict[str, Any] = {"attempt_id": attempt_id, "pr_url": pr_url, "title": f"work on {task_id}",
-                              "state": "open"}
+        pr: dict[str, Any] = {
+            "attempt_id": attempt_id,
+            "pr_url": pr_url,
+            "title": f"work on {task_id}",
+            "state": "open",
+        }
         if pr_number is not None:
             pr["pr_number"] = pr_number
-        events.append(event("pr.created", pr, at=start + 200, event_id=f"{prefix}-04", actor_id=actor))
-        events.append(event("attempt.succeeded", {
-            "attempt_id": attempt_id, "status": "succeeded", "branch_name": f"agent/{task_id}",
-            "commit_sha": sha[:7], "pr_url": pr_url, **({"pr_number": pr_number} if pr_number else {}),
-        }, at=start + 201, event_id=f"{prefix}-05", actor_id=actor))
-        artifacts.append({"sha256": sha, "kind": "log", "uri": f"file:///artifacts/{sha[:8]}",
-                          "size": 20480})
+        events.append(
+            event("pr.created", pr, at=start + 200, event_id=f"{prefix}-04", actor_id=actor)
+        )
+        events.append(
+            event(
+                "attempt.succeeded",
+                {
+                    "attempt_id": attempt_id,
+                    "status": "succeeded",
+                    "branch_name": f"agent/{task_id}",
+                    "commit_sha": sha[:7],
+                    "pr_url": pr_url,
+                    **({"pr_number": pr_number} if pr_number else {}),
+                },
+                at=start + 201,
+                event_id=f"{prefix}-05",
+                actor_id=actor,
+            )
+        )
+        artifacts.append(
+            {"sha256": sha, "kind": "log", "uri": f"file:///artifacts/{sha[:8]}", "size": 20480}
+        )
     else:
-        events.append(event("attempt.failed", {
-            "attempt_id": attempt_id, "status": "failed", "failure_type": "execution_failed",
-            "error_summary": "pytest exited with 1: 3 failed",
-        }, at=start + 164, event_id=f"{prefix}-03", actor_id=actor))
+        events.append(
+            event(
+                "attempt.failed",
+                {
+                    "attempt_id": attempt_id,
+                    "status": "failed",
+                    "failure_type": "execution_failed",
+                    "error_summary": "pytest exited with 1: 3 failed",
+                },
+                at=start + 164,
+                event_id=f"{prefix}-03",
+                actor_id=actor,
+            )
+        )
     return body(target, f"bundle-{attempt_id}", events, artifacts=artifacts)
 
 
-def single_event_posts(attempt_id: str, task_id: str, *, target: str = "leviathan-demo") -> list[dict[str, Any]]:
+def single_event_posts(
+    attempt_id: str, task_id: str, *, target: str = "leviathan-demo"
+) -> list[dict[str, Any]]:
     """Workers that post each step on its own: one event per body, same bundle_id."""
     lifecycle = attempt_lifecycle(attempt_id, task_id, target=target, pr_number=None)
     return [body(target, f"bundle-{attempt_id}", [ev], artifacts=[]) for ev in lifecycle["events"]]
@@ -101,37 +159,99 @@ def single_event_posts(attempt_id: str, task_id: str, *, target: str = "leviatha
 def tasks_with_dependencies(target: str = "leviathan-demo") -> dict[str, Any]:
     """A target and three tasks, the second and third depending on earlier ones."""
     events = [
-        event("target.registered", {"target_id": target, "name": target,
-                                     "repo_url": f"https://github.com/example/{target}",
-                                     "default_branch": "main"}, at=-3600, event_id=f"{target}-tgt"),
-        event("task.created", {"task_id": "task-docs-1", "target_id": target, "title": "Architecture overview",
-                               "scope": "docs", "priority": "high"}, at=-1800, event_id=f"{target}-t1"),
-        event("task.created", {"task_id": "task-tests-2", "target_id": target, "title": "Test the links",
-                               "scope": "tests", "depends_on": ["task-docs-1"]}, at=-1799,
-              event_id=f"{target}-t2"),
-        event("task.created", {"task_id": "task-backlog-3", "target_id": target, "title": "Propose tasks",
-                               "scope": "backlog", "depends_on": ["task-docs-1", "task-tests-2"]},
-              at=-1798, event_id=f"{target}-t3"),
-        event("task.completed", {"task_id": "task-docs-1", "target_id": target}, at=300,
-              event_id=f"{target}-t1-done"),
+        event(
+            "target.registered",
+            {
+                "target_id": target,
+                "name": target,
+                "repo_url": f"https://github.com/example/{target}",
+                "default_branch": "main",
+            },
+            at=-3600,
+            event_id=f"{target}-tgt",
+        ),
+        event(
+            "task.created",
+            {
+                "task_id": "task-docs-1",
+                "target_id": target,
+                "title": "Architecture overview",
+                "scope": "docs",
+                "priority": "high",
+            },
+            at=-1800,
+            event_id=f"{target}-t1",
+        ),
+        event(
+            "task.created",
+            {
+                "task_id": "task-tests-2",
+                "target_id": target,
+                "title": "Test the links",
+                "scope": "tests",
+                "depends_on": ["task-docs-1"],
+            },
+            at=-1799,
+            event_id=f"{target}-t2",
+        ),
+        event(
+            "task.created",
+            {
+                "task_id": "task-backlog-3",
+                "target_id": target,
+                "title": "Propose tasks",
+                "scope": "backlog",
+                "depends_on": ["task-docs-1", "task-tests-2"],
+            },
+            at=-1798,
+            event_id=f"{target}-t3",
+        ),
+        event(
+            "task.completed",
+            {"task_id": "task-docs-1", "target_id": target},
+            at=300,
+            event_id=f"{target}-t1-done",
+        ),
     ]
     return body(target, "bundle-backlog-sync", events)
 
 
-def bootstrap_burst(files: int, *, target: str = "leviathan-demo", bundle_id: str | None = None) -> dict[str, Any]:
+def bootstrap_burst(
+    files: int, *, target: str = "leviathan-demo", bundle_id: str | None = None
+) -> dict[str, Any]:
     """A repo indexer's burst: thousands of ``file.discovered`` events with stable ids."""
-    events = [event("bootstrap.started", {"target_id": target}, event_id=f"bootstrap-{target}-started")]
+    events = [
+        event("bootstrap.started", {"target_id": target}, event_id=f"bootstrap-{target}-started")
+    ]
     for i in range(files):
         path = f"src/pkg_{i // 50}/mod_{i}.py"
         digest = hashlib.sha256(f"{target}/{path}".encode()).hexdigest()[:12]
-        events.append(event("file.discovered", {"target_id": target, "path": path, "language": "python",
-                                                "size_bytes": 1000 + i}, at=5, event_id=f"file-{digest}"))
-    events.append(event("repo.indexed", {"target_id": target, "files": files}, at=60,
-                        event_id=f"repo-indexed-{target}"))
+        events.append(
+            event(
+                "file.discovered",
+                {"target_id": target, "path": path, "language": "python", "size_bytes": 1000 + i},
+                at=5,
+                event_id=f"file-{digest}",
+            )
+        )
+    events.append(
+        event(
+            "repo.indexed",
+            {"target_id": target, "files": files},
+            at=60,
+            event_id=f"repo-indexed-{target}",
+        )
+    )
     return body(target, bundle_id or f"bootstrap-{target}", events, artifacts=None)
 
 
-def envelope(raw: dict[str, Any], entry_id: str = "1-0", received_at: float = 1_764_320_000.0) -> Envelope:
+def envelope(
+    raw: dict[str, Any], entry_id: str = "1-0", received_at: float = 1_764_320_000.0
+) -> Envelope:
     """A decoded stream entry as the consumer hands it to storage."""
-    return Envelope(bundle=Bundle.model_validate(raw), received_at=received_at, token_label="test",
-                    entry_id=entry_id)
+    return Envelope(
+        bundle=Bundle.model_validate(raw),
+        received_at=received_at,
+        token_label="test",
+        entry_id=entry_id,
+    )
