@@ -186,8 +186,12 @@ class EventStore(Protocol):
     async def partitions(self) -> list[int]:
         """Partitions that have at least one stored event."""
 
-    async def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
-        """Every stored event (one partition in seq order, or all in insertion order)."""
+    def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
+        """Every stored event (one partition in seq order, or all in insertion order).
+
+        Implementations are async generators (``async def`` with ``yield``), hence a plain
+        ``def`` here: an ``async def`` without ``yield`` would type as a coroutine.
+        """
 
     async def graph(self) -> Graph:
         """The whole stored graph (for rebuild checks and tests; not for hot paths)."""

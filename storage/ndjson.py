@@ -1,0 +1,317 @@
+"""NDJSON backend (DESIGN §4, default for dev): per-partition log files + SQLite sidecar.
+
+Pipeline position: the consumer's :meth:`NdjsonStore.write_batch` appends each batch to
+``events-{p:04d}.ndjson`` under the configured directory (one fsync per batch) and then
+commits the index, chain head and graph to ``index.sqlite3`` (see
+:mod:`storage.ndjson_write`); the ingest tier's query API opens its own instance over the
+same directory and reads the index (WAL) and the files. Writers in several processes
+serialise on ``write.lock`` (filelock), so lines never interleave and chains never fork.
+All file and SQLite work runs in a worker thread; this module only schedules it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+from storage import ndjson_index as idx
+from storage import ndjson_log as log
+from storage import ndjson_read as rd
+from storage import ndjson_write as wr
+from storage.base import BatchResult, StorageUnavailable, StoredEvent
+from storage.chain import first_broken_link
+from storage.envelope import Envelope
+from storage.projection import Graph, fold
+from storage.views import (
+    AttemptDetail,
+    AttemptSummary,
+    ChainStatus,
+    EventView,
+    FailureView,
+    GraphSummary,
+    Page,
+    RecentEvent,
+    TaskDetail,
+    TaskSummary,
+)
+
+T = TypeVar("T")
+LOCK_FILE = "write.lock"
+LOCK_TIMEOUT = 60.0
+PAGE = 1000
+
+
+class NdjsonStore:
+    """:class:`storage.base.EventStore` over NDJSON files in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._con: sqlite3.Connection | None = None
+        self._mu = threading.Lock()  # one SQLite connection, used by one thread at a time
+        self._lock = FileLock(str(self.directory / LOCK_FILE), timeout=LOCK_TIMEOUT)
+
+    # -- plumbing -------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._mu:
+                if self._con is None:
+                    raise StorageUnavailable("NDJSON store is not open")
+                try:
+                    return fn(self._con)
+                except (OSError, sqlite3.OperationalError) as exc:
+                    raise StorageUnavailable(f"NDJSON store: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        def call(con: sqlite3.Connection) -> T:
+            try:
+                with self._lock:
+                    return fn(con)
+            except Timeout as exc:
+                raise StorageUnavailable(f"NDJSON write lock busy: {exc}") from exc
+
+        return call
+
+    def _open_sync(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._mu:
+            if self._con is None:
+                self._con = idx.connect(self.directory)
+        self._run_sync_recovery()
+
+    def _run_sync_recovery(self) -> None:
+        def recover_all(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for path in sorted(self.directory.glob("events-*.ndjson")):
+                    partition = log.partition_of_path(path)
+                    if partition is not None:
+                        wr.recover(con, self.directory, partition)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        with self._mu:
+            assert self._con is not None
+            with self._lock:
+                recover_all(self._con)
+
+    async def open(self) -> None:
+        try:
+            await asyncio.to_thread(self._open_sync)
+        except (OSError, sqlite3.Error, Timeout) as exc:
+            raise StorageUnavailable(f"cannot open NDJSON store: {exc}") from exc
+
+    async def close(self) -> None:
+        def shut() -> None:
+            with self._mu:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
+
+        await asyncio.to_thread(shut)
+
+    async def ping(self) -> None:
+        await self._run(lambda con: con.execute("SELECT 1").fetchone())
+        if not self.directory.is_dir():
+            raise StorageUnavailable(f"NDJSON directory {self.directory} is missing")
+
+    # -- write side -----------------------------------------------------------------
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        directory = self.directory
+        return await self._run(
+            self._locked(lambda con: wr.write_batch(con, directory, partition, envelopes))
+        )
+
+    # -- read side ------------------------------------------------------------------
+    async def graph_summary(self, recent: int = 20) -> GraphSummary:
+        def query(con: sqlite3.Connection) -> GraphSummary:
+            nodes = dict(con.execute("SELECT type, count(*) FROM nodes GROUP BY type").fetchall())
+            edges = dict(con.execute("SELECT type, count(*) FROM edges GROUP BY type").fetchall())
+            rows = con.execute(
+                f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT ?", (recent,)
+            ).fetchall()
+            events = [
+                RecentEvent(
+                    event_id=e.event_id,
+                    timestamp=e.timestamp,
+                    event_type=e.event_type,
+                    actor_id=e.actor_id,
+                    target=e.target,
+                    attempt_id=e.attempt_id,
+                )
+                for e in rd.load_events(self.directory, rows)
+            ]
+            return GraphSummary(nodes_by_type=nodes, edges_by_type=edges, recent_events=events)
+
+        return await self._run(query)
+
+    async def list_attempts(
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AttemptSummary]:
+        return await self._run(lambda con: rd.list_attempts(con, target, status, limit, cursor))
+
+    async def get_attempt(self, attempt_id: str) -> AttemptDetail | None:
+        return await self._run(lambda con: rd.get_attempt(con, self.directory, attempt_id))
+
+    async def list_failures(
+        self, *, target: str | None = None, limit: int = 50
+    ) -> list[FailureView]:
+        return await self._run(lambda con: rd.list_failures(con, self.directory, target, limit))
+
+    async def recent_events(self, limit: int = 50) -> list[EventView]:
+        def query(con: sqlite3.Connection) -> list[EventView]:
+            rows = con.execute(
+                f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [e.view() for e in rd.load_events(self.directory, rows)]
+
+        return await self._run(query)
+
+    async def list_events(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        task_id: str | None = None,
+        attempt_id: str | None = None,
+        event_type: str | None = None,
+        target: str | None = None,
+    ) -> Page[EventView]:
+        filters = {
+            "task_id": task_id,
+            "attempt_id": attempt_id,
+            "event_type": event_type,
+            "target": target,
+        }
+        return await self._run(
+            lambda con: rd.list_events(con, self.directory, after, limit, filters)
+        )
+
+    async def list_tasks(
+        self, *, target: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[TaskSummary]:
+        return await self._run(lambda con: rd.list_tasks(con, target, status, limit))
+
+    async def get_task(self, task_id: str) -> TaskDetail | None:
+        return await self._run(lambda con: rd.get_task(con, task_id))
+
+    async def attempt_exists(self, attempt_id: str) -> bool:
+        return await self._run(lambda con: rd.node_props(con, "Attempt", attempt_id) is not None)
+
+    async def verify_chain(self, partition: int) -> ChainStatus:
+        path = log.partition_path(self.directory, partition)
+
+        def walk() -> ChainStatus:
+            report = first_broken_link(partition, _checked_lines(path))
+            return ChainStatus(
+                partition=report.partition,
+                checked=report.checked,
+                ok=report.ok,
+                last_hash=report.last_hash,
+                broken_at_seq=report.broken_at_seq,
+                broken_event_id=report.broken_event_id,
+                reason=report.reason,
+            )
+
+        try:
+            return await asyncio.to_thread(walk)
+        except _BadLine as bad:
+            return ChainStatus(
+                partition=partition,
+                checked=bad.checked,
+                ok=False,
+                last_hash=bad.last_hash,
+                broken_at_seq=bad.checked + 1,
+                broken_event_id=None,
+                reason=str(bad),
+            )
+
+    async def partitions(self) -> list[int]:
+        return await self._run(
+            lambda con: [
+                int(r[0])
+                for r in con.execute("SELECT partition FROM heads WHERE seq > 0 ORDER BY 1")
+            ]
+        )
+
+    async def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
+        where = "" if partition is None else f"WHERE partition = {int(partition)}"
+        order = "gid" if partition is None else "seq"
+        last = -1
+        while True:
+            after = last
+
+            def page(con: sqlite3.Connection, after: int = after) -> list[Any]:
+                return con.execute(
+                    f"SELECT {rd.EVENT_COLS}, {order} FROM events "
+                    f"{where} {'AND' if where else 'WHERE'} {order} > ? ORDER BY {order} LIMIT ?",
+                    (after, PAGE),
+                ).fetchall()
+
+            rows = await self._run(page)
+            if not rows:
+                return
+            events = await asyncio.to_thread(rd.load_events, self.directory, [r[:4] for r in rows])
+            for ev in events:
+                yield ev
+            last = rows[-1][4]
+
+    async def graph(self) -> Graph:
+        return await self._run(idx.read_graph)
+
+    async def rebuild_graph(self) -> int:
+        events = [ev async for ev in self.iter_events()]
+        graph = fold(events)
+
+        def swap(con: sqlite3.Connection) -> None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                idx.replace_graph(con, graph)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        await self._run(self._locked(swap))
+        return len(events)
+
+    async def count_events(self) -> int:
+        return await self._run(
+            lambda con: int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+        )
+
+
+class _BadLine(ValueError):
+    """A line of a partition file that is not a stored event (hand-edited or corrupt)."""
+
+    def __init__(self, message: str, checked: int, last_hash: str) -> None:
+        super().__init__(message)
+        self.checked = checked
+        self.last_hash = last_hash
+
+
+def _checked_lines(path: Path) -> Any:
+    checked, last_hash = 0, "0" * 64
+    for number, line in enumerate(log.iter_lines(path), start=1):
+        try:
+            ev = log.decode_line(line)
+        except (ValueError, TypeError) as exc:
+            raise _BadLine(
+                f"line {number} is not a stored event: {exc}", checked, last_hash
+            ) from None
+        yield ev
+        checked, last_hash = checked + 1, ev.hash

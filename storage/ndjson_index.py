@@ -1,0 +1,173 @@
+"""SQLite sidecar of the NDJSON backend: event index, chain heads, graph, artifacts.
+
+Pipeline position: :mod:`storage.ndjson` appends events to per-partition NDJSON files (the
+tamper-evident source of truth) and then commits what readers need here, in one SQLite
+transaction: where each line lives, the partition's chain head and file size, the merged
+graph nodes/edges and bundle artifacts. WAL mode lets a reader in another process (the
+query API) see each commit without blocking the writer. Everything here is synchronous;
+callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    gid INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    task_id TEXT,
+    attempt_id TEXT,
+    target TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_pseq ON events(partition, seq);
+CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id);
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
+CREATE INDEX IF NOT EXISTS events_type ON events(event_type);
+CREATE TABLE IF NOT EXISTS heads (
+    partition INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    vals TEXT NOT NULL,
+    vers TEXT NOT NULL,
+    PRIMARY KEY (type, id)
+);
+CREATE TABLE IF NOT EXISTS edges (
+    type TEXT NOT NULL,
+    src_type TEXT NOT NULL,
+    src TEXT NOT NULL,
+    dst_type TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    PRIMARY KEY (type, src_type, src, dst_type, dst)
+);
+CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_type, dst);
+CREATE TABLE IF NOT EXISTS artifacts (
+    rid INTEGER PRIMARY KEY AUTOINCREMENT,
+    bundle_id TEXT NOT NULL,
+    attempt_id TEXT,
+    artifact_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    kind TEXT,
+    uri TEXT,
+    size INTEGER,
+    UNIQUE (bundle_id, sha256, artifact_id)
+);
+CREATE INDEX IF NOT EXISTS artifacts_attempt ON artifacts(attempt_id);
+"""
+
+INDEX_FILE = "index.sqlite3"
+CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
+
+
+def connect(directory: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(
+        directory / INDEX_FILE, isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    con.execute("PRAGMA journal_mode=WAL")
+    # the NDJSON file is fsynced per batch and re-indexed after a crash, so the index can
+    # use NORMAL sync: a lost index commit is recovered from the log on the next open
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA busy_timeout=30000")
+    con.executescript(SCHEMA)
+    return con
+
+
+def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def stored_digests(con: sqlite3.Connection, event_ids: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in chunks(event_ids):
+        marks = ",".join("?" * len(part))
+        rows = con.execute(
+            f"SELECT event_id, digest FROM events WHERE event_id IN ({marks})", tuple(part)
+        )
+        found.update(rows)
+    return found
+
+
+def head(con: sqlite3.Connection, partition: int) -> tuple[int, str, int] | None:
+    row = con.execute(
+        "SELECT seq, hash, size FROM heads WHERE partition = ?", (partition,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), int(row[2]))
+
+
+def set_head(con: sqlite3.Connection, partition: int, seq: int, hash_: str, size: int) -> None:
+    con.execute(
+        "INSERT INTO heads(partition, seq, hash, size) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+        "size = excluded.size",
+        (partition, seq, hash_, size),
+    )
+
+
+def load_nodes(con: sqlite3.Connection, keys: Sequence[NodeKey]) -> dict[NodeKey, dict[str, Prop]]:
+    found: dict[NodeKey, dict[str, Prop]] = {}
+    for node_type, node_id in keys:
+        row = con.execute(
+            "SELECT vals, vers FROM nodes WHERE type = ? AND id = ?", (node_type, node_id)
+        ).fetchone()
+        if row is not None:
+            found[(node_type, node_id)] = props_from_json(
+                orjson.loads(row[0]), orjson.loads(row[1])
+            )
+    return found
+
+
+def _node_row(key: NodeKey, props: dict[str, Prop]) -> tuple[str, str, str, str]:
+    vals = {name: p.value for name, p in props.items()}
+    vers = {name: [p.version[0], p.version[1]] for name, p in props.items()}
+    return (key[0], key[1], orjson.dumps(vals).decode(), orjson.dumps(vers).decode())
+
+
+def merge_graph(con: sqlite3.Connection, delta: Graph) -> None:
+    """Join ``delta`` into the stored graph (inside the caller's transaction)."""
+    keys = list(delta.nodes)
+    stored = load_nodes(con, keys)
+    rows = [_node_row(k, merge_props(stored.get(k), delta.nodes[k])) for k in keys]
+    con.executemany(
+        "INSERT INTO nodes(type, id, vals, vers) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(type, id) DO UPDATE SET vals = excluded.vals, vers = excluded.vers",
+        rows,
+    )
+    con.executemany(
+        "INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, ?)",
+        [(e.type, e.src_type, e.src, e.dst_type, e.dst) for e in delta.edges],
+    )
+
+
+def replace_graph(con: sqlite3.Connection, graph: Graph) -> None:
+    con.execute("DELETE FROM nodes")
+    con.execute("DELETE FROM edges")
+    merge_graph(con, graph)
+
+
+def read_graph(con: sqlite3.Connection) -> Graph:
+    graph = Graph()
+    for node_type, node_id, vals, vers in con.execute("SELECT type, id, vals, vers FROM nodes"):
+        graph.nodes[(node_type, node_id)] = props_from_json(orjson.loads(vals), orjson.loads(vers))
+    for row in con.execute("SELECT type, src_type, src, dst_type, dst FROM edges"):
+        graph.edges.add(Edge(*row))
+    return graph

@@ -1,0 +1,248 @@
+"""Read side of the NDJSON backend: the query API's views from the SQLite index + files.
+
+Pipeline position: :class:`storage.ndjson.NdjsonStore` runs these synchronous queries in
+a worker thread for the ingest tier's query API. Node and edge data come from the index;
+event bodies are read from the NDJSON lines the index points at, so what is shown is what
+the hash chain covers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from storage import ndjson_log as log
+from storage.base import StoredEvent
+from storage.projection import ATTEMPT, DEPENDS_ON, TASK
+from storage.readside import (
+    attempt_summary,
+    decode_cursor,
+    encode_cursor,
+    node_view,
+    task_summary,
+)
+from storage.views import (
+    ArtifactView,
+    AttemptDetail,
+    AttemptSummary,
+    EventView,
+    FailureView,
+    Page,
+    TaskDetail,
+    TaskSummary,
+    failure_error,
+)
+
+EVENT_COLS = "gid, partition, offset, length"
+_TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
+_STATUS = "json_extract(vals, '$.status')"
+
+
+def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
+    """Events of index rows ``(gid, partition, offset, length)``."""
+    return [
+        log.decode_line(log.read_at(log.partition_path(directory, p), o, n)) for _, p, o, n in rows
+    ]
+
+
+def node_props(con: sqlite3.Connection, node_type: str, node_id: str) -> dict[str, Any] | None:
+    row = con.execute(
+        "SELECT vals FROM nodes WHERE type = ? AND id = ?", (node_type, node_id)
+    ).fetchone()
+    return None if row is None else dict(orjson.loads(row[0]))
+
+
+def list_attempts(
+    con: sqlite3.Connection,
+    target: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[AttemptSummary]:
+    where, args = ["type = ?"], [ATTEMPT]
+    if target is not None:
+        where.append(f"{_TARGET} = ?")
+        args.append(target)
+    if status is not None:
+        where.append(f"{_STATUS} = ?")
+        args.append(status)
+    if cursor is not None:
+        seen, after_id = decode_cursor(cursor, 2)
+        where.append("(ls < ? OR (ls = ? AND id > ?))")
+        args += [str(seen), str(seen), str(after_id)]
+    rows = con.execute(
+        f"SELECT id, vals, ls FROM (SELECT id, vals, type, "
+        f"COALESCE(json_extract(vals, '$.last_seen'), '') AS ls FROM nodes) "
+        f"WHERE {' AND '.join(where)} ORDER BY ls DESC, id ASC LIMIT ?",
+        (*args, limit + 1),
+    ).fetchall()
+    items = [attempt_summary(r[0], orjson.loads(r[1])) for r in rows[:limit]]
+    next_cursor = (
+        encode_cursor([rows[limit - 1][2], rows[limit - 1][0]]) if len(rows) > limit else None
+    )
+    return Page[AttemptSummary](items=items, next_cursor=next_cursor)
+
+
+def _event_artifact(ev: StoredEvent) -> ArtifactView:
+    p = ev.payload
+    size = p.get("size", p.get("size_bytes"))
+    artifact_id = p.get("artifact_id") or p.get("sha256") or f"artifact-{ev.event_id[:12]}"
+    return ArtifactView(
+        artifact_id=str(artifact_id),
+        sha256=p.get("sha256") if isinstance(p.get("sha256"), str) else None,
+        kind=str(p.get("kind") or p.get("artifact_type") or "") or None,
+        uri=str(p.get("uri") or p.get("storage_path") or "") or None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        bundle_id=ev.bundle_id,
+        attempt_id=ev.attempt_id,
+    )
+
+
+def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> AttemptDetail | None:
+    props = node_props(con, ATTEMPT, attempt_id)
+    if props is None:
+        return None
+    rows = con.execute(
+        f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = ? ORDER BY gid", (attempt_id,)
+    ).fetchall()
+    events = load_events(directory, rows)
+    artifacts = [_event_artifact(e) for e in events if e.event_type == "artifact.created"]
+    for row in con.execute(
+        "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
+        "WHERE attempt_id = ? ORDER BY rid",
+        (attempt_id,),
+    ):
+        artifacts.append(
+            ArtifactView(
+                artifact_id=row[0],
+                sha256=row[1],
+                kind=row[2],
+                uri=row[3],
+                size=row[4],
+                bundle_id=row[5],
+                attempt_id=attempt_id,
+            )
+        )
+    return AttemptDetail(
+        attempt_node=node_view(ATTEMPT, attempt_id, props),
+        events=[e.view() for e in events],
+        artifacts=artifacts,
+    )
+
+
+def list_failures(
+    con: sqlite3.Connection, directory: Path, target: str | None, limit: int
+) -> list[FailureView]:
+    sql = f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ('attempt.failed', 'task.failed')"
+    args: list[Any] = []
+    if target is not None:
+        sql += " AND target = ?"
+        args.append(target)
+    rows = con.execute(sql + " ORDER BY gid DESC LIMIT ?", (*args, limit)).fetchall()
+    failures = []
+    for ev in load_events(directory, rows):
+        attempt = node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
+        task_id = ev.task_id or (attempt or {}).get("task_id")
+        target_id = ev.payload.get("target_id") or (attempt or {}).get("target") or ev.target
+        failures.append(
+            FailureView(
+                attempt_id=ev.attempt_id,
+                task_id=None if task_id is None else str(task_id),
+                target=str(target_id),
+                error=failure_error(ev.payload),
+                timestamp=ev.timestamp,
+                event_type=ev.event_type,
+                event_id=ev.event_id,
+            )
+        )
+    return failures
+
+
+def list_events(
+    con: sqlite3.Connection,
+    directory: Path,
+    after: str | None,
+    limit: int,
+    filters: dict[str, str | None],
+) -> Page[EventView]:
+    where: list[str] = ["1 = 1"]
+    args: list[Any] = []
+    if after is not None:
+        (gid,) = decode_cursor(after, 1)
+        where.append("gid > ?")
+        args.append(int(gid) if isinstance(gid, int) else -1)
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    rows = con.execute(
+        f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY gid LIMIT ?",
+        (*args, limit + 1),
+    ).fetchall()
+    events = load_events(directory, rows[:limit])
+    next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
+    return Page[EventView](items=[e.view() for e in events], next_cursor=next_cursor)
+
+
+def _task_links(con: sqlite3.Connection, task_id: str) -> tuple[list[str], list[str], list[str]]:
+    deps = [r[0] for r in con.execute(
+        "SELECT dst FROM edges WHERE type = ? AND src_type = ? AND src = ? AND dst_type = ?",
+        (DEPENDS_ON, TASK, task_id, TASK),
+    )]  # fmt: skip
+    dependents = [r[0] for r in con.execute(
+        "SELECT src FROM edges WHERE type = ? AND dst_type = ? AND dst = ? AND src_type = ?",
+        (DEPENDS_ON, TASK, task_id, TASK),
+    )]  # fmt: skip
+    attempts = [r[0] for r in con.execute(
+        "SELECT src FROM edges WHERE type = ? AND dst_type = ? AND dst = ? AND src_type = ?",
+        (DEPENDS_ON, TASK, task_id, ATTEMPT),
+    )]  # fmt: skip
+    return deps, dependents, attempts
+
+
+def _attempts(con: sqlite3.Connection, ids: list[str]) -> list[AttemptSummary]:
+    found = [(a, node_props(con, ATTEMPT, a)) for a in ids]
+    summaries = [attempt_summary(a, p) for a, p in found if p is not None]
+    return sorted(summaries, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+
+
+def task_summary_of(con: sqlite3.Connection, task_id: str, props: dict[str, Any]) -> TaskSummary:
+    deps, dependents, attempt_ids = _task_links(con, task_id)
+    attempts = _attempts(con, attempt_ids)
+    latest = attempts[0].status if attempts else None
+    return task_summary(
+        task_id, props, depends_on=deps, dependents=dependents, latest_attempt_status=latest
+    )
+
+
+def list_tasks(
+    con: sqlite3.Connection, target: str | None, status: str | None, limit: int
+) -> list[TaskSummary]:
+    where, args = ["type = ?"], [TASK]
+    if target is not None:
+        where.append(f"{_TARGET} = ?")
+        args.append(target)
+    if status is not None:
+        where.append(f"{_STATUS} = ?")
+        args.append(status)
+    rows = con.execute(
+        f"SELECT id, vals FROM nodes WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [task_summary_of(con, r[0], orjson.loads(r[1])) for r in rows]
+
+
+def get_task(con: sqlite3.Connection, task_id: str) -> TaskDetail | None:
+    props = node_props(con, TASK, task_id)
+    if props is None:
+        return None
+    _, _, attempt_ids = _task_links(con, task_id)
+    return TaskDetail(
+        task=task_summary_of(con, task_id, props),
+        task_node=node_view(TASK, task_id, props),
+        attempts=_attempts(con, attempt_ids),
+    )
