@@ -1,0 +1,163 @@
+"""NDJSON backend specifics: crash recovery, multi-process appends, O(1) append path."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import multiprocessing
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from storage.base import StoredEvent
+from storage.ndjson import NdjsonStore
+from storage.ndjson_log import partition_path
+from tests import factories as f
+
+
+async def opened(directory: Path) -> NdjsonStore:
+    store = NdjsonStore(directory)
+    await store.open()
+    return store
+
+
+def lifecycle(i: int, prefix: str = "a") -> Any:
+    return f.envelope(f.attempt_lifecycle(f"{prefix}-{i}", f"task-{i}"), entry_id=f"{i}-0")
+
+
+async def test_index_behind_file_is_recovered(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.write_batch(0, [lifecycle(1)])
+    graph_before = await store.graph()
+    await store.close()
+    # simulate a crash after the append+fsync but before the index commit
+    con = sqlite3.connect(tmp_path / "index.sqlite3")
+    with con:
+        con.execute("DELETE FROM events")
+        con.execute("DELETE FROM heads")
+        con.execute("DELETE FROM nodes")
+        con.execute("DELETE FROM edges")
+    con.close()
+    store = await opened(tmp_path)
+    try:
+        assert await store.count_events() == 5
+        assert await store.graph() == graph_before
+        result = await store.write_batch(0, [lifecycle(2)])
+        assert result.written == 5
+        assert (await store.verify_chain(0)).checked == 10
+        assert (await store.write_batch(0, [lifecycle(1)])).duplicates == 5
+    finally:
+        await store.close()
+
+
+async def test_torn_last_line_is_cut(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.write_batch(0, [lifecycle(1)])
+    await store.close()
+    path = partition_path(tmp_path, 0)
+    good_size = path.stat().st_size
+    with path.open("ab") as fh:
+        fh.write(b'{"event_id":"torn","event_ty')
+    store = await opened(tmp_path)
+    try:
+        assert path.stat().st_size == good_size
+        assert await store.count_events() == 5
+        await store.write_batch(0, [lifecycle(2)])
+        status = await store.verify_chain(0)
+        assert (status.ok, status.checked) == (True, 10)
+    finally:
+        await store.close()
+
+
+async def test_failed_commit_truncates_the_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opened(tmp_path)
+    try:
+        await store.write_batch(0, [lifecycle(1)])
+        size = partition_path(tmp_path, 0).stat().st_size
+
+        def broken(*_: Any) -> None:
+            raise sqlite3.IntegrityError("simulated failure after the append")
+
+        monkeypatch.setattr("storage.ndjson_index.set_head", broken)
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.write_batch(0, [lifecycle(2)])
+        monkeypatch.undo()
+        assert partition_path(tmp_path, 0).stat().st_size == size
+        assert await store.count_events() == 5
+        assert (await store.write_batch(0, [lifecycle(2)])).written == 5
+        assert (await store.verify_chain(0)).ok
+    finally:
+        await store.close()
+
+
+async def test_reader_instance_sees_writer_instance(tmp_path: Path) -> None:
+    writer = await opened(tmp_path)
+    reader = await opened(tmp_path)
+    try:
+        assert await reader.count_events() == 0
+        await writer.write_batch(2, [lifecycle(1)])
+        assert await reader.count_events() == 5
+        assert await reader.attempt_exists("a-1")
+        assert await reader.partitions() == [2]
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_append_never_reads_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await opened(tmp_path)
+    try:
+        await store.write_batch(0, [lifecycle(1)])
+        modes: list[tuple[str, str]] = []
+        real_open = builtins.open
+
+        def spy(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if str(file).endswith(".ndjson"):
+                modes.append((Path(str(file)).name, mode))
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", spy)
+        await store.write_batch(0, [lifecycle(2)])
+        monkeypatch.undo()
+        assert modes == [("events-0000.ndjson", "ab")]
+    finally:
+        await store.close()
+
+
+def _append_many(directory: str, prefix: str, count: int) -> None:
+    async def run() -> None:
+        store = await opened(Path(directory))
+        try:
+            for i in range(count):
+                await store.write_batch(0, [lifecycle(i, prefix)])
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.slow
+async def test_two_processes_one_partition(tmp_path: Path) -> None:
+    await (await opened(tmp_path)).close()  # create the directory and index first
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), prefix, 15)) for prefix in "pq"]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await asyncio.to_thread(proc.join, 120)
+        assert proc.exitcode == 0
+    lines = partition_path(tmp_path, 0).read_bytes().splitlines()
+    events = [StoredEvent(**orjson.loads(line)) for line in lines]
+    assert len(events) == len({e.event_id for e in events}) == 2 * 15 * 5
+    store = await opened(tmp_path)
+    try:
+        status = await store.verify_chain(0)
+        assert (status.ok, status.checked) == (True, 150)
+        assert await store.count_events() == 150
+    finally:
+        await store.close()
