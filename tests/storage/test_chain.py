@@ -1,0 +1,127 @@
+"""Canonical JSON bytes and tamper detection of the per-partition hash chain."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from storage.chain import (
+    GENESIS_HASH,
+    canonical_json,
+    content_digest,
+    first_broken_link,
+    link,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    event_id: str
+    event_type: str
+    timestamp: str
+    actor_id: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def chain(n: int) -> list[Row]:
+    rows, prev = [], GENESIS_HASH
+    for i in range(1, n + 1):
+        fields: dict[str, Any] = {
+            "event_id": f"e{i}",
+            "event_type": "task.created",
+            "timestamp": "2026-11-28T09:00:00Z",
+            "actor_id": None,
+            "payload": {"task_id": f"t{i}", "title": "é ✓"},
+            "prev_hash": prev,
+        }
+        hash_ = link(**fields)
+        rows.append(Row(seq=i, hash=hash_, **fields))
+        prev = hash_
+    return rows
+
+
+def test_canonical_json_exact_bytes() -> None:
+    data = canonical_json(
+        event_id="evt-1",
+        event_type="attempt.created",
+        timestamp="2026-11-28T09:00:00Z",
+        actor_id="worker-1",
+        payload={"z": 1, "a": {"y": [1, 2], "b": "ü"}},
+        prev_hash=GENESIS_HASH,
+    )
+    expected = (
+        '{"actor_id":"worker-1","event_id":"evt-1","event_type":"attempt.created",'
+        '"payload":{"a":{"b":"ü","y":[1,2]},"z":1},"prev_hash":"' + "0" * 64 + '",'
+        '"timestamp":"2026-11-28T09:00:00Z"}'
+    ).encode()
+    assert data == expected
+    assert (
+        link(
+            event_id="evt-1",
+            event_type="attempt.created",
+            timestamp="2026-11-28T09:00:00Z",
+            actor_id="worker-1",
+            payload={"z": 1, "a": {"y": [1, 2], "b": "ü"}},
+            prev_hash=GENESIS_HASH,
+        )
+        == hashlib.sha256(expected).hexdigest()
+    )
+
+
+def test_content_digest_ignores_key_order_not_values() -> None:
+    a = content_digest(event_type="x", timestamp="t", actor_id=None, payload={"a": 1, "b": 2})
+    b = content_digest(event_type="x", timestamp="t", actor_id=None, payload={"b": 2, "a": 1})
+    c = content_digest(event_type="x", timestamp="t", actor_id=None, payload={"a": 1, "b": 3})
+    assert a == b != c
+
+
+def test_intact_chain_ok() -> None:
+    rows = chain(5)
+    report = first_broken_link(3, rows)
+    assert (report.ok, report.checked, report.last_hash, report.partition) == (
+        True,
+        5,
+        rows[-1].hash,
+        3,
+    )
+
+
+def test_edited_payload_named() -> None:
+    rows = chain(5)
+    rows[2] = replace(rows[2], payload={"task_id": "forged"})
+    report = first_broken_link(0, rows)
+    assert (report.ok, report.broken_at_seq, report.broken_event_id) == (False, 3, "e3")
+    assert report.reason == "hash does not match the event's content"
+    assert report.checked == 2
+
+
+def test_rehashed_edit_breaks_next_link() -> None:
+    rows = chain(4)
+    forged = replace(rows[1], payload={"task_id": "forged"})
+    forged = replace(
+        forged,
+        hash=link(
+            event_id=forged.event_id,
+            event_type=forged.event_type,
+            timestamp=forged.timestamp,
+            actor_id=forged.actor_id,
+            payload=forged.payload,
+            prev_hash=forged.prev_hash,
+        ),
+    )
+    rows[1] = forged
+    report = first_broken_link(0, rows)
+    assert (report.broken_at_seq, report.broken_event_id) == (3, "e3")
+    assert report.reason == "prev_hash does not match the previous event's hash"
+
+
+def test_deleted_event_named_by_sequence() -> None:
+    rows = chain(4)
+    del rows[1]
+    report = first_broken_link(0, rows)
+    assert (report.ok, report.broken_at_seq) == (False, 3)
+    assert report.reason == "sequence 3 where 2 was expected"
