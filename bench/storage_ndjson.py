@@ -76,7 +76,7 @@ async def main(events: int, batches: int, size: int) -> None:
     print(f"batch size            : {size} events, {batches} batches timed per phase")
     print(f"fill                  : {total:,} events in {fill_s:.1f}s, {log_mb:.0f} MB on disk")
     print(f"rate at empty log     : {empty:,.0f} events/s")
-    print(f"rate at {total:>9,} ev: {large:,.0f} events/s")
+    print(f"rate at {total:,} events: {large:,.0f} events/s")
     print(f"ratio large/empty     : {large / empty:.2f}")
 
 

@@ -19,6 +19,7 @@ from storage import ndjson_log as log
 from storage.base import StoredEvent
 from storage.projection import ATTEMPT, DEPENDS_ON, TASK
 from storage.readside import (
+    InvalidCursor,
     attempt_summary,
     decode_cursor,
     encode_cursor,
@@ -174,7 +175,9 @@ def list_events(
     if after is not None:
         (gid,) = decode_cursor(after, 1)
         where.append("gid > ?")
-        args.append(int(gid) if isinstance(gid, int) else -1)
+        if not isinstance(gid, int) or isinstance(gid, bool):
+            raise InvalidCursor("cursor is not one this service issued")
+        args.append(gid)
     for column, value in filters.items():
         if value is not None:
             where.append(f"{column} = ?")

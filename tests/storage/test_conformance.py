@@ -251,7 +251,7 @@ async def test_event_paging_and_recent(store: EventStore) -> None:
                (await store.list_events(event_type="file.discovered")).items)  # fmt: skip
 
 
-@pytest.mark.parametrize("bad", ["!!!", "bm90IGpzb24", "WzEsMiwzXQ"])
+@pytest.mark.parametrize("bad", ["!!!", "bm90IGpzb24", "WzEsMiwzXQ", "WyJ4Il0"])
 async def test_invalid_cursor_rejected(store: EventStore, bad: str) -> None:
     await seed(store)
     with pytest.raises(InvalidCursor):
