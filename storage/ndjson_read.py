@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -44,10 +45,18 @@ _STATUS = "json_extract(vals, '$.status')"
 
 
 def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
-    """Events of index rows ``(gid, partition, offset, length)``."""
-    return [
-        log.decode_line(log.read_at(log.partition_path(directory, p), o, n)) for _, p, o, n in rows
-    ]
+    """Events of index rows ``(gid, partition, offset, length)``, each file opened once."""
+    with ExitStack() as stack:
+        files: dict[int, BinaryIO] = {}
+        events = []
+        for _, partition, offset, length in rows:
+            fh = files.get(partition)
+            if fh is None:
+                path = log.partition_path(directory, partition)
+                fh = files[partition] = stack.enter_context(open(path, "rb"))
+            fh.seek(offset)
+            events.append(log.decode_line(fh.read(length)))
+        return events
 
 
 def node_props(con: sqlite3.Connection, node_type: str, node_id: str) -> dict[str, Any] | None:
