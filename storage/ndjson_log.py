@@ -70,12 +70,6 @@ def truncate(path: Path, size: int) -> None:
         os.fsync(fh.fileno())
 
 
-def read_at(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read(length)
-
-
 def tail(path: Path, indexed_size: int) -> Iterator[tuple[int, bytes]]:
     """Complete lines past ``indexed_size`` (crash between append and index commit).
 
