@@ -1,0 +1,30 @@
+"""What the query routes need from the rest of the ingest app, under one AppKey.
+
+Pipeline position: ``create_app`` builds the Redis client and the group-commit publisher;
+the read endpoints (stats) and invalidate use them through this object, so the query
+modules need not import the app module (no import cycle) and tests can supply their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from storage.queue import StreamLayout
+from storage.schema import Bundle
+
+# Queues one bundle exactly as POST /v1/events/ingest does; returns the stream entry id.
+Publish = Callable[[Bundle, str], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDeps:
+    layout: StreamLayout
+    redis: Callable[[], Redis]
+    publish: Publish
+
+
+DEPS_KEY = web.AppKey("query_deps", QueryDeps)

@@ -1,0 +1,107 @@
+"""POST /v1/attempts/{id}/invalidate: queue an ``attempt.invalidated`` event (DESIGN §2, §5).
+
+Pipeline position: an operator's request enters the ingest tier like a worker's bundle; it
+is checked against storage (404 for an unknown attempt), turned into a one-event Bundle
+with ``bundle_id`` ``bundle-{attempt_id}`` (the workers' convention, so it lands in the
+attempt's partition after its other events) and queued through the same publisher as
+``POST /v1/events/ingest``; the consumer stores and projects it like any event.
+
+The event_id is a random UUID: the event carries the request time, so a deterministic id
+would turn a client's retry into a *conflict* (same id, different content) that the
+consumer dead-letters; two invalidations of one attempt are harmless in the projection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from ingest.deps import DEPS_KEY
+from ingest.params import not_found
+from ingest.responses import InvalidateAccepted
+from ingest.store_ctx import STORE_KEY
+from storage.schema import Bundle, InvalidateRequest
+from storage.views import AttemptDetail
+
+MAX_BODY = 64 * 1024
+
+
+def _error(cls: type[web.HTTPException], detail: str, errors: list[Any]) -> web.HTTPException:
+    return cls(
+        text=orjson.dumps({"detail": detail, "errors": errors}).decode(),
+        content_type="application/json",
+    )
+
+
+async def _request_body(request: web.Request) -> InvalidateRequest:
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise _error(web.HTTPRequestEntityTooLarge, "request body too large", [])
+    try:
+        data = orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError:
+        raise _error(web.HTTPBadRequest, "request body is not valid JSON", []) from None
+    try:
+        return InvalidateRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", *err["loc"]], "msg": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise _error(web.HTTPUnprocessableEntity, "a reason is required", errors) from None
+
+
+def _target_of(detail: AttemptDetail) -> str:
+    props = detail.attempt_node.properties
+    for key in ("target", "target_id"):
+        if isinstance(props.get(key), str) and props[key]:
+            return str(props[key])
+    return detail.events[0].target if detail.events else "unknown"
+
+
+def build_bundle(attempt_id: str, reason: str, detail: AttemptDetail) -> Bundle:
+    task_id = detail.attempt_node.properties.get("task_id")
+    payload: dict[str, Any] = {"attempt_id": attempt_id, "reason": reason}
+    if isinstance(task_id, str):
+        payload["task_id"] = task_id
+    return Bundle.model_validate(
+        {
+            "target": _target_of(detail),
+            "bundle_id": f"bundle-{attempt_id}",
+            "events": [
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "event_type": "attempt.invalidated",
+                    "timestamp": datetime.now(UTC),
+                    "actor_id": "control-plane",
+                    "payload": payload,
+                }
+            ],
+        }
+    )
+
+
+async def handle_invalidate(request: web.Request) -> web.Response:
+    attempt_id = request.match_info["attempt_id"]
+    store = request.app[STORE_KEY]
+    if not await store.attempt_exists(attempt_id):
+        not_found("attempt", attempt_id)
+    body = await _request_body(request)
+    detail = await store.get_attempt(attempt_id)
+    if detail is None:
+        not_found("attempt", attempt_id)
+    bundle = build_bundle(attempt_id, body.reason, detail)
+    await request.app[DEPS_KEY].publish(bundle, "invalidate")
+    answer = InvalidateAccepted(
+        status="accepted",
+        bundle_id=bundle.bundle_id,
+        ingested=1,
+        attempt_id=attempt_id,
+        event_id=bundle.events[0].event_id,
+    )
+    return web.json_response(text=answer.model_dump_json(), status=202)

@@ -1,0 +1,66 @@
+"""Query-parameter parsing for the ingest tier's read endpoints (DESIGN §5).
+
+Pipeline position: between aiohttp's raw query string and the storage read interface.
+Every bad value becomes a 422 whose ``errors[].loc`` is ``["query", <name>]`` and every
+unknown id a 404 with ``detail``, raised as aiohttp HTTP exceptions that already carry the
+JSON error body, so they stay correct whatever error middleware wraps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import orjson
+from aiohttp import web
+
+MAX_FILTER_LENGTH = 255
+
+
+def _json_error(cls: type[web.HTTPException], detail: str, errors: list[Any]) -> NoReturn:
+    body = orjson.dumps({"detail": detail, "errors": errors}).decode()
+    raise cls(text=body, content_type="application/json")
+
+
+def bad_param(name: str, msg: str) -> NoReturn:
+    """422 naming the query parameter ``name``."""
+    _json_error(
+        web.HTTPUnprocessableEntity,
+        f"invalid query parameter '{name}': {msg}",
+        [{"loc": ["query", name], "msg": msg}],
+    )
+
+
+def not_found(kind: str, ident: str) -> NoReturn:
+    _json_error(web.HTTPNotFound, f"{kind} '{ident}' not found", [])
+
+
+def int_param(request: web.Request, name: str, *, default: int | None, lo: int, hi: int) -> int:
+    """An integer in ``[lo, hi]``; ``default`` when absent (``None`` makes it required)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            bad_param(name, "field required")
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        bad_param(name, "must be an integer")
+    if not lo <= value <= hi:
+        bad_param(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
+    return int_param(request, "limit", default=default, lo=1, hi=maximum)
+
+
+def str_param(request: web.Request, name: str) -> str | None:
+    """An optional filter string; empty means absent, over-long is rejected."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        bad_param(name, "given more than once")
+    if not values or values[0] == "":
+        return None
+    if len(values[0]) > MAX_FILTER_LENGTH:
+        bad_param(name, f"at most {MAX_FILTER_LENGTH} characters")
+    return values[0]

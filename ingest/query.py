@@ -1,0 +1,138 @@
+"""Route table of the ingest tier's read endpoints (DESIGN §5, issue 5).
+
+Pipeline position: the read side. Handlers parse and bound query parameters
+(:mod:`ingest.params`), call the storage read interface of the store opened by
+:mod:`ingest.store_ctx`, and serialise the :mod:`storage.views` models unchanged, so both
+backends answer identically. All state comes from storage: a restarted app over the same
+storage gives the same answers.
+
+Limits (default / maximum): attempts 50/500, failures 50/500, events/recent 50/500,
+events 100/1000, tasks 100/1000; the graph summary always carries the last 20 events.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ingest.deps import DEPS_KEY
+from ingest.invalidate import handle_invalidate
+from ingest.params import bad_param, int_param, limit_param, not_found, str_param
+from ingest.responses import AttemptList, EventPage, FailureList, TaskList
+from ingest.stats import handle_stats
+from ingest.store_ctx import STORE_KEY
+from storage.readside import InvalidCursor
+
+LIMITS = {
+    "attempts": (50, 500),
+    "failures": (50, 500),
+    "recent": (50, 500),
+    "events": (100, 1000),
+    "tasks": (100, 1000),
+}
+SUMMARY_RECENT = 20
+
+
+def _json(text: str) -> web.Response:
+    return web.json_response(text=text)
+
+
+async def graph_summary(request: web.Request) -> web.Response:
+    summary = await request.app[STORE_KEY].graph_summary(SUMMARY_RECENT)
+    return _json(summary.model_dump_json())
+
+
+async def list_attempts(request: web.Request) -> web.Response:
+    default, maximum = LIMITS["attempts"]
+    limit = limit_param(request, default=default, maximum=maximum)
+    target, status = str_param(request, "target"), str_param(request, "status")
+    cursor = str_param(request, "cursor")
+    try:
+        page = await request.app[STORE_KEY].list_attempts(
+            target=target, status=status, limit=limit, cursor=cursor
+        )
+    except InvalidCursor as exc:
+        bad_param("cursor", str(exc))
+    body = AttemptList(attempts=page.items, count=len(page.items), next_cursor=page.next_cursor)
+    return _json(body.model_dump_json())
+
+
+async def get_attempt(request: web.Request) -> web.Response:
+    attempt_id = request.match_info["attempt_id"]
+    detail = await request.app[STORE_KEY].get_attempt(attempt_id)
+    if detail is None:
+        not_found("attempt", attempt_id)
+    return _json(detail.model_dump_json())
+
+
+async def list_failures(request: web.Request) -> web.Response:
+    default, maximum = LIMITS["failures"]
+    limit = limit_param(request, default=default, maximum=maximum)
+    failures = await request.app[STORE_KEY].list_failures(
+        target=str_param(request, "target"), limit=limit
+    )
+    return _json(FailureList(failures=failures, count=len(failures)).model_dump_json())
+
+
+async def recent_events(request: web.Request) -> web.Response:
+    default, maximum = LIMITS["recent"]
+    limit = limit_param(request, default=default, maximum=maximum)
+    events = await request.app[STORE_KEY].recent_events(limit)
+    return _json(orjson.dumps([e.model_dump(mode="json") for e in events]).decode())
+
+
+async def list_events(request: web.Request) -> web.Response:
+    default, maximum = LIMITS["events"]
+    limit = limit_param(request, default=default, maximum=maximum)
+    filters = {n: str_param(request, n) for n in ("task_id", "attempt_id", "event_type", "target")}
+    after = str_param(request, "after")
+    try:
+        page = await request.app[STORE_KEY].list_events(after=after, limit=limit, **filters)
+    except InvalidCursor as exc:
+        bad_param("after", str(exc))
+    return _json(EventPage(events=page.items, next_cursor=page.next_cursor).model_dump_json())
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    default, maximum = LIMITS["tasks"]
+    limit = limit_param(request, default=default, maximum=maximum)
+    tasks = await request.app[STORE_KEY].list_tasks(
+        target=str_param(request, "target"), status=str_param(request, "status"), limit=limit
+    )
+    return _json(TaskList(tasks=tasks, count=len(tasks)).model_dump_json())
+
+
+async def get_task(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    detail = await request.app[STORE_KEY].get_task(task_id)
+    if detail is None:
+        not_found("task", task_id)
+    return _json(detail.model_dump_json())
+
+
+async def verify_chain(request: web.Request) -> web.Response:
+    """One partition's ChainStatus, or (without ``partition``) a list for every partition."""
+    store = request.app[STORE_KEY]
+    if request.query.get("partition", "") == "":
+        statuses = [await store.verify_chain(p) for p in await store.partitions()]
+        return _json(orjson.dumps([s.model_dump(mode="json") for s in statuses]).decode())
+    partitions = request.app[DEPS_KEY].layout.partitions
+    partition = int_param(request, "partition", default=None, lo=0, hi=partitions - 1)
+    return _json((await store.verify_chain(partition)).model_dump_json())
+
+
+def query_routes() -> list[web.RouteDef]:
+    """The read endpoints and invalidate; all behind the app's bearer-token middleware."""
+    return [
+        web.get("/v1/graph/summary", graph_summary),
+        web.get("/v1/attempts", list_attempts),
+        web.get("/v1/attempts/{attempt_id}", get_attempt),
+        web.post("/v1/attempts/{attempt_id}/invalidate", handle_invalidate),
+        web.get("/v1/failures", list_failures),
+        web.get("/v1/events/recent", recent_events),
+        web.get("/v1/events/verify", verify_chain),
+        web.get("/v1/events", list_events),
+        web.get("/v1/tasks", list_tasks),
+        web.get("/v1/tasks/{task_id}", get_task),
+        web.get("/v1/stats", handle_stats),
+    ]

@@ -1,0 +1,89 @@
+"""Response wrapper models of the ingest tier's HTTP API (DESIGN §2, §5).
+
+Pipeline position: the query handlers serialise these and :mod:`ingest.openapi` generates
+the document from them, so each wire shape is declared once. Item models come from
+:mod:`storage.views`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from storage.views import AttemptSummary, EventView, FailureView, TaskSummary
+
+
+class AttemptList(BaseModel):
+    attempts: list[AttemptSummary]
+    count: int
+    next_cursor: str | None
+
+
+class FailureList(BaseModel):
+    failures: list[FailureView]
+    count: int
+
+
+class EventPage(BaseModel):
+    events: list[EventView]
+    next_cursor: str | None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary]
+    count: int
+
+
+class ConsumerStats(BaseModel):
+    name: str
+    pending: int
+    idle_ms: int
+
+
+class PartitionStats(BaseModel):
+    partition: int
+    stream: str
+    length: int
+    lag: int | None
+    pending: int
+    consumers: list[ConsumerStats]
+
+
+class Stats(BaseModel):
+    partitions: list[PartitionStats]
+    total_length: int
+    total_lag: int
+    total_pending: int
+    dead_letters: int
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"]
+    bundle_id: str
+    ingested: int
+
+
+class InvalidateAccepted(Accepted):
+    attempt_id: str
+    event_id: str
+
+
+class IngestOk(BaseModel):
+    status: Literal["ok"]
+    bundle_id: str
+    ingested: int
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[ErrorItem | dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,85 @@
+"""GET /v1/stats: per-partition queue figures read from Redis (DESIGN §3, §5).
+
+Pipeline position: reads the streams the publisher writes and the consumers drain. Each
+partition's stream is queried with its own commands (XLEN, XINFO GROUPS, XINFO CONSUMERS)
+because a Redis Cluster rejects commands spanning keys of several partitions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from ingest.deps import DEPS_KEY
+from ingest.responses import ConsumerStats, PartitionStats, Stats
+from storage.queue import GROUP, StreamLayout, resolve
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(info: dict[Any, Any], name: str) -> Any:
+    return info.get(name, info.get(name.encode()))
+
+
+async def _partition(redis: Redis, layout: StreamLayout, partition: int) -> PartitionStats:
+    key = layout.stream(partition)
+    length = int(await resolve(redis.xlen(key)))
+    lag: int | None = length
+    pending = 0
+    consumers: list[ConsumerStats] = []
+    try:
+        groups = await resolve(redis.xinfo_groups(key))
+    except ResponseError:  # stream does not exist yet
+        groups = []
+    for group in groups:
+        if _text(_field(group, "name")) != GROUP:
+            continue
+        raw_lag = _field(group, "lag")
+        lag = None if raw_lag is None else int(raw_lag)  # None: Redis cannot tell (trimmed)
+        pending = int(_field(group, "pending") or 0)
+        for c in await resolve(redis.xinfo_consumers(key, GROUP)):
+            consumers.append(
+                ConsumerStats(
+                    name=_text(_field(c, "name")),
+                    pending=int(_field(c, "pending") or 0),
+                    idle_ms=int(_field(c, "idle") or 0),
+                )
+            )
+    return PartitionStats(
+        partition=partition,
+        stream=key,
+        length=length,
+        lag=lag,
+        pending=pending,
+        consumers=sorted(consumers, key=lambda c: c.name),
+    )
+
+
+async def collect(redis: Redis, layout: StreamLayout) -> Stats:
+    parts = [await _partition(redis, layout, p) for p in range(layout.partitions)]
+    dead = int(await resolve(redis.xlen(layout.dead)))
+    return Stats(
+        partitions=parts,
+        total_length=sum(p.length for p in parts),
+        total_lag=sum(p.lag or 0 for p in parts),
+        total_pending=sum(p.pending for p in parts),
+        dead_letters=dead,
+    )
+
+
+async def handle_stats(request: web.Request) -> web.Response:
+    deps = request.app[DEPS_KEY]
+    try:
+        stats = await collect(deps.redis(), deps.layout)
+    except (RedisError, OSError):
+        raise web.HTTPServiceUnavailable(
+            text='{"detail":"queue unreachable","errors":[]}',
+            content_type="application/json",
+            headers={"Retry-After": "1"},
+        ) from None
+    return web.json_response(text=stats.model_dump_json())

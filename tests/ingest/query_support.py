@@ -1,0 +1,104 @@
+"""Fixtures for the query API tests: a store per backend, seeded data, an app over it.
+
+``ingest.app`` (the ingest engineer's create_app with auth, errors and the publisher) is
+used when it exposes what these tests need; until then the app here mounts the query
+routes with the same store cleanup_ctx and a publisher that XADDs the envelope exactly as
+the ingest path encodes it (``storage.envelope.encode`` into the bundle's partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.openapi import openapi_routes
+from ingest.query import query_routes
+from ingest.store_ctx import store_ctx
+from storage.base import EventStore
+from storage.config import StorageSettings, create_store
+from storage.envelope import encode
+from storage.queue import StreamLayout, resolve
+from storage.schema import Bundle
+from tests.factories import attempt_lifecycle, bootstrap_burst, envelope, tasks_with_dependencies
+
+PARTITIONS = 4
+LAYOUT = StreamLayout(partitions=PARTITIONS)
+
+
+def settings_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StorageSettings:
+    if backend == "postgres":
+        pytest.importorskip("storage.postgres", reason="storage/postgres.py not in the tree yet")
+        dsn: str = request.getfixturevalue("postgres_url")
+        return StorageSettings(backend="postgres", postgres_dsn=dsn, partitions=PARTITIONS)
+    return StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
+
+
+def seed_bodies() -> list[dict[str, Any]]:
+    """A bootstrap burst, three attempts (two succeeded, one failed) on two targets, plus tasks with deps."""
+    return [
+        bootstrap_burst(8),  # 10 events, so the summary's last-20 cap is reached
+        tasks_with_dependencies(),
+        attempt_lifecycle("att-1", "task-docs-1", start=0),
+        attempt_lifecycle("att-2", "task-tests-2", outcome="failed", start=400),
+        attempt_lifecycle("att-3", "task-other", target="other-repo", start=800, pr_number=7),
+    ]
+
+
+async def seed(store: EventStore) -> None:
+    for n, raw in enumerate(seed_bodies(), start=1):
+        partition = LAYOUT.partition_of(raw["bundle_id"])
+        await store.write_batch(partition, [envelope(raw, entry_id=f"{n}-0")])
+
+
+def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
+    async def publish(bundle: Bundle, token_label: str) -> str:
+        key = LAYOUT.stream(LAYOUT.partition_of(bundle.bundle_id))
+        entry = await resolve(redis.xadd(key, encode(bundle, token_label)))  # type: ignore[arg-type]
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    app = web.Application()
+    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=publish)
+    app.cleanup_ctx.append(store_ctx(settings))
+    app.add_routes(query_routes())
+    app.add_routes(openapi_routes(PARTITIONS))
+    return app
+
+
+AppFactory = Callable[[], web.Application]
+
+
+@pytest.fixture(params=["ndjson", "postgres"])
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StorageSettings:
+    return settings_for(str(request.param), tmp_path, request)
+
+
+@pytest.fixture
+async def seeded(backend_settings: StorageSettings) -> StorageSettings:
+    store = create_store(backend_settings)
+    await store.open()
+    try:
+        await seed(store)
+    finally:
+        await store.close()
+    return backend_settings
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def make_app(seeded: StorageSettings, redis: aioredis.Redis) -> AppFactory:
+    """A new app over the same storage on every call (a restart of the ingest tier)."""
+    return lambda: query_app(seeded, redis)
