@@ -1,0 +1,69 @@
+"""Prometheus metrics of one consumer process (served on /metrics by consumer.health).
+
+Pipeline position: the reader, dead-letter mover and maintenance jobs record here. Each
+instance owns its own CollectorRegistry so several consumers in one test process do not
+collide on the global default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class ConsumerMetrics:
+    """The consumer's counters, histograms and gauges in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_written = Counter(
+            "leviathan_consumer_events_written", "Events newly stored", registry=r
+        )
+        self.duplicates = Counter(
+            "leviathan_consumer_duplicates", "Events dropped as identical re-deliveries", registry=r
+        )
+        self.conflicts = Counter(
+            "leviathan_consumer_conflicts", "Events with a reused id and new content", registry=r
+        )
+        self.batch_size = Histogram(
+            "leviathan_consumer_batch_entries",
+            "Stream entries per write_batch",
+            buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "leviathan_consumer_batch_seconds", "write_batch plus XACK duration", registry=r
+        )
+        self.dead_lettered = Counter(
+            "leviathan_consumer_dead_lettered",
+            "Entries moved to the dead stream",
+            ["reason"],
+            registry=r,
+        )
+        self.reclaimed = Counter(
+            "leviathan_consumer_reclaimed", "Entries taken over with XAUTOCLAIM/XCLAIM", registry=r
+        )
+        self.storage_errors = Counter(
+            "leviathan_consumer_storage_errors", "Failed write_batch calls (retried)", registry=r
+        )
+        self.lag = Gauge(
+            "leviathan_consumer_lag",
+            "Group lag (undelivered entries) per partition",
+            ["partition"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "leviathan_consumer_pending",
+            "Delivered but unacked entries per partition",
+            ["partition"],
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "leviathan_consumer_end_to_end_seconds",
+            "From envelope received_at (ingest) to commit announced",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,64 @@
+"""Settings of the consumer process (DESIGN §3, §6).
+
+Pipeline position: built once by ``consumer.__main__`` from the environment and passed to
+the worker, reader, maintenance and health server. Inherits the storage and stream settings
+so env names are declared once.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field, model_validator
+
+from storage.config import StorageSettings
+
+
+class ConsumerSettings(StorageSettings):
+    """Every knob of one consumer process; each field names its environment variable."""
+
+    consumer_name: str = Field(
+        default_factory=socket.gethostname, min_length=1, validation_alias="HOSTNAME"
+    )
+    """Consumer name inside group ``writers``; pod/host name so a restart resumes its PEL."""
+    batch: int = Field(200, ge=1, le=10_000, validation_alias="LEVIATHAN_CONSUMER_BATCH")
+    """Entries per XREADGROUP COUNT, i.e. bundles per ``write_batch`` call."""
+    block_ms: int = Field(1000, ge=1, le=60_000, validation_alias="LEVIATHAN_CONSUMER_BLOCK_MS")
+    """XREADGROUP BLOCK: how long an idle partition reader waits for new entries."""
+    claim_idle_ms: int = Field(30_000, ge=100, validation_alias="LEVIATHAN_CONSUMER_CLAIM_IDLE_MS")
+    """Entries pending longer than this (a crashed or stuck consumer) are XAUTOCLAIMed."""
+    max_deliveries: int = Field(5, ge=1, validation_alias="LEVIATHAN_CONSUMER_MAX_DELIVERIES")
+    """An entry delivered more often than this (Redis' count) moves to the dead stream."""
+    stale_consumer_ms: int = Field(
+        3_600_000, ge=1000, validation_alias="LEVIATHAN_CONSUMER_STALE_MS"
+    )
+    """A group member idle longer than this is removed after its entries were claimed."""
+    maintenance_interval_s: int = Field(
+        10, ge=1, le=59, validation_alias="LEVIATHAN_CONSUMER_MAINTENANCE_INTERVAL_S"
+    )
+    """Period of the cron jobs: reclaim, trim, lag metrics, stale consumers."""
+    health_host: str = Field("0.0.0.0", validation_alias="LEVIATHAN_CONSUMER_HOST")
+    """Bind address of the /healthz, /readyz, /metrics server."""
+    health_port: int = Field(8001, ge=0, le=65535, validation_alias="LEVIATHAN_CONSUMER_PORT")
+    """Port of the health server (0 picks a free port; tests use that)."""
+    retry_min_s: float = Field(0.1, gt=0, validation_alias="LEVIATHAN_CONSUMER_RETRY_MIN_S")
+    """First backoff after a storage failure; doubles per failure (jittered)."""
+    retry_max_s: float = Field(10.0, gt=0, validation_alias="LEVIATHAN_CONSUMER_RETRY_MAX_S")
+    """Upper bound of the storage-failure backoff."""
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, validation_alias="LEVIATHAN_CONSUMER_SHUTDOWN_TIMEOUT_S"
+    )
+    """On SIGTERM, how long to wait for the in-flight batch to be written and acked."""
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> ConsumerSettings:
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError(
+                "LEVIATHAN_CONSUMER_RETRY_MIN_S must not exceed LEVIATHAN_CONSUMER_RETRY_MAX_S"
+            )
+        return self
+
+    @property
+    def heartbeat_max_age_s(self) -> float:
+        """/healthz fails when the read loop has not turned for this long."""
+        return self.block_ms / 1000 * 3 + self.retry_max_s + 10

@@ -1,0 +1,171 @@
+"""The arq worker hosting the consumer process (the only module importing arq).
+
+Pipeline position: ``consumer.__main__`` builds :class:`ConsumerSettings` and calls
+:func:`run`. arq owns the process: Redis pool, health key (``--check``), cron jobs for
+reclaim/trim/lag/stale consumers and jobs for operator work (replay dead letters, rebuild
+the graph). arq reads no streams, so the read loop is a long-running task started in
+``on_startup`` and stopped in ``on_shutdown``: on SIGTERM arq cancels its own main task
+and calls ``on_shutdown``, where the reader stops, finishes and acks its batch, and the
+pools close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import arq.worker
+import orjson
+from aiohttp import web
+from arq.connections import RedisSettings, log_redis_info
+from arq.cron import cron
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from consumer import health, maintenance
+from consumer.dlq import replay
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from consumer.settings import ConsumerSettings
+from storage.base import EventStore
+from storage.config import create_store
+from storage.queue import ensure_partition_count
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """Everything the jobs need; arq's ctx is an untyped dict, so one typed value in it."""
+
+    settings: ConsumerSettings
+    redis: Redis
+    store: EventStore
+    reader: Reader
+    metrics: ConsumerMetrics
+    read_task: asyncio.Task[None]
+    health: web.AppRunner
+
+
+def deps(ctx: dict[str, Any]) -> Deps:
+    value = ctx["deps"]
+    assert isinstance(value, Deps)
+    return value
+
+
+async def _guarded_log_redis_info(redis: Any, log_func: Callable[[str], Any]) -> None:
+    """arq logs INFO at start; fakeredis' server lacks INFO, which must not stop us."""
+    try:
+        await log_redis_info(redis, log_func)
+    except ResponseError as exc:
+        logger.info("redis INFO unavailable (%s); continuing", exc)
+
+
+def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        redis = Redis.from_url(settings.redis_url)
+        await ensure_partition_count(redis, settings.layout)
+        store = create_store(settings)
+        await store.open()
+        metrics = ConsumerMetrics()
+        reader = Reader(redis=redis, store=store, settings=settings, metrics=metrics)
+        runner = await health.start(reader, metrics)
+        task = asyncio.create_task(reader.run(), name="consumer-read-loop")
+        ctx["deps"] = Deps(settings, redis, store, reader, metrics, task, runner)
+        logger.info(
+            "consumer %s reading %d partitions (%s backend)",
+            settings.consumer_name,
+            settings.partitions,
+            settings.backend,
+        )
+
+    return on_startup
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    if "deps" not in ctx:
+        return
+    d = deps(ctx)
+    d.reader.stop()
+    try:
+        # the read loop returns after its in-flight batch is written and acked
+        await asyncio.wait_for(d.read_task, d.settings.shutdown_timeout_s)
+    except TimeoutError:
+        logger.warning("read loop did not finish in time; its batch stays pending for a retry")
+    except Exception:
+        logger.exception("read loop failed")
+    await d.health.cleanup()
+    await d.store.close()
+    await d.redis.aclose()
+
+
+async def reclaim_job(ctx: dict[str, Any]) -> int:
+    return await deps(ctx).reader.reclaim_all()
+
+
+async def trim_job(ctx: dict[str, Any]) -> int:
+    return await maintenance.trim_all(deps(ctx).reader)
+
+
+async def lag_job(ctx: dict[str, Any]) -> None:
+    d = deps(ctx)
+    await maintenance.record_lag(d.reader, d.metrics)
+
+
+async def stale_consumers_job(ctx: dict[str, Any]) -> list[str]:
+    return await maintenance.remove_stale_consumers(deps(ctx).reader)
+
+
+async def replay_dead_letters(ctx: dict[str, Any], ids: list[str] | None = None) -> int:
+    """Operator job: put dead entries back on their partition streams."""
+    d = deps(ctx)
+    return (await replay(d.redis, d.settings.layout, ids)).replayed
+
+
+async def rebuild_graph(ctx: dict[str, Any]) -> int:
+    """Operator job: recompute the projected graph from the event log."""
+    return await deps(ctx).store.rebuild_graph()
+
+
+def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
+    """arq worker keyword arguments (a dict is a valid arq settings "class")."""
+    every = set(range(0, 60, settings.maintenance_interval_s))
+    return {
+        "functions": [replay_dead_letters, rebuild_graph],
+        "cron_jobs": [
+            cron(reclaim_job, second=every, run_at_startup=True),
+            cron(trim_job, second=every),
+            cron(lag_job, second=every, run_at_startup=True),
+            cron(stale_consumers_job, second=every),
+        ],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": f"{settings.stream_prefix}:arq",
+        "health_check_key": f"{settings.stream_prefix}:arq:health:{settings.consumer_name}",
+        "health_check_interval": 5,
+        "job_serializer": orjson.dumps,
+        "job_deserializer": orjson.loads,
+        "on_startup": _startup(settings),
+        "on_shutdown": on_shutdown,
+        "job_completion_wait": 5,
+        "keep_result": 60,
+        "max_jobs": 4,
+    }
+
+
+def run(settings: ConsumerSettings) -> int:
+    """Run the worker until SIGTERM/SIGINT; 0 after a clean drain."""
+    # arq.worker bound the name at import; replace that binding only
+    setattr(arq.worker, "log_redis_info", _guarded_log_redis_info)  # noqa: B010
+    worker = arq.worker.create_worker(worker_settings(settings))
+    with contextlib.suppress(asyncio.CancelledError):
+        worker.run()
+    return 0
+
+
+def check(settings: ConsumerSettings) -> int:
+    """``--check``: 0 when this consumer's arq health key is fresh, 1 otherwise."""
+    return arq.worker.check_health(worker_settings(settings))

@@ -1,0 +1,183 @@
+"""Batch handler and re-delivery tests: fakeredis streams, a real NDJSON store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from consumer import deadletter
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from storage.base import EventStore
+from storage.queue import GROUP, committed_token, resolve
+from tests import factories as f
+from tests.consumer.conftest import FlakyStore, add_bundles, make_settings
+
+
+async def pending(redis: Redis, stream: str) -> int:
+    summary = await resolve(redis.xpending(stream, GROUP))
+    return int(summary["pending"])
+
+
+async def stored_ids(store: EventStore) -> list[str]:
+    return [e.event_id async for e in store.iter_events()]
+
+
+def lifecycle(n: int) -> list[dict[str, object]]:
+    return [f.attempt_lifecycle(f"att-{i}", f"task-{i}") for i in range(n)]
+
+
+async def test_batch_is_written_then_acked_and_announced(reader: Reader) -> None:
+    layout = reader.layout
+    raws = lifecycle(6)
+    added = await add_bundles(reader.redis, layout, raws)
+    pubsub = reader.redis.pubsub()
+    await pubsub.subscribe(layout.committed_channel)
+    await pubsub.get_message(timeout=0.1)  # the subscribe confirmation
+    tokens: set[str] = set()
+    for partition in range(layout.partitions):
+        entries = await reader.read_once(partition)
+        assert await pending(reader.redis, layout.stream(partition)) == len(entries)
+        if entries:
+            await reader.handle_batch(partition, entries)
+            message = await pubsub.get_message(timeout=1)
+            assert message is not None
+            tokens.update(message["data"].decode().split(","))
+        assert await pending(reader.redis, layout.stream(partition)) == 0
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert tokens == {committed_token(p, i) for p, i in added}
+    for p, i in added:
+        assert await resolve(reader.redis.get(layout.committed_key(p, i))) == b"1"
+    expected = sorted(e["event_id"] for raw in raws for e in raw["events"])  # type: ignore[attr-defined]
+    assert sorted(await stored_ids(reader.store)) == expected
+    assert reader.metrics.events_written._value.get() == len(expected)
+
+
+async def test_storage_error_leaves_batch_pending_then_retry_succeeds(
+    reader: Reader, ndjson_store: EventStore
+) -> None:
+    flaky = FlakyStore(ndjson_store, failures=1)
+    reader.store = flaky
+    (partition, _), *_ = await add_bundles(reader.redis, reader.layout, lifecycle(1))
+    entries = await reader.read_once(partition)
+    with pytest.raises(Exception, match="went away"):
+        await reader.handle_batch(partition, entries)
+    assert await pending(reader.redis, reader.layout.stream(partition)) == 1
+    assert await stored_ids(ndjson_store) == []
+    await reader.handle_batch(partition, entries)
+    assert await pending(reader.redis, reader.layout.stream(partition)) == 0
+    assert len(await stored_ids(ndjson_store)) == 5
+
+
+async def test_write_with_retry_backs_off_until_storage_returns(
+    reader: Reader, ndjson_store: EventStore
+) -> None:
+    flaky = FlakyStore(ndjson_store, failures=3)
+    reader.store = flaky
+    (partition, _), *_ = await add_bundles(reader.redis, reader.layout, lifecycle(1))
+    entries = await reader.read_once(partition)
+    await asyncio.wait_for(reader.write_with_retry(partition, entries), 5)
+    assert flaky.calls == 4
+    assert reader.storage_ok
+    assert reader.metrics.storage_errors._value.get() == 3
+    assert await pending(reader.redis, reader.layout.stream(partition)) == 0
+
+
+async def test_undecodable_entry_is_dead_at_once_and_rest_flows(reader: Reader) -> None:
+    layout = reader.layout
+    await add_bundles(reader.redis, layout, [f.attempt_lifecycle("att-p", "task-p")])
+    stream = layout.stream(0)
+    bad_id = (await resolve(reader.redis.xadd(stream, {b"v": b"1", b"bundle": b"{nope"}))).decode()
+    for p in range(layout.partitions):
+        entries = await reader.read_once(p)
+        if entries:
+            await reader.handle_batch(p, entries)
+    dead = await resolve(reader.redis.xrange(layout.dead))
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[deadletter.ENTRY_ID].decode() == bad_id
+    assert fields[deadletter.REASON].startswith(b"undecodable")
+    assert fields[b"bundle"] == b"{nope"
+    assert await pending(reader.redis, stream) == 0
+    assert len(await stored_ids(reader.store)) == 5
+
+
+async def test_conflicting_event_goes_to_dead_with_reason(reader: Reader) -> None:
+    layout = reader.layout
+    first = f.body("t", "b-same", [f.event("task.created", {"task_id": "x"}, event_id="e-1")])
+    second = f.body("t", "b-same", [f.event("task.created", {"task_id": "y"}, event_id="e-1")])
+    [(partition, _)] = await add_bundles(reader.redis, layout, [first])
+    await reader.handle_batch(partition, await reader.read_once(partition))
+    await add_bundles(reader.redis, layout, [second])
+    await reader.handle_batch(partition, await reader.read_once(partition))
+    dead = await resolve(reader.redis.xrange(layout.dead))
+    assert [d[1][deadletter.REASON] for d in dead] == [b"conflict"]
+    assert dead[0][1][b"event_id"] == b"e-1"
+    assert b'"y"' in dead[0][1][b"event"]
+    assert await pending(reader.redis, layout.stream(partition)) == 0
+    assert reader.metrics.conflicts._value.get() == 1
+
+
+async def test_reclaim_dead_letters_poison_while_the_rest_flows(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, partitions=1, consumer_name="c2", max_deliveries=3)
+    other = Reader(
+        fake_redis, ndjson_store, make_settings(tmp_path, partitions=1), ConsumerMetrics()
+    )
+    reader = Reader(fake_redis, ndjson_store, settings, ConsumerMetrics())
+    from consumer.reader import ensure_group
+
+    await ensure_group(fake_redis, settings.layout)
+    stream = settings.layout.stream(0)
+    await add_bundles(fake_redis, settings.layout, lifecycle(3))
+    entries = await other.read_once(0)  # c1 takes them and "crashes"
+    assert len(entries) == 3
+    poison = entries[0][0]
+    for _ in range(3):  # three more deliveries of one entry: crashed consumers before
+        await resolve(fake_redis.xclaim(stream, GROUP, "ghost", 0, [poison]))
+    await asyncio.sleep(0.15)  # past claim_idle_ms
+    assert await reader.reclaim(0) == 3
+    dead = await resolve(fake_redis.xrange(settings.layout.dead))
+    assert [d[1][deadletter.ENTRY_ID].decode() for d in dead] == [poison]
+    assert dead[0][1][deadletter.REASON].startswith(b"max_deliveries")
+    assert await pending(fake_redis, stream) == 0
+    assert len(await stored_ids(ndjson_store)) == 10
+    assert reader.metrics.reclaimed._value.get() == 3
+
+
+async def test_two_readers_split_the_work_and_store_each_event_once(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    a = Reader(
+        fake_redis,
+        ndjson_store,
+        make_settings(tmp_path, consumer_name="a", batch=3),
+        ConsumerMetrics(),
+    )
+    b = Reader(
+        fake_redis,
+        ndjson_store,
+        make_settings(tmp_path, consumer_name="b", batch=3),
+        ConsumerMetrics(),
+    )
+    raws = lifecycle(40)
+    await add_bundles(fake_redis, a.layout, raws)
+    tasks = [asyncio.create_task(r.run()) for r in (a, b)]
+    expected = 40 * 5
+    for _ in range(400):  # up to 20 s
+        if await ndjson_store.count_events() >= expected:
+            break
+        await asyncio.sleep(0.05)
+    a.stop()
+    b.stop()
+    await asyncio.gather(*tasks)
+    ids = await stored_ids(ndjson_store)
+    assert len(ids) == len(set(ids)) == expected
+    assert a.metrics.events_written._value.get() > 0
+    assert b.metrics.events_written._value.get() > 0
+    for p in range(a.layout.partitions):
+        assert await pending(fake_redis, a.layout.stream(p)) == 0
