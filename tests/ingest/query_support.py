@@ -40,7 +40,7 @@ def settings_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 def seed_bodies() -> list[dict[str, Any]]:
-    """A bootstrap burst, three attempts (two succeeded, one failed) on two targets, plus tasks with deps."""
+    """A bootstrap burst, three attempts (two succeeded, one failed), tasks with deps."""
     return [
         bootstrap_burst(8),  # 10 events, so the summary's last-20 cap is reached
         tasks_with_dependencies(),
@@ -73,13 +73,13 @@ def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Applicati
 AppFactory = Callable[[], web.Application]
 
 
-@pytest.fixture(params=["ndjson", "postgres"])
-def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StorageSettings:
+@pytest.fixture(name="backend_settings", params=["ndjson", "postgres"])
+def backend_settings_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> StorageSettings:
     return settings_for(str(request.param), tmp_path, request)
 
 
-@pytest.fixture
-async def seeded(backend_settings: StorageSettings) -> StorageSettings:
+@pytest.fixture(name="seeded")
+async def seeded_fixture(backend_settings: StorageSettings) -> StorageSettings:
     store = create_store(backend_settings)
     await store.open()
     try:
@@ -89,8 +89,8 @@ async def seeded(backend_settings: StorageSettings) -> StorageSettings:
     return backend_settings
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+@pytest.fixture(name="redis")
+async def redis_fixture(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     try:
         yield client
@@ -98,7 +98,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-@pytest.fixture
-def make_app(seeded: StorageSettings, redis: aioredis.Redis) -> AppFactory:
+@pytest.fixture(name="make_app")
+def make_app_fixture(seeded: StorageSettings, redis: aioredis.Redis) -> AppFactory:
     """A new app over the same storage on every call (a restart of the ingest tier)."""
     return lambda: query_app(seeded, redis)

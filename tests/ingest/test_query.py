@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.ingest.query_support import (  # noqa: F401  (fixtures)
+from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
     AppFactory,
-    backend_settings,
-    make_app,
-    redis,
-    seeded,
+    backend_settings_fixture,
+    make_app_fixture,
+    redis_fixture,
+    seeded_fixture,
 )
 
 pytestmark = pytest.mark.integration
