@@ -1,0 +1,215 @@
+"""Read side of the PostgreSQL backend: the query API's views in index-backed SQL.
+
+Pipeline position: :class:`storage.postgres.PostgresStore` calls these with a pooled
+connection for the ingest tier's query API. Views are built with :mod:`storage.readside`
+so both backends present identical shapes; listings use keyset pagination, never OFFSET.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from storage.base import StoredEvent
+from storage.ndjson_read import _event_artifact as event_artifact  # shared artifact view
+from storage.projection import ATTEMPT, DEPENDS_ON, TASK
+from storage.readside import (
+    InvalidCursor,
+    attempt_summary,
+    decode_cursor,
+    encode_cursor,
+    node_view,
+    task_summary,
+)
+from storage.views import (
+    ArtifactView,
+    AttemptDetail,
+    AttemptSummary,
+    EventView,
+    FailureView,
+    Page,
+    TaskDetail,
+    TaskSummary,
+    failure_error,
+)
+
+EVENT_COLS = (
+    "gid, event_id, event_type, ts_text, actor_id, payload, bundle_id, target, received_at, "
+    "partition, seq, prev_hash, hash"
+)
+
+
+def to_event(r: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(
+        r["event_id"], r["event_type"], r["ts_text"], r["actor_id"], r["payload"],
+        r["bundle_id"], r["target"], r["received_at"], r["partition"], r["seq"],
+        r["prev_hash"], r["hash"],
+    )  # fmt: skip
+
+
+async def node_props(con: asyncpg.Connection, node_type: str, node_id: str) -> Any:
+    return await con.fetchval(
+        "SELECT vals FROM nodes WHERE type = $1 AND id = $2", node_type, node_id
+    )
+
+
+async def list_attempts(
+    con: asyncpg.Connection, target: str | None, status: str | None, limit: int, cursor: str | None
+) -> Page[AttemptSummary]:
+    where, args = ["type = $1"], [ATTEMPT]
+    for column, value in (("target", target), ("status", status)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    if cursor is not None:
+        seen, after_id = decode_cursor(cursor, 2)
+        if not isinstance(seen, str) or not isinstance(after_id, str):
+            raise InvalidCursor("cursor is not one this service issued")
+        args += [str(seen), str(after_id)]
+        where.append(f"(last_seen < ${len(args) - 1} OR (last_seen = ${len(args) - 1} "
+                     f"AND id > ${len(args)}))")  # fmt: skip
+    rows = await con.fetch(
+        f"SELECT id, vals, last_seen FROM nodes WHERE {' AND '.join(where)} "
+        f"ORDER BY last_seen DESC, id ASC LIMIT {int(limit) + 1}",
+        *args,
+    )
+    items = [attempt_summary(r["id"], r["vals"]) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = None if last is None else encode_cursor([last["last_seen"], last["id"]])
+    return Page[AttemptSummary](items=items, next_cursor=next_cursor)
+
+
+async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail | None:
+    props = await node_props(con, ATTEMPT, attempt_id)
+    if props is None:
+        return None
+    rows = await con.fetch(
+        f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = $1 ORDER BY gid", attempt_id
+    )
+    events = [to_event(r) for r in rows]
+    artifacts = [event_artifact(e) for e in events if e.event_type == "artifact.created"]
+    for a in await con.fetch(
+        "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
+        "WHERE attempt_id = $1 ORDER BY rid",
+        attempt_id,
+    ):
+        artifacts.append(ArtifactView(attempt_id=attempt_id, **dict(a)))
+    return AttemptDetail(
+        attempt_node=node_view(ATTEMPT, attempt_id, props),
+        events=[e.view() for e in events],
+        artifacts=artifacts,
+    )
+
+
+async def list_failures(
+    con: asyncpg.Connection, target: str | None, limit: int
+) -> list[FailureView]:
+    sql = f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ('attempt.failed', 'task.failed')"
+    args: list[Any] = [limit]
+    if target is not None:
+        sql += " AND target = $2"
+        args.append(target)
+    failures = []
+    for r in await con.fetch(sql + " ORDER BY gid DESC LIMIT $1", *args):
+        ev = to_event(r)
+        attempt = await node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
+        task_id = ev.task_id or (attempt or {}).get("task_id")
+        target_id = ev.payload.get("target_id") or (attempt or {}).get("target") or ev.target
+        failures.append(
+            FailureView(
+                attempt_id=ev.attempt_id,
+                task_id=None if task_id is None else str(task_id),
+                target=str(target_id),
+                error=failure_error(ev.payload),
+                timestamp=ev.timestamp,
+                event_type=ev.event_type,
+                event_id=ev.event_id,
+            )
+        )
+    return failures
+
+
+async def list_events(
+    con: asyncpg.Connection, after: str | None, limit: int, filters: dict[str, str | None]
+) -> Page[EventView]:
+    where: list[str] = ["TRUE"]
+    args: list[Any] = []
+    if after is not None:
+        (gid,) = decode_cursor(after, 1)
+        if not isinstance(gid, int) or isinstance(gid, bool):
+            raise InvalidCursor("cursor is not one this service issued")
+        args.append(gid)
+        where.append(f"gid > ${len(args)}")
+    for column, value in filters.items():
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    rows = await con.fetch(
+        f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} "
+        f"ORDER BY gid LIMIT {int(limit) + 1}",
+        *args,
+    )
+    next_cursor = encode_cursor([rows[limit - 1]["gid"]]) if len(rows) > limit else None
+    items = [to_event(r).view() for r in rows[:limit]]
+    return Page[EventView](items=items, next_cursor=next_cursor)
+
+
+async def _task_links(
+    con: asyncpg.Connection, task_id: str
+) -> tuple[list[str], list[str], list[str]]:
+    deps = await con.fetch(
+        "SELECT dst FROM edges WHERE type = $1 AND src_type = $2 AND src = $3 AND dst_type = $2",
+        DEPENDS_ON, TASK, task_id,
+    )  # fmt: skip
+    incoming = await con.fetch(
+        "SELECT src_type, src FROM edges WHERE type = $1 AND dst_type = $2 AND dst = $3 "
+        "AND src_type IN ($2, $4)",
+        DEPENDS_ON, TASK, task_id, ATTEMPT,
+    )  # fmt: skip
+    dependents = [r["src"] for r in incoming if r["src_type"] == TASK]
+    attempts = [r["src"] for r in incoming if r["src_type"] == ATTEMPT]
+    return [r["dst"] for r in deps], dependents, attempts
+
+
+async def _attempts(con: asyncpg.Connection, ids: list[str]) -> list[AttemptSummary]:
+    rows = await con.fetch(
+        "SELECT id, vals FROM nodes WHERE type = $1 AND id = ANY($2::text[])", ATTEMPT, ids
+    )
+    summaries = [attempt_summary(r["id"], r["vals"]) for r in rows]
+    return sorted(summaries, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+
+
+async def task_summary_of(
+    con: asyncpg.Connection, task_id: str, props: dict[str, Any]
+) -> tuple[TaskSummary, list[AttemptSummary]]:
+    deps, dependents, attempt_ids = await _task_links(con, task_id)
+    attempts = await _attempts(con, attempt_ids)
+    latest = attempts[0].status if attempts else None
+    summary = task_summary(
+        task_id, props, depends_on=deps, dependents=dependents, latest_attempt_status=latest
+    )
+    return summary, attempts
+
+
+async def list_tasks(
+    con: asyncpg.Connection, target: str | None, status: str | None, limit: int
+) -> list[TaskSummary]:
+    where, args = ["type = $1"], [TASK]
+    for column, value in (("target", target), ("status", status)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    rows = await con.fetch(
+        f"SELECT id, vals FROM nodes WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}",
+        *args,
+    )
+    return [(await task_summary_of(con, r["id"], r["vals"]))[0] for r in rows]
+
+
+async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:
+    props = await node_props(con, TASK, task_id)
+    if props is None:
+        return None
+    summary, attempts = await task_summary_of(con, task_id, props)
+    return TaskDetail(task=summary, task_node=node_view(TASK, task_id, props), attempts=attempts)

@@ -1,0 +1,252 @@
+"""Write path of the PostgreSQL backend: dedup, chain, COPY insert, graph merge, artifacts.
+
+Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
+:func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
+serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
+partitions proceed in parallel); events go through COPY into a temp staging table and one
+``INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING``. If a writer of another partition
+stored one of our event_ids meanwhile, fewer rows land than planned: :class:`RaceLost` rolls
+the transaction back and the caller retries, now seeing that event as duplicate/conflict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from storage.base import BatchResult, Conflict, StoredEvent
+from storage.chain import GENESIS_HASH, content_digest, link
+from storage.envelope import Envelope
+from storage.projection import (
+    LAST_SEEN,
+    Graph,
+    NodeKey,
+    fold,
+    merge_props,
+    props_from_json,
+    props_to_json,
+)
+from storage.schema import Bundle, format_timestamp
+
+# Class id of the two-key advisory locks ("LVTW"); the second key is the partition.
+WRITE_LOCK_CLASS = 0x4C565457
+
+STAGE_COLUMNS = [
+    "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
+    "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
+    "attempt_id",
+]  # fmt: skip
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_events (partition integer, seq bigint, "
+    "event_id text, event_type text, ts timestamptz, ts_text text, actor_id text, "
+    "payload text, bundle_id text, target text, received_at text, prev_hash text, "
+    "hash text, digest text, task_id text, attempt_id text) ON COMMIT DELETE ROWS"
+)
+_COLS = ", ".join(STAGE_COLUMNS)
+_INSERT = (
+    f"INSERT INTO events ({_COLS}) SELECT {_COLS.replace('payload', 'payload::jsonb')} "
+    "FROM stage_events ORDER BY seq ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+class RaceLost(Exception):
+    """Another partition's writer stored one of this batch's event_ids concurrently."""
+
+
+@dataclass(slots=True)
+class Plan:
+    events: list[StoredEvent] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def _opt(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def plan(
+    partition: int, envelopes: Sequence[Envelope], known: dict[str, str], seq: int, prev: str
+) -> Plan:
+    """Dedup against ``known`` (event_id → digest) and link the new events."""
+    out = Plan()
+    for env in envelopes:
+        bundle = env.bundle
+        received = format_timestamp(_epoch(env.received_at))
+        for ev in bundle.events:
+            ts_text = format_timestamp(ev.timestamp)
+            digest = content_digest(
+                event_type=ev.event_type, timestamp=ts_text, actor_id=ev.actor_id,
+                payload=ev.payload,
+            )  # fmt: skip
+            stored = known.get(ev.event_id)
+            if stored == digest:
+                out.duplicates += 1
+                continue
+            if stored is not None:
+                out.conflicts.append(
+                    Conflict(ev.event_id, env.entry_id, bundle.bundle_id, bundle.target,
+                             ev.model_dump(mode="json"), stored, digest)
+                )  # fmt: skip
+                continue
+            known[ev.event_id] = digest  # later copies in this batch dedup against it
+            seq += 1
+            hash_ = link(
+                event_id=ev.event_id, event_type=ev.event_type, timestamp=ts_text,
+                actor_id=ev.actor_id, payload=ev.payload, prev_hash=prev,
+            )  # fmt: skip
+            stored_ev = StoredEvent(
+                ev.event_id, ev.event_type, ts_text, ev.actor_id, ev.payload, bundle.bundle_id,
+                bundle.target, received, partition, seq, prev, hash_,
+            )  # fmt: skip
+            out.events.append(stored_ev)
+            out.rows.append(
+                (partition, seq, ev.event_id, ev.event_type, ev.timestamp, ts_text, ev.actor_id,
+                 orjson.dumps(ev.payload).decode(), bundle.bundle_id, bundle.target, received,
+                 prev, hash_, digest, stored_ev.task_id, stored_ev.attempt_id)
+            )  # fmt: skip
+            prev = hash_
+    return out
+
+
+def _epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+async def _known_digests(con: asyncpg.Connection, envelopes: Sequence[Envelope]) -> dict[str, str]:
+    ids = list(dict.fromkeys(ev.event_id for env in envelopes for ev in env.bundle.events))
+    rows = await con.fetch(
+        "SELECT event_id, digest FROM events WHERE event_id = ANY($1::text[])", ids
+    )
+    return {r["event_id"]: r["digest"] for r in rows}
+
+
+async def _insert_events(con: asyncpg.Connection, p: Plan) -> None:
+    await con.execute(_STAGE_DDL)
+    await con.copy_records_to_table("stage_events", records=p.rows, columns=STAGE_COLUMNS)
+    status = await con.execute(_INSERT)
+    if int(status.rsplit(" ", 1)[1]) != len(p.rows):
+        raise RaceLost
+    last = p.events[-1]
+    await con.execute(
+        "INSERT INTO heads(partition, seq, hash) VALUES ($1, $2, $3) ON CONFLICT (partition) "
+        "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        last.partition, last.seq, last.hash,
+    )  # fmt: skip
+
+
+def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
+    """The filter/sort columns the query API uses, extracted from a node's values."""
+    target = values.get("target") or values.get("target_id")
+    last_seen = values.get(LAST_SEEN)
+    return (
+        None if target is None else str(target),
+        _opt(values.get("status")),
+        last_seen if isinstance(last_seen, str) else "",
+        _opt(values.get("task_id")),
+    )
+
+
+async def _bump_counts(
+    con: asyncpg.Connection, partition: int, kind: str, types: Sequence[str]
+) -> None:
+    counts = Counter(types)
+    if counts:
+        await con.execute(
+            "INSERT INTO graph_counts(partition, kind, type, n) "
+            "SELECT $1, $2, t, n FROM unnest($3::text[], $4::bigint[]) AS u(t, n) "
+            "ON CONFLICT (partition, kind, type) DO UPDATE SET n = graph_counts.n + excluded.n",
+            partition, kind, list(counts), list(counts.values()),
+        )  # fmt: skip
+
+
+async def merge_graph(con: asyncpg.Connection, partition: int, delta: Graph) -> None:
+    """Join ``delta`` into the stored graph inside the caller's transaction.
+
+    Missing nodes are first inserted empty (in key order, so concurrent writers lock rows
+    in the same order and cannot deadlock), then every affected row is locked and read
+    with ``FOR UPDATE``: a concurrent writer's committed properties are never overwritten.
+    """
+    keys = sorted(delta.nodes)
+    types, ids = [k[0] for k in keys], [k[1] for k in keys]
+    created = await con.fetch(
+        "INSERT INTO nodes(type, id, vals, vers) SELECT t, i, '{}', '{}' "
+        "FROM unnest($1::text[], $2::text[]) AS u(t, i) ORDER BY t, i "
+        "ON CONFLICT (type, id) DO NOTHING RETURNING type",
+        types, ids,
+    )  # fmt: skip
+    await _bump_counts(con, partition, "node", [r["type"] for r in created])
+    rows = await con.fetch(
+        "SELECT n.type, n.id, n.vals, n.vers FROM nodes n "
+        "JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON n.type = u.t AND n.id = u.i "
+        "ORDER BY n.type, n.id FOR UPDATE OF n",
+        types, ids,
+    )  # fmt: skip
+    stored = {(r["type"], r["id"]): props_from_json(r["vals"], r["vers"]) for r in rows}
+    records = []
+    for key in keys:
+        values, versions = props_to_json(merge_props(stored.get(key), delta.nodes[key]))
+        records.append((key[0], key[1], values, versions, *node_columns(key, values)))
+    await con.executemany(
+        "UPDATE nodes SET vals = $3, vers = $4, target = $5, status = $6, last_seen = $7, "
+        "task_id = $8 WHERE type = $1 AND id = $2",
+        records,
+    )
+    edges = sorted(delta.edges, key=lambda e: (e.type, e.src_type, e.src, e.dst_type, e.dst))
+    added = await con.fetch(
+        "INSERT INTO edges SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::text[], $5::text[]) ON CONFLICT DO NOTHING RETURNING type",
+        [e.type for e in edges], [e.src_type for e in edges], [e.src for e in edges],
+        [e.dst_type for e in edges], [e.dst for e in edges],
+    )  # fmt: skip
+    await _bump_counts(con, partition, "edge", [r["type"] for r in added])
+
+
+def _bundle_attempt(bundle: Bundle) -> str | None:
+    ids = {ev.payload.get("attempt_id") for ev in bundle.events}
+    ids.discard(None)
+    if len(ids) != 1:
+        return None
+    only = ids.pop()
+    return only if isinstance(only, str) else str(only)
+
+
+async def store_artifacts(con: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
+    rows = []
+    for env in envelopes:
+        attempt = _bundle_attempt(env.bundle)
+        for art in env.bundle.artifacts or []:
+            artifact_id = (art.model_extra or {}).get("artifact_id")
+            rows.append(
+                (env.bundle.bundle_id, attempt,
+                 artifact_id if isinstance(artifact_id, str) else art.sha256,
+                 art.sha256, art.kind, art.uri, art.size)
+            )  # fmt: skip
+    if rows:
+        await con.executemany(
+            "INSERT INTO artifacts(bundle_id, attempt_id, artifact_id, sha256, kind, uri, size) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            rows,
+        )
+
+
+async def write_batch(
+    con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope]
+) -> BatchResult:
+    """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`."""
+    await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)
+    head = await con.fetchrow("SELECT seq, hash FROM heads WHERE partition = $1", partition)
+    seq, prev = (0, GENESIS_HASH) if head is None else (head["seq"], head["hash"])
+    p = plan(partition, envelopes, await _known_digests(con, envelopes), seq, prev)
+    if p.events:
+        await _insert_events(con, p)
+        await merge_graph(con, partition, fold(p.events))
+    await store_artifacts(con, envelopes)
+    return BatchResult(len(p.events), p.duplicates, p.conflicts)

@@ -1,0 +1,289 @@
+"""PostgreSQL implementation of :class:`storage.base.EventStore` (DESIGN §4).
+
+Pipeline position: the consumer's :meth:`write_batch` target and the ingest query API's
+read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool; the SQL
+lives in :mod:`storage.pg_write` (write path), :mod:`storage.pg_read` (views) and
+:mod:`storage.pg_migrations` (schema). Connection failures surface as
+:class:`storage.base.StorageUnavailable` so the consumer retries instead of dead-lettering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import asyncpg
+import orjson
+
+from storage import pg_read as rd
+from storage import pg_write as wr
+from storage.base import BatchResult, StorageUnavailable, StoredEvent
+from storage.chain import first_broken_link
+from storage.envelope import Envelope
+from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
+from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
+from storage.views import (
+    AttemptDetail,
+    AttemptSummary,
+    ChainStatus,
+    EventView,
+    FailureView,
+    GraphSummary,
+    Page,
+    RecentEvent,
+    TaskDetail,
+    TaskSummary,
+)
+
+__all__ = ["PostgresStore", "migrate"]
+
+T = TypeVar("T")
+PAGE = 1000
+CLOSE_TIMEOUT = 10.0
+WRITE_ATTEMPTS = 5  # a race or deadlock with another partition's writer is retried this often
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(con: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await con.set_type_codec(
+            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+class PostgresStore:
+    """Event log + graph in PostgreSQL; one pool per process."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageUnavailable("PostgreSQL store is not open")
+        return self._pool
+
+    async def _with(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self.pool.acquire() as con:
+                # The proxy forwards every Connection method; the stubs type it apart.
+                return await fn(cast(asyncpg.Connection, con))
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size, init=_init_connection
+            )
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(exc) from exc
+        self._pool = pool
+        try:
+            await self._with(apply)
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
+
+    async def ping(self) -> None:
+        await self._with(lambda con: con.fetchval("SELECT 1"))
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        async def one(con: asyncpg.Connection) -> BatchResult:
+            async with con.transaction():
+                return await wr.write_batch(con, partition, envelopes)
+
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return await self._with(one)
+            except (wr.RaceLost, asyncpg.DeadlockDetectedError):
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- read side ------------------------------------------------------------------
+    async def graph_summary(self, recent: int = 20) -> GraphSummary:
+        async def query(con: asyncpg.Connection) -> GraphSummary:
+            counts = await con.fetch(
+                "SELECT kind, type, sum(n)::bigint AS n FROM graph_counts GROUP BY kind, type"
+            )
+            rows = await con.fetch(
+                f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", recent
+            )
+            events = [rd.to_event(r) for r in rows]
+            return GraphSummary(
+                nodes_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "node" and r["n"]},
+                edges_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "edge" and r["n"]},
+                recent_events=[
+                    RecentEvent(
+                        event_id=e.event_id,
+                        timestamp=e.timestamp,
+                        event_type=e.event_type,
+                        actor_id=e.actor_id,
+                        target=e.target,
+                        attempt_id=e.attempt_id,
+                    )
+                    for e in events
+                ],
+            )
+
+        return await self._with(query)
+
+    async def list_attempts(
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[AttemptSummary]:
+        return await self._with(lambda con: rd.list_attempts(con, target, status, limit, cursor))
+
+    async def get_attempt(self, attempt_id: str) -> AttemptDetail | None:
+        return await self._with(lambda con: rd.get_attempt(con, attempt_id))
+
+    async def list_failures(
+        self, *, target: str | None = None, limit: int = 50
+    ) -> list[FailureView]:
+        return await self._with(lambda con: rd.list_failures(con, target, limit))
+
+    async def recent_events(self, limit: int = 50) -> list[EventView]:
+        async def query(con: asyncpg.Connection) -> list[EventView]:
+            rows = await con.fetch(
+                f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", limit
+            )
+            return [rd.to_event(r).view() for r in rows]
+
+        return await self._with(query)
+
+    async def list_events(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        task_id: str | None = None,
+        attempt_id: str | None = None,
+        event_type: str | None = None,
+        target: str | None = None,
+    ) -> Page[EventView]:
+        filters = {
+            "task_id": task_id,
+            "attempt_id": attempt_id,
+            "event_type": event_type,
+            "target": target,
+        }
+        return await self._with(lambda con: rd.list_events(con, after, limit, filters))
+
+    async def list_tasks(
+        self, *, target: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[TaskSummary]:
+        return await self._with(lambda con: rd.list_tasks(con, target, status, limit))
+
+    async def get_task(self, task_id: str) -> TaskDetail | None:
+        return await self._with(lambda con: rd.get_task(con, task_id))
+
+    async def attempt_exists(self, attempt_id: str) -> bool:
+        async def query(con: asyncpg.Connection) -> bool:
+            found = await con.fetchval(
+                "SELECT 1 FROM nodes WHERE type = $1 AND id = $2", ATTEMPT, attempt_id
+            )
+            return found is not None
+
+        return await self._with(query)
+
+    async def verify_chain(self, partition: int) -> ChainStatus:
+        report = first_broken_link(partition, [e async for e in self.iter_events(partition)])
+        return ChainStatus(
+            partition=report.partition,
+            checked=report.checked,
+            ok=report.ok,
+            last_hash=report.last_hash,
+            broken_at_seq=report.broken_at_seq,
+            broken_event_id=report.broken_event_id,
+            reason=report.reason,
+        )
+
+    async def partitions(self) -> list[int]:
+        async def query(con: asyncpg.Connection) -> list[int]:
+            rows = await con.fetch("SELECT partition FROM heads WHERE seq > 0 ORDER BY 1")
+            return [int(r["partition"]) for r in rows]
+
+        return await self._with(query)
+
+    async def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
+        # Keyset pages instead of one long-lived cursor: no connection is held while the
+        # caller consumes, and each page is an index range scan.
+        order = "gid" if partition is None else "seq"
+        where = "TRUE" if partition is None else "partition = $3"
+        extra = () if partition is None else (partition,)
+        last = 0
+        while True:
+            after = last
+
+            async def page(con: asyncpg.Connection, after: int = after) -> list[asyncpg.Record]:
+                return await con.fetch(
+                    f"SELECT {rd.EVENT_COLS} FROM events WHERE {where} AND {order} > $1 "
+                    f"ORDER BY {order} LIMIT $2",
+                    after, PAGE, *extra,
+                )  # fmt: skip
+
+            rows = await self._with(page)
+            if not rows:
+                return
+            for r in rows:
+                yield rd.to_event(r)
+            last = rows[-1][order]
+
+    async def graph(self) -> Graph:
+        async def query(con: asyncpg.Connection) -> Graph:
+            graph = Graph()
+            for r in await con.fetch("SELECT type, id, vals, vers FROM nodes"):
+                graph.nodes[(r["type"], r["id"])] = props_from_json(r["vals"], r["vers"])
+            for r in await con.fetch("SELECT type, src_type, src, dst_type, dst FROM edges"):
+                graph.edges.add(Edge(*r))
+            return graph
+
+        return await self._with(query)
+
+    async def rebuild_graph(self) -> int:
+        async def swap(con: asyncpg.Connection) -> int:
+            async with con.transaction():
+                # Writers block on these locks before touching the graph, so every event
+                # committed before the read below is folded here and every later one is
+                # merged by its writer afterwards.
+                await con.execute("LOCK TABLE nodes, edges, graph_counts IN EXCLUSIVE MODE")
+                events = [rd.to_event(r) for r in await con.fetch(
+                    f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid"
+                )]  # fmt: skip
+                await con.execute("DELETE FROM nodes")
+                await con.execute("DELETE FROM edges")
+                await con.execute("DELETE FROM graph_counts")
+                await wr.merge_graph(con, 0, fold(events))
+                return len(events)
+
+        return await self._with(swap)
+
+    async def count_events(self) -> int:
+        async def query(con: asyncpg.Connection) -> int:
+            return int(await con.fetchval("SELECT count(*) FROM events"))
+
+        return await self._with(query)
