@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from consumer import deadletter
 from consumer.metrics import ConsumerMetrics
-from consumer.reader import Reader
+from consumer.reader import Reader, ensure_group
 from storage.base import EventStore
 from storage.queue import GROUP, committed_token, resolve
 from tests import factories as f
@@ -129,8 +129,6 @@ async def test_reclaim_dead_letters_poison_while_the_rest_flows(
         fake_redis, ndjson_store, make_settings(tmp_path, partitions=1), ConsumerMetrics()
     )
     reader = Reader(fake_redis, ndjson_store, settings, ConsumerMetrics())
-    from consumer.reader import ensure_group
-
     await ensure_group(fake_redis, settings.layout)
     stream = settings.layout.stream(0)
     await add_bundles(fake_redis, settings.layout, lifecycle(3))
