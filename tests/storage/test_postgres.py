@@ -1,0 +1,184 @@
+"""PostgreSQL-specific behaviour of storage.postgres beyond the shared conformance suite.
+
+Migrations and their lock, the append-only triggers, the COPY path at volume, the retry on
+a cross-partition duplicate race, error mapping, and that the hot queries use indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from storage import pg_read, pg_write
+from storage.base import StorageUnavailable
+from storage.envelope import Envelope
+from storage.pg_migrations import available, migrate
+from storage.postgres import PostgresStore, _init_connection
+from tests import factories as f
+
+CLOSED_DSN = "postgresql://postgres@127.0.0.1:1/nothing"
+
+
+def env(raw: dict[str, Any], n: int = 0) -> Envelope:
+    return f.envelope(raw, entry_id=f"{n}-0", received_at=1_764_320_000.0 + n)
+
+
+@pytest.fixture
+async def pg(postgres_url: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(postgres_url, min_size=1, max_size=4)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def raw(postgres_url: str, pg: PostgresStore) -> AsyncIterator[asyncpg.Connection]:
+    con = await asyncpg.connect(postgres_url)
+    await _init_connection(con)
+    try:
+        yield con
+    finally:
+        await con.close()
+
+
+@pytest.mark.integration
+async def test_concurrent_open_applies_each_migration_once(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url, min_size=1, max_size=2) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].open()  # idempotent
+        assert await migrate(postgres_url) == []
+        con = await asyncpg.connect(postgres_url)
+        try:
+            rows = await con.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        finally:
+            await con.close()
+        assert [r["version"] for r in rows] == [v for v, _ in available()]
+        assert rows[0]["version"] == "0001_init"
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+@pytest.mark.integration
+async def test_migrate_reports_versions_applied(postgres_url: str) -> None:
+    assert await migrate(postgres_url) == [v for v, _ in available()]
+    assert await migrate(postgres_url) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "sql", ["UPDATE events SET event_type = 'x'", "DELETE FROM events", "TRUNCATE events"]
+)
+async def test_events_are_append_only(pg: PostgresStore, raw: asyncpg.Connection, sql: str) -> None:
+    await pg.write_batch(0, [env(f.attempt_lifecycle("att-1", "task-1"))])
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await raw.execute(sql)
+    assert await pg.count_events() == 5
+    assert (await pg.verify_chain(0)).ok
+
+
+@pytest.mark.integration
+async def test_copy_path_stores_a_5000_event_batch(pg: PostgresStore) -> None:
+    big = f.bootstrap_burst(4998)
+    result = await pg.write_batch(3, [env(big)])
+    assert (result.written, result.duplicates, result.conflicts) == (5000, 0, [])
+    again = await pg.write_batch(3, [env(big, 1)])
+    assert (again.written, again.duplicates) == (0, 5000)
+    status = await pg.verify_chain(3)
+    assert (status.ok, status.checked) == (True, 5000)
+    assert await pg.partitions() == [3]
+
+
+@pytest.mark.integration
+async def test_cross_partition_race_retries_batch(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = f.attempt_lifecycle("att-race", "task-race")
+    await pg.write_batch(1, [env(shared)])
+    other = f.attempt_lifecycle("att-two", "task-two")
+    calls: list[int] = []
+    real = pg_write._known_digests
+
+    async def stale_first(con: asyncpg.Connection, envelopes: Any) -> dict[str, str]:
+        # First attempt: the lookup ran "before" partition 1 committed, so it sees nothing.
+        calls.append(1)
+        return {} if len(calls) == 1 else await real(con, envelopes)
+
+    monkeypatch.setattr(pg_write, "_known_digests", stale_first)
+    result = await pg.write_batch(2, [env(shared, 1), env(other, 2)])
+    assert len(calls) == 2
+    assert (result.written, result.duplicates) == (5, 5)
+    assert await pg.count_events() == 10
+    assert (await pg.verify_chain(2)).ok
+    assert (await pg.verify_chain(2)).checked == 5
+
+
+@pytest.mark.integration
+async def test_summary_counts_match_graph(pg: PostgresStore) -> None:
+    await pg.write_batch(0, [env(f.tasks_with_dependencies())])
+    await pg.write_batch(1, [env(f.attempt_lifecycle("att-1", "task-docs-1"), 1)])
+    nodes, edges = (await pg.graph()).counts()
+    summary = await pg.graph_summary()
+    assert (summary.nodes_by_type, summary.edges_by_type) == (nodes, edges)
+    assert await pg.rebuild_graph() == await pg.count_events()
+    rebuilt = await pg.graph_summary()
+    assert (rebuilt.nodes_by_type, rebuilt.edges_by_type) == (nodes, edges)
+
+
+async def test_unreachable_server_is_storage_unavailable() -> None:
+    store = PostgresStore(CLOSED_DSN, min_size=1, max_size=2)
+    with pytest.raises(StorageUnavailable):
+        await store.open()
+    with pytest.raises(StorageUnavailable):
+        await store.ping()
+    with pytest.raises(StorageUnavailable):
+        await migrate(CLOSED_DSN)
+    await store.close()
+
+
+async def _plan(con: asyncpg.Connection, run: Any) -> str:
+    """EXPLAIN the statements ``run`` issues on ``con`` (captured by a query logger)."""
+    logged: list[Any] = []
+    con.add_query_logger(logged.append)
+    await run(con)
+    await asyncio.sleep(0)  # loggers are called via the event loop
+    con.remove_query_logger(logged.append)
+    assert logged, "no statement captured"
+    plans = []
+    for q in logged:
+        rows = await con.fetch("EXPLAIN " + q.query, *q.args)
+        plans.append("\n".join(r[0] for r in rows))
+    return "\n".join(plans)
+
+
+@pytest.mark.integration
+async def test_hot_queries_use_indexes(pg: PostgresStore, raw: asyncpg.Connection) -> None:
+    attempts = [
+        f.event("attempt.started", {"attempt_id": f"a-{i}", "task_id": f"t-{i % 50}"}, at=i)
+        for i in range(3000)
+    ]
+    await pg.write_batch(0, [env(f.body("tgt", "b-att", attempts))])
+    await pg.write_batch(1, [env(f.bootstrap_burst(3000), 1)])
+    await raw.execute("ANALYZE")
+    page = await pg.list_events(limit=10)
+    assert page.next_cursor is not None
+    cursor = page.next_cursor
+
+    plan = await _plan(raw, lambda c: pg_read.list_events(c, cursor, 50, {}))
+    plan += await _plan(raw, lambda c: pg_read.list_events(c, cursor, 50, {"task_id": "t-3"}))
+    plan += await _plan(raw, lambda c: pg_read.list_failures(c, None, 50))
+    assert "Seq Scan on events" not in plan
+    assert "Index" in plan
+    first = await pg.list_attempts(limit=5)
+    assert first.next_cursor is not None
+    after = first.next_cursor
+    plan = await _plan(raw, lambda c: pg_read.list_attempts(c, None, None, 20, after))
+    plan += await _plan(raw, lambda c: pg_read.list_attempts(c, "tgt", None, 20, None))
+    assert "Seq Scan on nodes" not in plan
+    assert "Index" in plan
