@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -201,23 +201,54 @@ class Reader:
         while not self.stopping:
             try:
                 entries = await self.read_once(partition, cursor)
-            except RedisError as exc:
-                logger.warning("XREADGROUP on partition %s failed: %s", partition, exc)
                 self.heartbeat = time.monotonic()
-                await asyncio.sleep(self.settings.retry_min_s)
-                continue
-            self.heartbeat = time.monotonic()
-            if cursor != ">":
-                if not entries:
-                    cursor = ">"
-                    continue
-                entries = await self.drop_poison(partition, entries)
-            if entries:
-                await self.write_with_retry(partition, entries)
+                if cursor != ">":
+                    if not entries:
+                        cursor = ">"
+                        continue
+                    entries = await self.drop_poison(partition, entries)
+                if entries:
+                    await self.write_with_retry(partition, entries)
+            except RedisError as exc:
+                # whatever we held stays in our pending list: re-read it once Redis is back
+                logger.warning("redis failed on partition %s: %s", partition, exc)
+                cursor = "0"
+                self.heartbeat = time.monotonic()
+                await asyncio.sleep(self.settings.retry_max_s)
+
+    async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
+        """Retry a start-up step with backoff until it succeeds or we are stopped."""
+        delay = self.settings.retry_min_s
+        while not self.stopping:
+            try:
+                await step()
+                return True
+            except Exception as exc:  # the database or Redis may come up after us
+                logger.warning("%s failed, retry in %.2fs: %s", what, delay, exc)
+                self.heartbeat = time.monotonic()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+        return False
+
+    async def _open_store(self) -> None:
+        try:
+            await self.store.open()
+        except Exception:
+            self.storage_ok = False
+            raise
+        self.storage_ok = True
 
     async def run(self) -> None:
-        """All partitions concurrently; returns when :meth:`stop` was called."""
-        await ensure_group(self.redis, self.layout)
+        """All partitions concurrently; returns when :meth:`stop` was called.
+
+        Storage or Redis being down at start is waited out (readiness says so), not fatal.
+        """
+        if not await self._until_done("opening storage", self._open_store):
+            return
+        if not await self._until_done(
+            "creating the consumer group", lambda: ensure_group(self.redis, self.layout)
+        ):
+            return
         async with asyncio.TaskGroup() as tg:
             for partition in range(self.layout.partitions):
                 tg.create_task(self.run_partition(partition))
