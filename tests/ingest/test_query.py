@@ -8,6 +8,7 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
+    AUTH,
     AppFactory,
     backend_settings_fixture,
     make_app_fixture,
@@ -25,7 +26,7 @@ async def get_json(client: Any, path: str, status: int = 200) -> Any:
 
 
 async def test_graph_summary(make_app: AppFactory, aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     body = await get_json(client, "/v1/graph/summary")
     assert body["nodes_by_type"]["Attempt"] == 3
     assert body["nodes_by_type"]["Task"] >= 3
@@ -40,7 +41,7 @@ async def test_graph_summary(make_app: AppFactory, aiohttp_client: AiohttpClient
 async def test_attempts_list_filters_and_pages(
     make_app: AppFactory, aiohttp_client: AiohttpClient
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     body = await get_json(client, "/v1/attempts")
     assert body["count"] == 3
     assert [a["attempt_id"] for a in body["attempts"]] == ["att-3", "att-2", "att-1"]
@@ -64,7 +65,7 @@ async def test_attempts_list_filters_and_pages(
 
 
 async def test_attempt_detail_and_404(make_app: AppFactory, aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     body = await get_json(client, "/v1/attempts/att-1")
     assert body["attempt_node"]["node_id"] == "att-1"
     assert [e["event_id"] for e in body["events"]] == [f"att-1-0{i}" for i in range(1, 6)]
@@ -76,7 +77,7 @@ async def test_attempt_detail_and_404(make_app: AppFactory, aiohttp_client: Aioh
 async def test_failures_recent_events_and_tasks(
     make_app: AppFactory, aiohttp_client: AiohttpClient
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     failures = await get_json(client, "/v1/failures")
     assert failures["count"] == 1
     assert failures["failures"][0]["error"] == "pytest exited with 1: 3 failed"
@@ -96,7 +97,7 @@ async def test_failures_recent_events_and_tasks(
 async def test_event_export_pages_and_filters(
     make_app: AppFactory, aiohttp_client: AiohttpClient
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     ids: list[str] = []
     path = "/v1/events?limit=4"
     while True:
@@ -111,7 +112,7 @@ async def test_event_export_pages_and_filters(
 
 
 async def test_verify_chain(make_app: AppFactory, aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     every = await get_json(client, "/v1/events/verify")
     assert every
     assert all(s["ok"] for s in every)
@@ -140,7 +141,7 @@ async def test_verify_chain(make_app: AppFactory, aiohttp_client: AiohttpClient)
 async def test_bad_parameters_are_422_naming_them(
     make_app: AppFactory, aiohttp_client: AiohttpClient, path: str, name: str
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     body = await get_json(client, path, 422)
     assert body["errors"][0]["loc"] == ["query", name]
     assert name in body["detail"]
@@ -152,8 +153,22 @@ async def test_restart_gives_same_answers(
     paths = ["/v1/graph/summary", "/v1/attempts", "/v1/attempts/att-2", "/v1/failures",
              "/v1/events/recent", "/v1/events?limit=7", "/v1/tasks", "/v1/tasks/task-docs-1",
              "/v1/events/verify"]  # fmt: skip
-    first = await aiohttp_client(make_app())
+    first = await aiohttp_client(make_app(), headers=AUTH)
     before = [await get_json(first, p) for p in paths]
     await first.close()
-    second = await aiohttp_client(make_app())
+    second = await aiohttp_client(make_app(), headers=AUTH)
     assert [await get_json(second, p) for p in paths] == before
+
+
+async def test_every_query_endpoint_needs_the_token(
+    make_app: AppFactory, aiohttp_client: AiohttpClient
+) -> None:
+    client = await aiohttp_client(make_app())
+    for path in ["/v1/graph/summary", "/v1/attempts", "/v1/attempts/att-1", "/v1/failures",
+                 "/v1/events/recent", "/v1/events", "/v1/events/verify", "/v1/tasks",
+                 "/v1/tasks/task-docs-1", "/v1/stats"]:  # fmt: skip
+        resp = await client.get(path, headers={"Authorization": "Bearer wrong"})
+        assert resp.status == 401, path
+    resp = await client.post("/v1/attempts/att-1/invalidate", json={"reason": "r"})
+    assert resp.status == 401
+    assert (await client.get("/openapi.json")).status == 200

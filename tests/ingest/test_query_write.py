@@ -10,6 +10,7 @@ from pytest_aiohttp import AiohttpClient
 from storage.envelope import decode
 from storage.queue import GROUP, resolve
 from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
+    AUTH,
     LAYOUT,
     AppFactory,
     backend_settings_fixture,
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.integration
 async def test_invalidate_queues_event_in_attempt_partition(
     make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     resp = await client.post("/v1/attempts/att-2/invalidate", json={"reason": "flaky runner"})
     assert resp.status == 202, await resp.text()
     body = await resp.json()
@@ -66,7 +67,7 @@ async def test_invalidate_rejects_bad_bodies_and_queues_nothing(
     payload: bytes,
     status: int,
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     resp = await client.post(
         "/v1/attempts/att-1/invalidate",
         data=payload,
@@ -80,7 +81,7 @@ async def test_invalidate_rejects_bad_bodies_and_queues_nothing(
 async def test_invalidate_unknown_attempt_is_404(
     make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     resp = await client.post("/v1/attempts/att-404/invalidate", json={"reason": "x"})
     assert resp.status == 404
     assert "att-404" in (await resp.json())["detail"]
@@ -90,7 +91,7 @@ async def test_invalidate_unknown_attempt_is_404(
 async def test_stats_per_partition(
     make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
 ) -> None:
-    client = await aiohttp_client(make_app())
+    client = await aiohttp_client(make_app(), headers=AUTH)
     empty = await (await client.get("/v1/stats")).json()
     assert [p["length"] for p in empty["partitions"]] == [0] * LAYOUT.partitions
     assert empty["dead_letters"] == 0
