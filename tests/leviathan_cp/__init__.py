@@ -1,0 +1,1 @@
+"""Tests of the leviathan-cp command helpers."""

@@ -1,0 +1,131 @@
+"""Load generator against a small in-test ingest double (loopback aiohttp server).
+
+The double keeps events by id like storage does (duplicates collapse), pages
+``GET /v1/events`` with an opaque cursor and can be told to drop events so the stored-count
+check has something to catch. The real ingest+consumer run is in bench/run_all.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestServer
+
+from leviathan_cp import loadgen
+
+TOKEN = "s3cret-token"
+STORE: web.AppKey[dict[str, dict[str, Any]]] = web.AppKey("store", dict)
+DROP: web.AppKey[list[int]] = web.AppKey("drop", list)
+GZIPPED: web.AppKey[list[int]] = web.AppKey("gzipped", list)
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        return web.json_response({"detail": "bad token"}, status=401)
+    # aiohttp inflates Content-Encoding: gzip bodies itself; count that it was used.
+    request.app[GZIPPED][0] += request.headers.get("Content-Encoding") == "gzip"
+    body = orjson.loads(await request.read())
+    store = request.app[STORE]
+    drop = request.app[DROP]
+    for ev in body["events"]:
+        if drop and drop[0] > 0:
+            drop[0] -= 1
+            continue
+        store.setdefault(ev["event_id"], {**ev, "target": body["target"]})
+    return web.json_response({"status": "accepted", "ingested": len(body["events"])}, status=202)
+
+
+async def _events(request: web.Request) -> web.Response:
+    target = request.query["target"]
+    limit = int(request.query.get("limit", "100"))
+    start = int(request.query.get("after", "0"))
+    rows = [e for e in request.app[STORE].values() if e["target"] == target]
+    page = rows[start : start + limit]
+    nxt = str(start + limit) if start + limit < len(rows) else None
+    return web.json_response({"events": page, "next_cursor": nxt})
+
+
+def _app(drop: int = 0) -> web.Application:
+    app = web.Application()
+    app[STORE] = {}
+    app[DROP] = [drop]
+    app[GZIPPED] = [0]
+    app.router.add_post("/v1/events/ingest", _ingest)
+    app.router.add_get("/v1/events", _events)
+    return app
+
+
+def _argv(server: BaseTestServer, *extra: str) -> list[str]:
+    url = str(server.make_url("/")).rstrip("/")
+    return ["--url", url, "--token", TOKEN, "--quiet", "--visible-timeout", "2", *extra]
+
+
+async def test_unique_run_counts_match_and_writes_json(tmp_path: Path) -> None:
+    app = _app()
+    async with TestServer(app) as server:
+        out = tmp_path / "summary.json"
+        argv = _argv(
+            server,
+            "--workers",
+            "3",
+            "--bundles",
+            "60",
+            "--burst-size",
+            "300",
+            "--gzip",
+            "--json",
+            str(out),
+        )
+        code = await asyncio.to_thread(loadgen.main, argv)
+    summary = json.loads(out.read_text())
+    assert code == 0
+    assert summary["ok"] is True
+    assert summary["statuses"] == {"202": summary["bodies"]}
+    assert app[GZIPPED][0] == summary["bodies"]
+    assert summary["accepted_unique"] == len(app[STORE]) == summary["stored"]
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+
+async def test_duplicates_are_counted_once() -> None:
+    app = _app()
+    async with TestServer(app) as server:
+        args = loadgen._parse(
+            _argv(
+                server,
+                "--workers",
+                "2",
+                "--bundles",
+                "80",
+                "--dup-ratio",
+                "0.5",
+                "--burst-size",
+                "0",
+            )
+        )
+        summary = await loadgen.run(args)
+    assert summary["ok"] is True
+    assert summary["accepted_events"] > summary["accepted_unique"] == len(app[STORE])
+
+
+async def test_lost_events_fail_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    app = _app(drop=3)
+    async with TestServer(app) as server:
+        argv = _argv(server, "--workers", "1", "--bundles", "5", "--burst-size", "0")
+        code = await asyncio.to_thread(loadgen.main, argv)
+    assert code == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+async def test_wrong_token_is_reported_by_status() -> None:
+    async with TestServer(_app()) as server:
+        argv = _argv(server, "--workers", "1", "--bundles", "3")
+        argv[argv.index(TOKEN)] = "wrong"
+        summary = await loadgen.run(loadgen._parse(argv))
+    assert summary["statuses"] == {"401": summary["bodies"]}
+    assert summary["accepted_unique"] == 0
