@@ -37,23 +37,12 @@ from storage.schema import Bundle, format_timestamp
 # Class id of the two-key advisory locks ("LVTW"); the second key is the partition.
 WRITE_LOCK_CLASS = 0x4C565457
 
+# Columns of events written by COPY (gid comes from its sequence).
 STAGE_COLUMNS = [
     "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
     "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
     "attempt_id",
 ]  # fmt: skip
-
-_STAGE_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS stage_events (partition integer, seq bigint, "
-    "event_id text, event_type text, ts timestamptz, ts_text text, actor_id text, "
-    "payload text, bundle_id text, target text, received_at text, prev_hash text, "
-    "hash text, digest text, task_id text, attempt_id text) ON COMMIT DELETE ROWS"
-)
-_COLS = ", ".join(STAGE_COLUMNS)
-_INSERT = (
-    f"INSERT INTO events ({_COLS}) SELECT {_COLS.replace('payload', 'payload::jsonb')} "
-    "FROM stage_events ORDER BY seq ON CONFLICT (event_id) DO NOTHING"
-)
 
 
 class RaceLost(Exception):
@@ -109,11 +98,15 @@ def plan(
             out.events.append(stored_ev)
             out.rows.append(
                 (partition, seq, ev.event_id, ev.event_type, ev.timestamp, ts_text, ev.actor_id,
-                 orjson.dumps(ev.payload).decode(), bundle.bundle_id, bundle.target, received,
+                 ev.payload, bundle.bundle_id, bundle.target, received,
                  prev, hash_, digest, stored_ev.task_id, stored_ev.attempt_id)
             )  # fmt: skip
             prev = hash_
     return out
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _epoch(value: float) -> datetime:
@@ -129,11 +122,13 @@ async def _known_digests(con: asyncpg.Connection, envelopes: Sequence[Envelope])
 
 
 async def _insert_events(con: asyncpg.Connection, p: Plan) -> None:
-    await con.execute(_STAGE_DDL)
-    await con.copy_records_to_table("stage_events", records=p.rows, columns=STAGE_COLUMNS)
-    status = await con.execute(_INSERT)
-    if int(status.rsplit(" ", 1)[1]) != len(p.rows):
-        raise RaceLost
+    # COPY straight into events: the unique index on event_id waits for a concurrent
+    # writer of the same id and then fails the COPY, which rolls the whole batch back to be
+    # retried (no staging table, so each row is written once).
+    try:
+        await con.copy_records_to_table("events", records=p.rows, columns=STAGE_COLUMNS)
+    except asyncpg.UniqueViolationError as exc:
+        raise RaceLost from exc
     last = p.events[-1]
     await con.execute(
         "INSERT INTO heads(partition, seq, hash) VALUES ($1, $2, $3) ON CONFLICT (partition) "
@@ -190,14 +185,19 @@ async def merge_graph(con: asyncpg.Connection, partition: int, delta: Graph) -> 
         types, ids,
     )  # fmt: skip
     stored = {(r["type"], r["id"]): props_from_json(r["vals"], r["vers"]) for r in rows}
-    records = []
+    columns: list[list[Any]] = [[] for _ in range(8)]
     for key in keys:
         values, versions = props_to_json(merge_props(stored.get(key), delta.nodes[key]))
-        records.append((key[0], key[1], values, versions, *node_columns(key, values)))
-    await con.executemany(
-        "UPDATE nodes SET vals = $3, vers = $4, target = $5, status = $6, last_seen = $7, "
-        "task_id = $8 WHERE type = $1 AND id = $2",
-        records,
+        row = (*key, _json(values), _json(versions), *node_columns(key, values))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    # One statement for all nodes (arrays, not one round trip per node).
+    await con.execute(
+        "UPDATE nodes SET vals = u.v::jsonb, vers = u.r::jsonb, target = u.tg, status = u.st, "
+        "last_seen = u.ls, task_id = u.tk FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) "
+        "AS u(t, i, v, r, tg, st, ls, tk) WHERE nodes.type = u.t AND nodes.id = u.i",
+        *columns,
     )
     edges = sorted(delta.edges, key=lambda e: (e.type, e.src_type, e.src, e.dst_type, e.dst))
     added = await con.fetch(

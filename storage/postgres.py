@@ -48,11 +48,22 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)  # binary jsonb wire form: version 1 + JSON text
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
 async def _init_connection(con: asyncpg.Connection) -> None:
-    for name in ("json", "jsonb"):
-        await con.set_type_codec(
-            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
-        )
+    # Binary jsonb codec: COPY (binary) can then write payloads directly, and reads skip
+    # a text round trip.
+    await con.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
+        format="binary",
+    )  # fmt: skip
+    await con.set_type_codec("json", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
 
 
 class PostgresStore:
