@@ -1,0 +1,215 @@
+"""Query API latency over a large PostgreSQL store (issue 5 targets: p99 <= 50 ms).
+
+Pipeline position: the ingest tier's read side end to end: real aiohttp app (query routes
++ store cleanup_ctx) over HTTP on localhost, PostgresStore, real PostgreSQL. Run
+``python -m bench.query [--events 1000000] [--attempts 50000] [--requests 200]``.
+
+Seeding goes through ``PostgresStore.write_batch`` (the consumer's path: chain hashing,
+dedup, projection) with big batches — 200 attempt bundles (1,000 events) per call, and
+bootstrap bursts of 1,000 events per call for the rest — into a fresh database
+``leviathan_bench_query`` (kept between runs when it already holds the requested data;
+``--fresh`` drops it). Then p50/p99 of ``/v1/graph/summary``, ``/v1/attempts?limit=50``,
+``/v1/attempts/{id}`` (random ids) and ``/v1/events?limit=100&after=<random cursor>`` are
+printed, followed by EXPLAIN (ANALYZE, BUFFERS) of the SQL those endpoints run (the same
+statements as storage/pg_read.py and storage/postgres.py, repeated here to be explained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.query import query_routes
+from ingest.store_ctx import store_ctx
+from storage.base import EventStore
+from storage.config import StorageSettings, create_store
+from storage.envelope import Envelope
+from storage.projection import ATTEMPT
+from storage.queue import StreamLayout
+from storage.readside import encode_cursor
+from tests.factories import attempt_lifecycle, bootstrap_burst, envelope
+
+DB = "leviathan_bench_query"
+LAYOUT = StreamLayout(partitions=8)
+EVENT_COLS = (
+    "gid, event_id, event_type, ts_text, actor_id, payload, bundle_id, target, received_at, "
+    "partition, seq, prev_hash, hash"
+)
+
+
+def dsn(base: str, db: str) -> str:
+    return base.rsplit("/", 1)[0] + "/" + db
+
+
+async def prepare_db(admin_dsn: str, fresh: bool) -> None:
+    con = await asyncpg.connect(admin_dsn)
+    try:
+        if fresh:
+            await con.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB):
+            await con.execute(f"CREATE DATABASE {DB}")
+    finally:
+        await con.close()
+
+
+async def seed(store: EventStore, events: int, attempts: int) -> None:
+    start = time.perf_counter()
+    by_part: dict[int, list[Envelope]] = defaultdict(list)
+    written = 0
+    for i in range(attempts):
+        raw = attempt_lifecycle(
+            f"att-{i:06d}", f"task-{i % 5000}", target=f"repo-{i % 20}", start=i
+        )
+        part = LAYOUT.partition_of(raw["bundle_id"])
+        by_part[part].append(envelope(raw, entry_id=f"{i + 1}-0"))
+        if len(by_part[part]) == 200:
+            written += (await store.write_batch(part, by_part.pop(part))).written
+    for part, envs in by_part.items():
+        written += (await store.write_batch(part, envs)).written
+    burst = 0
+    while written < events:
+        raw = bootstrap_burst(998, target=f"bulk-{burst}")
+        part = LAYOUT.partition_of(raw["bundle_id"])
+        result = await store.write_batch(part, [envelope(raw, entry_id=f"0-{burst}")])
+        written += result.written
+        burst += 1
+        if burst % 100 == 0:
+            print(f"  seeded {written:,} events ({time.perf_counter() - start:.0f}s)")
+    took = time.perf_counter() - start
+    print(f"seeded {written:,} events via write_batch in {took:.1f}s ({written / took:,.0f}/s)")
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed(
+    http: aiohttp.ClientSession, base: str, paths: list[str]
+) -> tuple[float, float, float]:
+    samples = []
+    for path in paths:
+        t0 = time.perf_counter()
+        async with http.get(base + path) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: {resp.status}")
+        samples.append((time.perf_counter() - t0) * 1000)
+    return pct(samples, 0.5), pct(samples, 0.99), statistics.fmean(samples)
+
+
+async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max_gid: int) -> None:
+    app = web.Application()
+
+    async def no_publish(*_: Any) -> str:
+        raise RuntimeError("the benchmark does not publish")
+
+    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: None, publish=no_publish)  # type: ignore[arg-type,return-value]
+    app.cleanup_ctx.append(store_ctx(settings))
+    app.add_routes(query_routes())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    rng = random.Random(5)
+    cases = {
+        "/v1/graph/summary": ["/v1/graph/summary"] * n,
+        "/v1/attempts?limit=50": ["/v1/attempts?limit=50"] * n,
+        "/v1/attempts/{id}": [f"/v1/attempts/{rng.choice(attempt_ids)}" for _ in range(n)],
+        "/v1/events?limit=100&after=": [
+            f"/v1/events?limit=100&after={encode_cursor([rng.randrange(max_gid)])}"
+            for _ in range(n)
+        ],
+    }
+    try:
+        async with aiohttp.ClientSession() as http:
+            await timed(http, base, [p[0] for p in cases.values()])  # warm pool and caches
+            print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
+            for name, paths in cases.items():
+                p50, p99, mean = await timed(http, base, paths)
+                print(f"{name:32} {p50:8.2f} {p99:8.2f} {mean:8.2f}")
+    finally:
+        await runner.cleanup()
+
+
+async def explain(db_dsn: str, attempt_id: str, gid: int) -> None:
+    statements: list[tuple[str, str, list[Any]]] = [
+        ("graph summary: counts",
+         "SELECT kind, type, sum(n)::bigint AS n FROM graph_counts GROUP BY kind, type", []),
+        ("graph summary: recent",
+         f"SELECT {EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", [20]),
+        ("attempts page",
+         "SELECT id, vals, last_seen FROM nodes WHERE type = $1 "
+         "ORDER BY last_seen DESC, id ASC LIMIT 51", [ATTEMPT]),
+        ("attempt: node", "SELECT vals FROM nodes WHERE type = $1 AND id = $2",
+         [ATTEMPT, attempt_id]),
+        ("attempt: events",
+         f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = $1 ORDER BY gid", [attempt_id]),
+        ("attempt: artifacts",
+         "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
+         "WHERE attempt_id = $1 ORDER BY rid", [attempt_id]),
+        ("events page",
+         f"SELECT {EVENT_COLS} FROM events WHERE TRUE AND gid > $1 ORDER BY gid LIMIT 101",
+         [gid]),
+    ]  # fmt: skip
+    con = await asyncpg.connect(db_dsn)
+    try:
+        for title, sql, args in statements:
+            plan = await con.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
+            print(f"\n-- {title}")
+            for row in plan:
+                print("   " + row[0])
+    finally:
+        await con.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--attempts", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--fresh", action="store_true", help="drop and re-seed the database")
+    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    await prepare_db(args.admin_dsn, args.fresh)
+    settings = StorageSettings(
+        backend="postgres", postgres_dsn=dsn(args.admin_dsn, DB), partitions=LAYOUT.partitions
+    )
+    store = create_store(settings)
+    await store.open()
+    try:
+        have = await store.count_events()
+        if have < args.events:
+            if have:
+                raise SystemExit(f"{DB} holds {have:,} events; re-run with --fresh")
+            await seed(store, args.events, args.attempts)
+        print(f"store holds {await store.count_events():,} events")
+    finally:
+        await store.close()
+    con = await asyncpg.connect(dsn(args.admin_dsn, DB))
+    try:
+        sample = "SELECT id FROM nodes WHERE type = $1 ORDER BY random() LIMIT 1000"
+        ids = [r[0] for r in await con.fetch(sample, ATTEMPT)]
+        max_gid = int(await con.fetchval("SELECT max(gid) FROM events"))
+        await con.execute("ANALYZE")
+    finally:
+        await con.close()
+    await measure(settings, args.requests, ids, max_gid)
+    await explain(dsn(args.admin_dsn, DB), ids[0], max_gid // 2)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
