@@ -10,7 +10,7 @@ lives in :mod:`storage.pg_write` (write path), :mod:`storage.pg_read` (views) an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import asyncpg
@@ -222,7 +222,22 @@ class PostgresStore:
         return await self._with(query)
 
     async def verify_chain(self, partition: int) -> ChainStatus:
-        report = first_broken_link(partition, [e async for e in self.iter_events(partition)])
+        # Streamed: the (synchronous) chain walk runs in a worker thread and pulls one
+        # keyset page at a time from the event loop, so a long chain is never all in memory.
+        loop = asyncio.get_running_loop()
+        pages = self._pages(partition)
+
+        async def next_page() -> list[StoredEvent]:
+            return await anext(pages, [])
+
+        def events() -> Iterator[StoredEvent]:
+            while page := asyncio.run_coroutine_threadsafe(next_page(), loop).result():
+                yield from page
+
+        try:
+            report = await asyncio.to_thread(first_broken_link, partition, events())
+        finally:
+            await pages.aclose()
         return ChainStatus(
             partition=report.partition,
             checked=report.checked,
@@ -241,6 +256,11 @@ class PostgresStore:
         return await self._with(query)
 
     async def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
+        async for page in self._pages(partition):
+            for event in page:
+                yield event
+
+    async def _pages(self, partition: int | None) -> AsyncGenerator[list[StoredEvent], None]:
         # Keyset pages instead of one long-lived cursor: no connection is held while the
         # caller consumes, and each page is an index range scan.
         order = "gid" if partition is None else "seq"
@@ -260,8 +280,7 @@ class PostgresStore:
             rows = await self._with(page)
             if not rows:
                 return
-            for r in rows:
-                yield rd.to_event(r)
+            yield [rd.to_event(r) for r in rows]
             last = rows[-1][order]
 
     async def graph(self) -> Graph:
