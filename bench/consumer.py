@@ -1,0 +1,170 @@
+"""Consumer drain rate: one consumer emptying a pre-filled stream into each backend.
+
+Pipeline position: measures the consumer tier (XREADGROUP → write_batch → XACK/announce),
+i.e. :class:`consumer.reader.Reader` exactly as the process runs it, without ingest. Run
+``python -m bench.consumer [--bundles N] [--batch B]``: it XADDs N 20-event bundles through
+the envelope encoder (pipelined, as ingest's group commit), times one consumer draining
+them into (a) PostgreSQL in a fresh database and (b) NDJSON in a temp dir, and prints
+events/s for each. Uses its own stream prefix and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from consumer.settings import ConsumerSettings
+from storage.config import create_store
+from storage.envelope import encode
+from storage.queue import GROUP, StreamLayout
+from storage.schema import Bundle
+
+EVENTS_PER_BUNDLE = 20
+
+
+def bundle(n: int, run: str) -> Bundle:
+    """An attempt's 20 events: task/attempt lifecycle around a burst of file discoveries."""
+    attempt, task = f"att-{run}-{n}", f"task-{run}-{n}"
+    kinds = ["task.created", "attempt.created", "attempt.started"]
+    kinds += ["file.discovered"] * (EVENTS_PER_BUNDLE - 4) + ["attempt.succeeded"]
+    events: list[dict[str, Any]] = [
+        {
+            "event_id": f"{attempt}-{i}",
+            "event_type": kind,
+            "timestamp": f"2026-11-28T09:{i // 60:02d}:{i % 60:02d}Z",
+            "actor_id": f"worker-{n % 16}",
+            "payload": {"task_id": task, "attempt_id": attempt, "path": f"src/m{i}.py"},
+        }
+        for i, kind in enumerate(kinds)
+    ]
+    return Bundle.model_validate(
+        {"target": "bench", "bundle_id": f"bundle-{attempt}", "events": events}
+    )
+
+
+async def prefill(redis: Redis, layout: StreamLayout, count: int, run: str) -> None:
+    for stream in layout.streams():
+        await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    for start in range(0, count, 500):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, min(count, start + 500)):
+                b = bundle(n, run)
+                pipe.xadd(layout.stream(layout.partition_of(b.bundle_id)), encode(b, "bench"))  # type: ignore[arg-type]
+            await pipe.execute()
+
+
+async def backlog(redis: Redis, layout: StreamLayout) -> int:
+    total = 0
+    for stream in layout.streams():
+        for row in await redis.xinfo_groups(stream):
+            total += int(row["pending"]) + int(row.get("lag") or 0)
+    return total
+
+
+async def drain(settings: ConsumerSettings, bundles: int) -> float:
+    """Seconds for one consumer to write and ack ``bundles`` pre-filled bundles."""
+    redis = Redis.from_url(settings.redis_url)
+    store = create_store(settings)
+    layout = settings.layout
+    try:
+        await prefill(redis, layout, bundles, uuid.uuid4().hex[:6])
+        await store.open()
+        reader = Reader(redis, store, settings, ConsumerMetrics())
+        started = time.perf_counter()
+        task = asyncio.create_task(reader.run())
+        while True:  # poll: the reader has no "drained" signal, the group's backlog is it
+            if not await backlog(redis, layout):
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        reader.stop()
+        await task
+        stored = await store.count_events()
+        if stored != bundles * EVENTS_PER_BUNDLE:
+            raise SystemExit(f"stored {stored} events, expected {bundles * EVENTS_PER_BUNDLE}")
+        return elapsed
+    finally:
+        await store.close()
+        keys = [*layout.streams(), layout.dead, layout.committed_channel]
+        await redis.delete(*keys)
+        async for key in redis.scan_iter(match=f"{layout.prefix}:done:*", count=5000):
+            await redis.delete(key)
+        await redis.aclose()
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
+    import asyncpg  # bench only; the product imports asyncpg in storage.postgres alone
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(admin_dsn)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    prefix = f"bench:consumer:{uuid.uuid4().hex[:8]}"
+    common: dict[str, Any] = {
+        "redis_url": args.redis_url,
+        "stream_prefix": prefix,
+        "partitions": args.partitions,
+        "batch": args.batch,
+        "block_ms": 20,
+        "consumer_name": "bench",
+        "health_port": 0,
+    }
+    total = args.bundles * EVENTS_PER_BUNDLE
+    print(
+        f"{args.bundles} bundles x {EVENTS_PER_BUNDLE} events = {total} events, "
+        f"{args.partitions} partitions, batch {args.batch}"
+    )
+    if not args.skip_postgres:
+        async with fresh_database(args.postgres_admin) as dsn:
+            settings = ConsumerSettings(backend="postgres", postgres_dsn=dsn, **common)
+            seconds = await drain(settings, args.bundles)
+        print(f"postgres: {seconds:.2f}s  {total / seconds:,.0f} events/s  (target >= 30,000)")
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = ConsumerSettings(backend="ndjson", ndjson_dir=Path(tmp), **common)
+        seconds = await drain(settings, args.bundles)
+    print(f"ndjson:   {seconds:.2f}s  {total / seconds:,.0f} events/s  (target >= 50,000)")
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundles", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=200)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("LEVIATHAN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/4"),
+    )
+    p.add_argument(
+        "--postgres-admin",
+        default=os.environ.get(
+            "LEVIATHAN_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    p.add_argument("--skip-postgres", action="store_true")
+    asyncio.run(main(p.parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
