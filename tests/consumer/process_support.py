@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from consumer.settings import ConsumerSettings
 from storage.envelope import encode
@@ -76,12 +77,21 @@ async def prefill(redis: Redis, layout: StreamLayout, raws: list[dict[str, Any]]
 
 
 async def backlog(redis: Redis, layout: StreamLayout) -> int:
-    """Entries not yet acked by group ``writers``: pending plus undelivered."""
+    """Entries not yet acked by group ``writers``: pending plus undelivered.
+
+    Before the consumer created its group every entry of a stream counts as backlog.
+    """
     total = 0
     for stream in layout.streams():
-        for row in await resolve(redis.xinfo_groups(stream)):
-            if row["name"] in (GROUP, GROUP.encode()):
-                total += int(row["pending"]) + int(row.get("lag") or 0)
+        try:
+            rows = await resolve(redis.xinfo_groups(stream))
+        except ResponseError:  # no such stream yet
+            continue
+        group = [r for r in rows if r["name"] in (GROUP, GROUP.encode())]
+        if not group:
+            total += int(await resolve(redis.xlen(stream)))
+            continue
+        total += int(group[0]["pending"]) + int(group[0].get("lag") or 0)
     return total
 
 
