@@ -1,0 +1,1 @@
+"""Bad-input suite: hypothesis fuzzing of the ingest body path, auth and query endpoints."""
