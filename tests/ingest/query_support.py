@@ -17,15 +17,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.deps import DEPS_KEY, QueryDeps, bundle_publisher
 from ingest.openapi import openapi_routes
 from ingest.query import query_routes
 from ingest.store_ctx import store_ctx
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
-from storage.envelope import encode
 from storage.queue import StreamLayout, resolve
-from storage.schema import Bundle
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope, tasks_with_dependencies
 
 PARTITIONS = 4
@@ -78,13 +76,14 @@ async def bearer_stand_in(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
-    async def publish(bundle: Bundle, token_label: str) -> str:
-        key = LAYOUT.stream(LAYOUT.partition_of(bundle.bundle_id))
-        entry = await resolve(redis.xadd(key, encode(bundle, token_label)))  # type: ignore[arg-type]
+    async def xadd(stream: str, fields: dict[bytes, bytes]) -> str:
+        entry = await resolve(redis.xadd(stream, fields))  # type: ignore[arg-type]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
     app = web.Application(middlewares=[bearer_stand_in])
-    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=publish)
+    app[DEPS_KEY] = QueryDeps(
+        layout=LAYOUT, redis=lambda: redis, publish=bundle_publisher(xadd, LAYOUT)
+    )
     app.cleanup_ctx.append(store_ctx(settings))
     app.add_routes(query_routes())
     app.add_routes(openapi_routes(PARTITIONS))
