@@ -163,7 +163,13 @@ def cli() -> None:
         ),
     )
     p.add_argument("--skip-postgres", action="store_true")
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--e2e", action="store_true", help="also ingest→commit latency (processes)")
+    args = p.parse_args()
+    asyncio.run(main(args))
+    if args.e2e:
+        from bench.consumer_e2e import run
+
+        asyncio.run(run(args.redis_url))
 
 
 if __name__ == "__main__":
