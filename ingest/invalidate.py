@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from ingest.deps import DEPS_KEY
+from ingest.errors import BadRequest, PayloadTooLarge, Unprocessable
 from ingest.params import not_found
 from ingest.responses import InvalidateAccepted
 from ingest.store_ctx import STORE_KEY
@@ -31,21 +32,14 @@ from storage.views import AttemptDetail
 MAX_BODY = 64 * 1024
 
 
-def _error(cls: type[web.HTTPException], detail: str, errors: list[Any]) -> web.HTTPException:
-    return cls(
-        text=orjson.dumps({"detail": detail, "errors": errors}).decode(),
-        content_type="application/json",
-    )
-
-
 async def _request_body(request: web.Request) -> InvalidateRequest:
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise _error(web.HTTPRequestEntityTooLarge, "request body too large", [])
+        raise PayloadTooLarge(f"The request body exceeds {MAX_BODY} bytes.")
     try:
         data = orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:
-        raise _error(web.HTTPBadRequest, "request body is not valid JSON", []) from None
+        raise BadRequest("The request body is not valid JSON.") from None
     try:
         return InvalidateRequest.model_validate(data)
     except ValidationError as exc:
@@ -53,7 +47,7 @@ async def _request_body(request: web.Request) -> InvalidateRequest:
             {"loc": ["body", *err["loc"]], "msg": err["msg"]}
             for err in exc.errors(include_url=False, include_input=False)
         ]
-        raise _error(web.HTTPUnprocessableEntity, "a reason is required", errors) from None
+        raise Unprocessable("A non-empty reason is required.", errors=errors) from None
 
 
 def _target_of(detail: AttemptDetail) -> str:

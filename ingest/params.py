@@ -2,36 +2,36 @@
 
 Pipeline position: between aiohttp's raw query string and the storage read interface.
 Every bad value becomes a 422 whose ``errors[].loc`` is ``["query", <name>]`` and every
-unknown id a 404 with ``detail``, raised as aiohttp HTTP exceptions that already carry the
-JSON error body, so they stay correct whatever error middleware wraps them.
+unknown id a 404 with ``detail``, raised as :mod:`ingest.errors` exceptions that the
+app's error middleware renders as ``{"detail", "errors"}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
-import orjson
 from aiohttp import web
+
+from ingest.errors import IngestError, Unprocessable
 
 MAX_FILTER_LENGTH = 255
 
 
-def _json_error(cls: type[web.HTTPException], detail: str, errors: list[Any]) -> NoReturn:
-    body = orjson.dumps({"detail": detail, "errors": errors}).decode()
-    raise cls(text=body, content_type="application/json")
+class NotFound(IngestError):
+    status = 404
+    reason = "not_found"
 
 
 def bad_param(name: str, msg: str) -> NoReturn:
     """422 naming the query parameter ``name``."""
-    _json_error(
-        web.HTTPUnprocessableEntity,
-        f"invalid query parameter '{name}': {msg}",
-        [{"loc": ["query", name], "msg": msg}],
+    raise Unprocessable(
+        f"Query parameter {name!r} is invalid: {msg}.",
+        errors=[{"loc": ["query", name], "msg": msg}],
     )
 
 
 def not_found(kind: str, ident: str) -> NoReturn:
-    _json_error(web.HTTPNotFound, f"{kind} '{ident}' not found", [])
+    raise NotFound(f"{kind.capitalize()} {ident!r} not found.")
 
 
 def int_param(request: web.Request, name: str, *, default: int | None, lo: int, hi: int) -> int:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from ingest.deps import DEPS_KEY
+from ingest.errors import Unavailable
 from ingest.responses import ConsumerStats, PartitionStats, Stats
 from storage.queue import GROUP, StreamLayout, resolve
 
@@ -77,9 +78,5 @@ async def handle_stats(request: web.Request) -> web.Response:
     try:
         stats = await collect(deps.redis(), deps.layout)
     except (RedisError, OSError):
-        raise web.HTTPServiceUnavailable(
-            text='{"detail":"queue unreachable","errors":[]}',
-            content_type="application/json",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise Unavailable("The queue (Redis) is unreachable.", retry_after=1) from None
     return web.json_response(text=stats.model_dump_json())

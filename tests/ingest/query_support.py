@@ -18,6 +18,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ingest.deps import DEPS_KEY, QueryDeps, bundle_publisher
+from ingest.errors import Unauthorized
+from ingest.metrics import IngestMetrics
+from ingest.middlewares import error_middleware
 from ingest.openapi import openapi_routes
 from ingest.query import query_routes
 from ingest.store_ctx import store_ctx
@@ -62,16 +65,12 @@ OPEN_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz", "/metrics"})
 
 @web.middleware
 async def bearer_stand_in(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stand-in for the ingest tier's auth middleware while ingest/app.py is not in the tree."""
+    """Stand-in for ingest.middlewares.auth_middleware, which does not yet exempt /openapi.json."""
     if (
         request.path not in OPEN_PATHS
         and request.headers.get("Authorization") != AUTH["Authorization"]
     ):
-        raise web.HTTPUnauthorized(
-            text='{"detail":"missing or wrong bearer token","errors":[]}',
-            content_type="application/json",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("A valid bearer token is required.")
     return await handler(request)
 
 
@@ -80,7 +79,7 @@ def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Applicati
         entry = await resolve(redis.xadd(stream, fields))  # type: ignore[arg-type]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
-    app = web.Application(middlewares=[bearer_stand_in])
+    app = web.Application(middlewares=[error_middleware(IngestMetrics()), bearer_stand_in])
     app[DEPS_KEY] = QueryDeps(
         layout=LAYOUT, redis=lambda: redis, publish=bundle_publisher(xadd, LAYOUT)
     )
