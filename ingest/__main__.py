@@ -1,0 +1,73 @@
+"""``python -m ingest``: build settings once, serve the ingest app, drain on SIGTERM.
+
+Pipeline position: process entry point of the ingest tier. Bad settings print one line
+naming the variable and exit 2; a partition-count mismatch or unreachable Redis at start
+prints one line and exits 1. SIGTERM flips readiness to 503 at once, waits
+LEVIATHAN_DRAIN_SECONDS so the load balancer removes the endpoint, then stops listening,
+lets in-flight requests finish (their XADDs complete) and closes Redis; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app
+from ingest.settings import IngestSettings
+from storage.config import settings_error_line
+from storage.queue import PartitionMismatchError
+
+log = logging.getLogger("ingest")
+
+
+async def serve(settings: IngestSettings) -> int:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, **HANDLER_ARGS)
+    try:
+        await runner.setup()
+    except PartitionMismatchError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 1
+    except (RedisError, OSError) as exc:
+        print(f"ingest: cannot reach Redis at start: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("ingest listening on %s:%d", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    app[RUNTIME_KEY].draining = True
+    log.info("draining for %.1f s", settings.drain_seconds)
+    await asyncio.sleep(settings.drain_seconds)
+    await runner.cleanup()
+    log.info("ingest stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    del argv  # configuration comes from the environment (DESIGN §6)
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        print(settings_error_line(exc), file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(serve(settings))
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The ingest aiohttp application: ``create_app(settings)`` (DESIGN §2, §5).
+
+Pipeline position: the HTTP front door. Builds the per-app Redis client, metrics registry,
+token set, group-commit publisher, lag gauge and commit listener; the cleanup_ctx checks
+the partition count, starts the background tasks and, on shutdown, lets queued XADDs
+finish before closing Redis. Serve it with :data:`HANDLER_ARGS` so request bodies arrive
+still compressed (``ingest.body`` inflates them under a size cap).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ingest.auth import TokenSet
+from ingest.backpressure import LagGauge
+from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
+from ingest.metrics import IngestMetrics
+from ingest.middlewares import auth_middleware, error_middleware, metrics_middleware
+from ingest.openapi import openapi_routes
+from ingest.publisher import Publisher
+from ingest.query import query_routes
+from ingest.settings import IngestSettings
+from ingest.store_ctx import store_ctx
+from ingest.waiters import Waiters
+from storage.queue import ensure_partition_count
+
+log = logging.getLogger(__name__)
+
+# aiohttp would otherwise inflate gzip bodies itself, unbounded, and a corrupt stream
+# surfaced as a 500 (issue 2). Pass to AppRunner / web.run_app(handler_args=...) /
+# aiohttp_client(server_kwargs=...).
+HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
+
+RUNTIME_KEY = web.AppKey("ingest_runtime", Runtime)
+SETTINGS_KEY = web.AppKey("ingest_settings", IngestSettings)
+
+
+def _redis_client(settings: IngestSettings) -> Redis:
+    timeout = settings.redis_timeout_seconds
+    client: Redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )
+    return client
+
+
+def _add_routes(app: web.Application, rt: Runtime) -> None:
+    """Every route table of the ingest process; the query API and console add theirs here."""
+    app.add_routes(ingest_routes(rt))
+    app.cleanup_ctx.append(store_ctx(rt.settings))  # the query API reads storage
+    app.add_routes(query_routes())
+    app.add_routes(openapi_routes(rt.settings.partitions))
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME_KEY]
+    await ensure_partition_count(rt.redis, rt.settings.layout)
+    rt.publisher.start()
+    rt.waiters.start()
+    log.info(
+        "ingest ready: %d partitions, prefix %s", rt.settings.partitions, rt.settings.stream_prefix
+    )
+    try:
+        yield
+    finally:
+        rt.draining = True
+        await rt.publisher.stop()
+        await rt.waiters.stop()
+        await rt.redis.aclose()
+
+
+def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Application:
+    """The ingest app; ``redis`` lets tests inject a client (e.g. fakeredis)."""
+    client = redis if redis is not None else _redis_client(settings)
+    metrics = IngestMetrics()
+    publisher = Publisher(
+        client,
+        max_batch=settings.publish_max_batch,
+        timeout=settings.redis_timeout_seconds,
+        retry_after=settings.retry_after_seconds,
+        on_batch=metrics.pipeline_batch.observe,
+    )
+    lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.queue_lag.set)
+    rt = Runtime(settings, client, metrics, publisher, lag, Waiters(client, settings.layout))
+    app = web.Application(
+        client_max_size=settings.max_body_bytes + RAW_SLACK,
+        middlewares=[
+            metrics_middleware(metrics),
+            error_middleware(metrics),
+            auth_middleware(TokenSet.from_settings(settings)),
+        ],
+    )
+    app[RUNTIME_KEY] = rt
+    app[SETTINGS_KEY] = settings
+    app[DEPS_KEY] = QueryDeps(layout=settings.layout, redis=lambda: rt.redis, publish=rt.publish)
+    app.cleanup_ctx.append(_lifecycle)
+    _add_routes(app, rt)
+    return app

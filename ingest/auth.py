@@ -1,0 +1,76 @@
+"""Bearer token set of the ingest tier (DESIGN §2, §6).
+
+Pipeline position: the auth middleware asks :class:`TokenSet` for the label of a
+presented token. Tokens come from the env value, the comma list and a token file that is
+re-read whenever its mtime changes (rotation without restart). Comparison uses
+``hmac.compare_digest`` against every token so timing does not reveal which one nearly
+matched. Only a label (``tok-<sha256[:8]>``) is logged or stored, never a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from pathlib import Path
+
+from ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+
+def token_label(token: str) -> str:
+    return "tok-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+class TokenSet:
+    """Accepted tokens; :meth:`label_for` returns a label or ``None``."""
+
+    def __init__(self, static: list[str], token_file: Path | None = None) -> None:
+        self._static = [t for t in static if t]
+        self._file = token_file
+        self._file_mtime: int | None = None
+        self._file_tokens: list[str] = []
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> TokenSet:
+        static: list[str] = []
+        if settings.token is not None:
+            static.append(settings.token.get_secret_value().strip())
+        if settings.tokens is not None:
+            static.extend(t.strip() for t in settings.tokens.get_secret_value().split(","))
+        return cls(static, settings.token_file)
+
+    def _refresh_file(self) -> None:
+        if self._file is None:
+            return
+        try:
+            mtime = self._file.stat().st_mtime_ns
+        except OSError as exc:
+            if self._file_mtime is not None:
+                log.warning("token file %s unreadable: %s", self._file, exc.strerror)
+            self._file_mtime, self._file_tokens = None, []
+            return
+        if mtime == self._file_mtime:
+            return
+        try:
+            lines = self._file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("token file %s unreadable: %s", self._file, exc)
+            return
+        self._file_tokens = [s for s in (line.strip() for line in lines) if s]
+        self._file_mtime = mtime
+        log.info("token file %s loaded: %d token(s)", self._file, len(self._file_tokens))
+
+    def tokens(self) -> list[str]:
+        self._refresh_file()
+        return self._static + self._file_tokens
+
+    def label_for(self, presented: str) -> str | None:
+        candidate = presented.encode()
+        found: str | None = None
+        for token in self.tokens():
+            # No early exit: every token is compared.
+            if hmac.compare_digest(candidate, token.encode()) and found is None:
+                found = token
+        return None if found is None else token_label(found)

@@ -1,0 +1,115 @@
+"""Request body → validated :class:`Bundle`, or a raised client error (DESIGN §2).
+
+Pipeline position: first step of ``POST /v1/events/ingest`` after auth. The server runs
+with ``auto_decompress=False`` (see :data:`ingest.app.HANDLER_ARGS`) so the raw bytes
+arrive here; gzip is inflated with ``zlib.decompressobj`` and ``max_length`` so a gzip bomb
+is stopped at the limit instead of inflating in memory. JSON is parsed once by orjson and
+the resulting object validated by pydantic.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from ingest.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedia
+from storage.schema import Bundle
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_headers(request: web.Request, max_raw: int) -> None:
+    """415 for a wrong media type or encoding, 413 for an announced oversize body."""
+    if request.content_type != "application/json":
+        raise UnsupportedMedia("Content-Type must be application/json.")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMedia("Only the utf-8 charset is accepted.")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("gzip", "identity", ""):
+        raise UnsupportedMedia("Content-Encoding must be gzip or identity.")
+    length = request.content_length
+    if length is not None and length > max_raw:
+        raise PayloadTooLarge(f"Request body exceeds {max_raw} bytes.", reason="body_size")
+
+
+def gunzip(raw: bytes, limit: int) -> bytes:
+    """Inflate a gzip body, never holding more than ``limit + 1`` output bytes."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    out = bytearray()
+    data = raw
+    try:
+        while True:
+            out += inflater.decompress(data, limit + 1 - len(out))
+            if len(out) > limit:
+                raise PayloadTooLarge(
+                    f"Decompressed body exceeds {limit} bytes.", reason="body_size"
+                )
+            data = inflater.unconsumed_tail
+            if not data:
+                break
+        out += inflater.flush()
+    except zlib.error:
+        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
+    if not inflater.eof:
+        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
+    if len(out) > limit:
+        raise PayloadTooLarge(f"Decompressed body exceeds {limit} bytes.", reason="body_size")
+    return bytes(out)
+
+
+def _loc(err_loc: tuple[int | str, ...]) -> list[int | str]:
+    return list(err_loc)
+
+
+def parse_bundle(body: bytes, max_events: int) -> Bundle:
+    """400 for malformed JSON/UTF-8, 413 for too many events, 422 for schema problems."""
+    try:
+        obj: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Body is not valid JSON: {exc}.", reason="bad_json") from None
+    if isinstance(obj, dict):
+        events = obj.get("events")
+        if isinstance(events, list) and len(events) > max_events:
+            raise PayloadTooLarge(
+                f"Bundle has {len(events)} events; at most {max_events} are accepted.",
+                reason="event_count",
+            )
+    try:
+        return Bundle.model_validate(obj)
+    except ValidationError as exc:
+        errors = [
+            {"loc": _loc(e["loc"]), "msg": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        noun = "problem" if len(errors) == 1 else "problems"
+        raise Unprocessable(
+            f"Bundle failed validation with {len(errors)} {noun}.", errors=errors
+        ) from None
+
+
+async def read_bundle(
+    request: web.Request, max_raw: int, max_body: int, max_events: int
+) -> tuple[Bundle, int]:
+    """The validated bundle and its (decompressed) size in bytes."""
+    check_headers(request, max_raw=max_raw)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"Request body exceeds {max_raw} bytes.", reason="body_size"
+        ) from None
+    gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+    # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
+    # client_max_size); only bytes that still carry the gzip magic are inflated here.
+    if gzipped and raw[:2] == GZIP_MAGIC:
+        body = gunzip(raw, max_body)
+    else:
+        if len(raw) > max_body:
+            raise PayloadTooLarge(f"Request body exceeds {max_body} bytes.", reason="body_size")
+        body = raw
+    return parse_bundle(body, max_events), len(body)

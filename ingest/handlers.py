@@ -1,0 +1,137 @@
+"""Ingest and health handlers (DESIGN §2, §5).
+
+Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
+group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's
+commit. ``/healthz`` does no I/O; ``/readyz`` pings Redis and reports draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ingest.backpressure import LagGauge
+from ingest.body import read_bundle
+from ingest.errors import Unavailable, Unprocessable
+from ingest.metrics import IngestMetrics
+from ingest.middlewares import TOKEN_LABEL
+from ingest.publisher import Publisher
+from ingest.settings import IngestSettings
+from ingest.waiters import Waiters
+from storage.envelope import encode
+from storage.queue import resolve
+from storage.schema import Bundle
+
+log = logging.getLogger(__name__)
+MAX_WAIT_S = 30.0
+RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share; built by ``create_app``."""
+
+    settings: IngestSettings
+    redis: Redis
+    metrics: IngestMetrics
+    publisher: Publisher
+    lag: LagGauge
+    waiters: Waiters
+    draining: bool = False
+    ready_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def max_raw(self) -> int:
+        return self.settings.max_body_bytes + RAW_SLACK
+
+    async def publish(self, bundle: Bundle, token_label: str) -> str:
+        layout = self.settings.layout
+        partition = layout.partition_of(bundle.bundle_id)
+        return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
+
+
+def _wait_param(request: web.Request) -> float | None:
+    text = request.query.get("wait")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_WAIT_S:  # also rejects nan and inf
+        raise Unprocessable(
+            f"Query parameter wait must be a number of seconds in (0, {MAX_WAIT_S:g}].",
+            errors=[{"loc": ["query", "wait"], "msg": "must be > 0 and <= 30"}],
+        )
+    return value
+
+
+async def _check_lag(rt: Runtime) -> None:
+    retry = rt.settings.retry_after_seconds
+    try:
+        lag = await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
+    except (RedisError, OSError, TimeoutError):
+        raise Unavailable("The queue is unreachable.", retry) from None
+    if lag > rt.settings.queue_high_water:
+        raise Unavailable(
+            "The queue is over its high-water mark; retry later.", retry, reason="backpressure"
+        )
+
+
+def ingest_routes(rt: Runtime) -> web.RouteTableDef:
+    routes = web.RouteTableDef()
+    settings = rt.settings
+
+    @routes.post("/v1/events/ingest")
+    async def ingest(request: web.Request) -> web.Response:
+        wait = _wait_param(request)
+        bundle, size = await read_bundle(
+            request, rt.max_raw, settings.max_body_bytes, settings.max_events
+        )
+        await _check_lag(rt)
+        layout = settings.layout
+        partition = layout.partition_of(bundle.bundle_id)
+        entry_id = await rt.publisher.publish(
+            layout.stream(partition), encode(bundle, request[TOKEN_LABEL])
+        )
+        rt.metrics.bundle_bytes.observe(size)
+        rt.metrics.bundle_events.observe(len(bundle.events))
+        log.debug("bundle %s queued: partition %d entry %s", bundle.bundle_id, partition, entry_id)
+        body = {"bundle_id": bundle.bundle_id, "ingested": len(bundle.events)}
+        if wait is not None and await rt.waiters.wait(partition, entry_id, wait):
+            return web.json_response({"status": "ok", **body}, status=200)
+        return web.json_response({"status": "accepted", **body}, status=202)
+
+    @routes.get("/healthz")
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "healthy"})
+
+    @routes.get("/readyz")
+    async def readyz(request: web.Request) -> web.Response:
+        if rt.draining:
+            return web.json_response({"status": "draining", "detail": "Shutting down."}, status=503)
+        try:
+            await asyncio.wait_for(resolve(rt.redis.ping()), settings.redis_timeout_seconds)
+        except (RedisError, OSError, TimeoutError) as exc:
+            detail = f"Redis is unreachable ({type(exc).__name__})."
+            return web.json_response({"status": "unavailable", "detail": detail}, status=503)
+        if not rt.publisher.running:
+            detail = "The queue publisher is not running."
+            return web.json_response({"status": "unavailable", "detail": detail}, status=503)
+        return web.json_response({"status": "ready"})
+
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(rt.metrics.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return routes

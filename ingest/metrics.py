@@ -1,0 +1,60 @@
+"""Prometheus metrics of one ingest app (DESIGN §5), on its own CollectorRegistry.
+
+Pipeline position: the request middleware, the ingest handler, the publisher and the lag
+gauge record here; ``GET /metrics`` renders it. A registry per app (never the global one)
+lets tests build many apps in one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class IngestMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "ingest_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ingest_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.bundle_bytes = Histogram(
+            "ingest_bundle_bytes",
+            "Accepted bundle size after decompression",
+            registry=r,
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+        )
+        self.bundle_events = Histogram(
+            "ingest_bundle_events",
+            "Events per accepted bundle",
+            registry=r,
+            buckets=(1, 5, 10, 20, 50, 100, 500, 1000, 5000, 10000),
+        )
+        self.rejections = Counter(
+            "ingest_rejections_total",
+            "Rejected ingest requests by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.pipeline_batch = Histogram(
+            "ingest_xadd_pipeline_batch",
+            "XADDs per group-commit pipeline",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        )
+        self.queue_lag = Gauge(
+            "ingest_queue_lag", "Last measured writers-group lag (all partitions)", registry=r
+        )

@@ -1,0 +1,100 @@
+"""Settings of the ingest process (DESIGN §6), built once in ``ingest.__main__``.
+
+Pipeline position: everything the HTTP tier needs besides the shared storage/queue
+settings it inherits. At least one token source is required; the token values never leave
+this object except through :mod:`ingest.auth`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+
+from storage.config import StorageSettings
+
+MIB = 1024 * 1024
+
+
+class IngestSettings(StorageSettings):
+    """Ingest tier settings; every field is read from the environment name in its alias."""
+
+    token: SecretStr | None = Field(
+        None,
+        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN",
+        description="A bearer token accepted by the API.",
+    )
+    tokens: SecretStr | None = Field(
+        None,
+        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKENS",
+        description="Comma-separated list of further accepted tokens (rotation).",
+    )
+    token_file: Path | None = Field(
+        None,
+        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN_FILE",
+        description="File with one token per line; re-read when its mtime changes.",
+    )
+    host: str = Field(
+        "0.0.0.0", validation_alias="LEVIATHAN_API_HOST", description="Listen address."
+    )
+    port: int = Field(
+        8000, ge=0, le=65535, validation_alias="LEVIATHAN_API_PORT", description="Listen port."
+    )
+    max_body_bytes: int = Field(
+        10 * MIB,
+        ge=1024,
+        validation_alias="LEVIATHAN_MAX_BODY_BYTES",
+        description="Largest accepted body after decompression (413 above).",
+    )
+    max_events: int = Field(
+        10_000,
+        ge=1,
+        validation_alias="LEVIATHAN_MAX_EVENTS",
+        description="Most events accepted in one bundle (413 above).",
+    )
+    queue_high_water: int = Field(
+        1_000_000,
+        ge=1,
+        validation_alias="LEVIATHAN_QUEUE_HIGH_WATER",
+        description="Total consumer-group lag above which ingest answers 503.",
+    )
+    drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="LEVIATHAN_DRAIN_SECONDS",
+        description="After SIGTERM: seconds of 503 readiness before the listener closes, "
+        "so the load balancer removes the endpoint first.",
+    )
+    retry_after_seconds: int = Field(
+        1,
+        ge=1,
+        validation_alias="LEVIATHAN_RETRY_AFTER_SECONDS",
+        description="Retry-After value sent with every 503.",
+    )
+    publish_max_batch: int = Field(
+        512,
+        ge=1,
+        validation_alias="LEVIATHAN_PUBLISH_MAX_BATCH",
+        description="Most XADDs sent in one pipeline by the group-commit publisher.",
+    )
+    redis_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        validation_alias="LEVIATHAN_REDIS_TIMEOUT_SECONDS",
+        description="Socket and publish timeout for Redis; exceeded → 503.",
+    )
+    lag_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        validation_alias="LEVIATHAN_LAG_CACHE_SECONDS",
+        description="How long a measured queue lag is reused before it is measured again.",
+    )
+
+    @model_validator(mode="after")
+    def _one_token(self) -> IngestSettings:
+        if self.token is None and self.tokens is None and self.token_file is None:
+            raise ValueError(
+                "LEVIATHAN_CONTROL_PLANE_TOKEN is required (or LEVIATHAN_CONTROL_PLANE_TOKENS "
+                "or LEVIATHAN_CONTROL_PLANE_TOKEN_FILE)"
+            )
+        return self
