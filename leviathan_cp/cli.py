@@ -1,0 +1,95 @@
+"""``leviathan-cp``: the one console script that starts every part of the control plane.
+
+Pipeline position: above both tiers. Each subcommand imports its target lazily so that
+``leviathan-cp consumer`` never loads aiohttp's app code and ``leviathan-cp ingest`` never
+loads arq; the tiers themselves still never import each other (import-linter contract).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: leviathan-cp <command> [args]
+
+commands:
+  ingest     run the HTTP ingest + query tier (DESIGN §5)
+  consumer   run the stream consumer (writes batches to storage)
+  dev        run ingest + consumer locally on embedded defaults
+  migrate    apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)
+  verify     verify every partition's hash chain; exit 1 if one is broken
+  dlq        list / replay / drop dead-lettered stream entries
+  bench      load generator against a running ingest tier
+"""
+
+
+def _ingest(argv: list[str]) -> int:
+    from ingest.__main__ import main
+
+    return int(main(argv) or 0)
+
+
+def _consumer(argv: list[str]) -> int:
+    from consumer.__main__ import main
+
+    return int(main(argv) or 0)
+
+
+def _dlq(argv: list[str]) -> int:
+    from consumer.dlq import main
+
+    return int(main(argv) or 0)
+
+
+def _dev(argv: list[str]) -> int:
+    from leviathan_cp.dev import main
+
+    return main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    from leviathan_cp.loadgen import main
+
+    return int(main(argv) or 0)
+
+
+def _migrate(argv: list[str]) -> int:
+    from leviathan_cp.admin import migrate_main
+
+    return migrate_main(argv)
+
+
+def _verify(argv: list[str]) -> int:
+    from leviathan_cp.admin import verify_main
+
+    return verify_main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "ingest": _ingest,
+    "consumer": _consumer,
+    "dev": _dev,
+    "migrate": _migrate,
+    "verify": _verify,
+    "dlq": _dlq,
+    "bench": _bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE, end="")
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"leviathan-cp: unknown command {args[0]!r}\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``leviathan-cp dev``: the whole control plane on one machine with embedded defaults.
+
+Pipeline position: a supervisor above both tiers. Starts a queue (leviathan_cp.devqueue),
+then ``python -m consumer`` and ``python -m ingest`` as child processes with NDJSON storage
+under ``./.leviathan/data`` and a token from ``~/.leviathan/control-plane-token``. On
+Ctrl-C/SIGTERM it stops ingest first (it drains and stops accepting), then the consumer
+(it finishes and acks its batch), then the queue — so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from leviathan_cp.devqueue import DevQueue, free_port, start_queue
+
+STOP_TIMEOUT_S = 60.0
+
+
+def ensure_token(home: Path) -> Path:
+    """The token file (dir 700, file 600), created with a fresh token on first run."""
+    directory = home / ".leviathan"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    directory.chmod(0o700)
+    path = directory / "control-plane-token"
+    if not path.exists() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_sample(base: Path) -> Path:
+    """A small bundle a user can post right away (fresh ids each run: not a duplicate)."""
+    run = secrets.token_hex(4)
+    bundle = {
+        "target": "demo",
+        "bundle_id": f"bundle-dev-{run}",
+        "events": [
+            {
+                "event_id": secrets.token_hex(16),
+                "event_type": "attempt.started",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "actor_id": f"worker-dev-{run}",
+                "payload": {"attempt_id": f"att-{run}", "task_id": "task-1", "status": "running"},
+            }
+        ],
+        "artifacts": [],
+    }
+    path = base / "sample-bundle.json"
+    path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def child_env(queue: DevQueue, data_dir: Path, token_file: Path, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "LEVIATHAN_REDIS_URL": queue.url,
+            "LEVIATHAN_CONTROL_PLANE_BACKEND": "ndjson",
+            "LEVIATHAN_NDJSON_DIR": str(data_dir),
+            "LEVIATHAN_CONTROL_PLANE_TOKEN_FILE": str(token_file),
+            "LEVIATHAN_API_PORT": str(port),
+        }
+    )
+    env.setdefault("LEVIATHAN_API_HOST", "127.0.0.1")
+    env.setdefault("LEVIATHAN_CONSUMER_HOST", "127.0.0.1")
+    env.setdefault("LEVIATHAN_CONSUMER_PORT", str(free_port()))
+    # No load balancer to drain from locally: a short readiness-503 window is enough.
+    env.setdefault("LEVIATHAN_DRAIN_SECONDS", "0.5")
+    for key in ("LEVIATHAN_CONTROL_PLANE_TOKEN", "LEVIATHAN_CONTROL_PLANE_TOKENS"):
+        env.pop(key, None)
+    return env
+
+
+def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own session so the terminal's Ctrl-C reaches only this supervisor (stop order matters).
+    return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+
+
+def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _banner(port: int, host: str, token_file: Path, sample: Path, queue: DevQueue) -> None:
+    url = f"http://{'127.0.0.1' if host in {'0.0.0.0', ''} else host}:{port}"
+    print(
+        f"leviathan control plane (dev) listening on {url}\n"
+        f"  queue: {queue.kind} at {queue.url}\n"
+        f"  token file: {token_file}\n"
+        f'  try: curl -sS -H "Authorization: Bearer $(cat {token_file})" '
+        f"-H 'Content-Type: application/json' --data @{sample} '{url}/v1/events/ingest?wait=5'\n"
+        "  Ctrl-C stops everything (ingest drains, consumer finishes its batch, queue last).",
+        flush=True,
+    )
+
+
+def run(base: Path, home: Path) -> int:
+    base.mkdir(parents=True, exist_ok=True)
+    data_dir = (base / "data").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = ensure_token(home)
+    sample = write_sample(base).resolve()
+    port = int(os.environ.get("LEVIATHAN_API_PORT", "8000"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    queue = start_queue(os.environ.get("LEVIATHAN_REDIS_URL"), (base / "redis").resolve())
+    env = child_env(queue, data_dir, token_file, port)
+    consumer = _spawn("consumer", env)
+    ingest = _spawn("ingest", env)
+    code = 0
+    try:
+        if not _wait_healthy(f"http://127.0.0.1:{port}/healthz", [ingest, consumer], 60):
+            print("leviathan-cp dev: a tier failed to start (see its output above)", flush=True)
+            code = 1
+        else:
+            _banner(port, env["LEVIATHAN_API_HOST"], token_file, sample, queue)
+            while not stop.wait(0.5):
+                if ingest.poll() is not None or consumer.poll() is not None:
+                    print("leviathan-cp dev: a tier exited unexpectedly", flush=True)
+                    code = 1
+                    break
+    finally:
+        ingest_rc = _stop(ingest)
+        consumer_rc = _stop(consumer)
+        queue.stop()
+    if code == 0 and (ingest_rc != 0 or consumer_rc != 0):
+        print(f"leviathan-cp dev: ingest exited {ingest_rc}, consumer {consumer_rc}", flush=True)
+        code = 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="leviathan-cp dev",
+        description="Run ingest + consumer locally (NDJSON under ./.leviathan, embedded queue).",
+    ).parse_args(argv)
+    return run(Path.cwd() / ".leviathan", Path.home())
