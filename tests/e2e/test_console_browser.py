@@ -1,0 +1,202 @@
+"""The operator console in a real headless browser (issue 8).
+
+Debian's chromium (``apt-get install -y chromium``) driven by Playwright's async API against
+an aiohttp app carrying the console and the real query routes over an NDJSON store seeded
+with the factories' bundles (Redis: the test database from ``redis_url``). Checks what an
+operator sees: seeded attempts, the DAG of the seeded tasks, the chain state, and the error
+for a wrong token. Screenshots at 1280x800 and 390x844 go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
+
+from ingest import console
+from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.errors import Unauthorized
+from ingest.metrics import IngestMetrics
+from ingest.middlewares import error_middleware
+from ingest.query import query_routes
+from ingest.store_ctx import store_ctx
+from storage.config import StorageSettings, create_store
+from tests.ingest.query_support import LAYOUT, PARTITIONS, TOKEN, seed
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@web.middleware
+async def bearer_except_console(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The ingest tier's rule: /v1 needs the bearer token, the console page does not."""
+    if request.path.startswith("/v1/") and request.headers.get("Authorization") != (
+        f"Bearer {TOKEN}"
+    ):
+        raise Unauthorized("The bearer token is not valid.")
+    return await handler(request)
+
+
+def console_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
+    async def publish(*_: Any) -> str:
+        raise AssertionError("the console never writes")
+
+    app = web.Application(middlewares=[error_middleware(IngestMetrics()), bearer_except_console])
+    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=publish)
+    app.cleanup_ctx.append(store_ctx(settings))
+    app.add_routes(query_routes())
+    app.add_routes(console.routes)
+    return app
+
+
+def _require_browser() -> Any:
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install playwright)"
+    else:
+        if CHROMIUM.exists():
+            return async_playwright
+        missing = "/usr/bin/chromium is missing (apt-get install -y chromium)"
+    if os.environ.get("LEVIATHAN_REQUIRE_SERVICES") == "1":
+        pytest.fail(missing + " (LEVIATHAN_REQUIRE_SERVICES=1: browser tests must run)")
+    pytest.skip(missing)
+
+
+async def _serve(settings: StorageSettings, redis: aioredis.Redis) -> AsyncIterator[str]:
+    server = TestServer(console_app(settings, redis), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/console"))
+    finally:
+        await server.close()
+        await redis.aclose()
+
+
+@pytest.fixture(name="base_url")
+async def base_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterator[str]:
+    settings = StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
+    store = create_store(settings)
+    await store.open()
+    try:
+        await seed(store)
+    finally:
+        await store.close()
+    async for url in _serve(settings, aioredis.Redis.from_url(redis_url)):
+        yield url
+
+
+@pytest.fixture(name="queue_down_url")
+async def queue_down_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterator[str]:
+    """Storage up (empty), Redis unreachable: port 9 on loopback has no listener."""
+    settings = StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
+    down = aioredis.Redis.from_url("redis://127.0.0.1:9/8", socket_connect_timeout=0.5)
+    async for url in _serve(settings, down):
+        yield url
+
+
+async def _login(page: Any, url: str, token: str) -> None:
+    await page.goto(url)
+    await page.fill("#token", token)
+    await page.click("#login button[type=submit]")
+
+
+async def test_console_shows_seeded_data(base_url: str) -> None:
+    async_playwright = _require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            external: list[str] = []
+            page.on(
+                "request",
+                lambda r: (
+                    None if r.url.startswith(base_url.rsplit("/", 1)[0]) else external.append(r.url)
+                ),
+            )
+            await _login(page, base_url, TOKEN)
+            rows = page.locator("#attempts tbody tr")
+            await rows.first.wait_for()
+            text = await page.locator("#attempts").inner_text()
+            for attempt in ("att-1", "att-2", "att-3"):
+                assert attempt in text
+            failed = page.locator("#attempts tbody tr.row-bad")
+            assert await failed.count() >= 1
+            assert (await failed.first.locator(".why").inner_text()).strip() != ""
+            assert await page.locator("#attempts a[href*='/pull/']").count() >= 1
+            await page.locator("#dag g.task").first.wait_for()
+            await page.select_option("#target", "leviathan-demo")
+            await page.locator("#dag g.task[data-task='task-docs-1']").wait_for()
+            assert await page.locator("#dag path.edge").count() >= 2
+            await page.locator("#chain li.ok").first.wait_for()
+            assert await page.locator("#chain li.bad").count() == 0
+            assert await page.locator("#partitions tbody tr").count() == PARTITIONS
+            assert await page.locator("#conn").inner_text() == "live"
+            assert "token" not in page.url
+            assert not await page.locator("#login").is_visible()
+            await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+
+            phone = await browser.new_page(viewport={"width": 390, "height": 844})
+            await _login(phone, base_url, TOKEN)
+            await phone.locator("#dag g.task").first.wait_for()
+            await phone.locator("#chain li.ok").first.wait_for()
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"page scrolls sideways on a phone: {width}px"
+            await phone.screenshot(path=str(ARTIFACTS / "console-phone.png"), full_page=True)
+            assert external == []
+        finally:
+            await browser.close()
+
+
+async def test_wrong_token_is_reported(base_url: str) -> None:
+    async_playwright = _require_browser()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await _login(page, base_url, "not-the-token")
+            banner = page.locator("#banner")
+            await banner.wait_for(state="visible")
+            assert "token rejected" in await banner.inner_text()
+            assert await page.locator("#login").is_visible()
+            assert await page.evaluate("sessionStorage.getItem('leviathan.token')") is None
+        finally:
+            await browser.close()
+
+
+async def test_queue_down_and_empty_states(queue_down_url: str) -> None:
+    async_playwright = _require_browser()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await _login(page, queue_down_url, TOKEN)
+            queue = page.locator("#queue-state.error")
+            await queue.wait_for()
+            assert (await queue.inner_text()).startswith("queue unavailable: ")
+            assert "Redis" in await queue.inner_text()  # the 503's own detail
+            assert await page.locator("#conn").inner_text() == "degraded"
+            assert "unreachable" in await page.locator("#banner").inner_text()
+            await page.locator("#attempts-state.empty").wait_for()
+            assert await page.locator("#attempts-state").inner_text() == "no attempts recorded yet"
+            assert await page.locator("#tasks-state").inner_text() == "no tasks for this target"
+        finally:
+            await browser.close()
