@@ -112,8 +112,16 @@ function sampleRates(chains, stats) {
   renderSpark();
 }
 
-function renderChain(chains) {
-  $("chain").replaceChildren(...chains.map((c) => el("li", { class: c.ok ? "ok" : "bad" },
+// The verify endpoint lists only partitions holding events; the queue's partition count
+// (from /v1/stats) fills in the empty ones so none silently disappears from the panel.
+function renderChain(chains, stats) {
+  const seen = new Set(chains.map((c) => c.partition));
+  const empty = (stats ? stats.partitions : []).filter((p) => !seen.has(p.partition))
+    .map((p) => ({ partition: p.partition, empty: true }));
+  const all = [...chains, ...empty].sort((a, b) => a.partition - b.partition);
+  $("chain").replaceChildren(...all.map((c) => c.empty
+    ? el("li", { class: "idle" }, el("strong", {}, "partition " + c.partition + ": "), "no events yet")
+    : el("li", { class: c.ok ? "ok" : "bad" },
     el("strong", {}, "partition " + c.partition + ": "),
     c.ok ? `intact · ${c.checked} events · head ${String(c.last_hash).slice(0, 12)}`
          : `BROKEN at seq ${c.broken_at_seq} (${c.broken_event_id}): ${c.reason}`)));
@@ -169,20 +177,31 @@ function renderDag(tasks) {
   setState("tasks-state", "");
   const W = 170, H = 50, GX = 60, GY = 22, PAD = 10;
   const cols = layers(tasks);
+  const deepest = Math.max(...cols.map((c) => c.length));
+  // Layers run left to right; when that does not fit (a phone) they run top to bottom.
+  const vertical = PAD * 2 + cols.length * (W + GX) - GX > dag.parentElement.clientWidth;
   const pos = new Map();
-  cols.forEach((col, x) => col.forEach((t, y) =>
-    pos.set(t.task_id, { x: PAD + x * (W + GX), y: PAD + y * (H + GY) })));
-  const width = PAD * 2 + cols.length * W + (cols.length - 1) * GX;
-  const height = PAD * 2 + Math.max(...cols.map((c) => c.length)) * (H + GY) - GY;
+  cols.forEach((col, layer) => col.forEach((t, i) => pos.set(t.task_id, vertical
+    ? { x: PAD + i * (W + GY), y: PAD + layer * (H + GX) }
+    : { x: PAD + layer * (W + GX), y: PAD + i * (H + GY) })));
+  const across = vertical ? deepest : cols.length, down = vertical ? cols.length : deepest;
+  const width = PAD * 2 + across * (W + (vertical ? GY : GX)) - (vertical ? GY : GX);
+  const height = PAD * 2 + down * (H + (vertical ? GX : GY)) - (vertical ? GX : GY);
   const defs = svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
     markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0,0L10,5L0,10z" })));
   const edges = [];
   for (const t of tasks) for (const dep of t.depends_on) {
     const a = pos.get(dep), b = pos.get(t.task_id);
     if (!a) continue;
-    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
-    edges.push(svg("path", { class: "edge", d: `M${x1},${y1}C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
-      "marker-end": "url(#arrow)" }));
+    let d;
+    if (vertical) {
+      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y, my = (y1 + y2) / 2;
+      d = `M${x1},${y1}C${x1},${my} ${x2},${my} ${x2},${y2}`;
+    } else {
+      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+      d = `M${x1},${y1}C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+    }
+    edges.push(svg("path", { class: "edge", d, "marker-end": "url(#arrow)" }));
   }
   const nodes = tasks.map((t) => {
     const p = pos.get(t.task_id);
@@ -240,7 +259,7 @@ async function poll() {
     if (tick % CHAIN_EVERY === 0) {
       errs.push(await panel("chain-state", async () => {
         const chains = await api("/v1/events/verify");
-        renderChain(chains);
+        renderChain(chains, stats);
         sampleRates(chains, stats);
       }));
     }

@@ -148,6 +148,7 @@ async def test_console_shows_seeded_data(base_url: str) -> None:
             assert await page.locator("#dag path.edge").count() >= 2
             await page.locator("#chain li.ok").first.wait_for()
             assert await page.locator("#chain li.bad").count() == 0
+            assert await page.locator("#chain li").count() == PARTITIONS  # empty ones too
             assert await page.locator("#partitions tbody tr").count() == PARTITIONS
             assert await page.locator("#conn").inner_text() == "live"
             assert "token" not in page.url
@@ -158,6 +159,10 @@ async def test_console_shows_seeded_data(base_url: str) -> None:
             await _login(phone, base_url, TOKEN)
             await phone.locator("#dag g.task").first.wait_for()
             await phone.locator("#chain li.ok").first.wait_for()
+            dag = await phone.locator("#dag").bounding_box()
+            assert dag is not None
+            assert dag["width"] <= 390, "the DAG must stack its layers on a phone"
+            assert await phone.locator("#dag path.edge").count() >= 2
             width = await phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"page scrolls sideways on a phone: {width}px"
             await phone.screenshot(path=str(ARTIFACTS / "console-phone.png"), full_page=True)
