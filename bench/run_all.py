@@ -98,7 +98,7 @@ async def end_to_end(admin_dsn: str, seconds: float, workers: int) -> dict[str, 
         stack = await Stack(admin_dsn).__aenter__()
     except RuntimeError as exc:
         return {"error": str(exc)}
-    async with stack:
+    try:
         try:
             mem = await burst(stack, 6)
             args = loadgen._parse(
@@ -124,6 +124,8 @@ async def end_to_end(admin_dsn: str, seconds: float, workers: int) -> dict[str, 
             summary["stored_unique"] / max(summary["end_to_end_s"], 1e-9), 1
         )
         return {"burst": mem, "loadgen": summary, "peak_rss_after_load_mib": stack.peaks()}
+    finally:
+        await stack.__aexit__(None, None, None)
 
 
 def write_results(path: Path, command: str, tiers: dict[str, str], e2e: dict[str, Any]) -> None:
@@ -143,7 +145,7 @@ def write_results(path: Path, command: str, tiers: dict[str, str], e2e: dict[str
         "## end to end (one ingest + one consumer, PostgreSQL, own Redis)",
         "",
         "```json",
-        orjson.dumps(e2e, option=orjson.OPT_INDENT_2).decode(),
+        orjson.dumps(e2e, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode(),
         "```",
         "",
     ]
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             tiers[name] = run_tier(name, extra, args.tier_timeout)
             print(f"== {name}\n{tiers[name]}", flush=True)
     e2e = asyncio.run(end_to_end(args.admin_dsn, args.seconds, args.workers))
-    print(orjson.dumps(e2e, option=orjson.OPT_INDENT_2).decode())
+    print(orjson.dumps(e2e, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
     command = "python -m bench.run_all" + ("" if argv is None else " " + " ".join(argv))
     if argv is None and len(sys.argv) > 1:
         command += " " + " ".join(sys.argv[1:])

@@ -77,6 +77,14 @@ class Stack:
         self.procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     async def __aenter__(self) -> Stack:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _start(self) -> None:
         redis_port = free_port()
         self._spawn(
             "redis",
@@ -117,9 +125,7 @@ class Stack:
             await _wait_http(f"{self.url}/readyz", 30, self.procs["ingest"])
         except RuntimeError as exc:
             tail = self.log_tail("ingest", 5)
-            await self.__aexit__(None, None, None)
             raise RuntimeError(f"{exc}; ingest log:\n{tail}") from None
-        return self
 
     @property
     def url(self) -> str:
@@ -146,5 +152,7 @@ class Stack:
                     proc.wait()
         try:
             await self._admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+        except OSError:
+            pass  # the server went away; nothing left to drop
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
