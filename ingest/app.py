@@ -33,8 +33,8 @@ from storage.queue import ensure_partition_count
 log = logging.getLogger(__name__)
 
 # aiohttp would otherwise inflate gzip bodies itself, unbounded, and a corrupt stream
-# surfaced as a 500 (issue 2). Pass to AppRunner / web.run_app(handler_args=...) /
-# aiohttp_client(server_kwargs=...).
+# surfaced as a 500 (issue 2). Pass as keyword arguments to AppRunner or web.run_app
+# (both forward them to the request handler) or TestServer.start_server.
 HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
 
 RUNTIME_KEY = web.AppKey("ingest_runtime", Runtime)

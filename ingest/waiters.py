@@ -44,8 +44,14 @@ class Waiters:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._layout.committed_channel)
-                    async for message in pubsub.listen():
-                        self._resolve(message.get("data"))
+                    while True:
+                        # A short poll, not listen(): an idle subscription must not trip
+                        # the client's socket timeout.
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is not None:
+                            self._resolve(message.get("data"))
             except (RedisError, OSError) as exc:
                 log.warning("commit listener lost Redis (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(1.0)

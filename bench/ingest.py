@@ -1,0 +1,262 @@
+"""Ingest throughput/latency benchmark: ``python -m bench.ingest`` (issue 2).
+
+Pipeline position: measures the HTTP front door against the real Redis. In ONE run, with
+20-event bundles and 16 concurrent connections, it serves three handlers — each in its own
+server process, separate from the load generator — and prints events/s accepted and
+p50/p99 latency for each, then the ratios c/a and b/a:
+
+  (a) validate-only: the same body parsing/validation, no Redis;
+  (b) naive: one XADD round trip per request;
+  (c) the real ingest app (auth, metrics, backpressure, group-commit publisher).
+
+Load comes from ``wrk`` with a Lua script when installed, else from an aiohttp generator.
+Redis: LEVIATHAN_BENCH_REDIS_URL (default redis://127.0.0.1:6379/3); its keys under the
+``bench-ingest`` prefix are deleted before each phase and at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ingest.app import HANDLER_ARGS, create_app
+from ingest.body import read_bundle
+from ingest.settings import IngestSettings
+from storage.envelope import encode
+from storage.queue import StreamLayout
+
+TOKEN = "bench-token"
+PREFIX = "bench-ingest"
+PARTITIONS = 8
+EVENTS = 20
+CONNECTIONS = 16
+SECONDS = 6
+MAX = 10 * 1024 * 1024
+MODES = ("validate", "naive", "real")
+
+
+def bundle(i: int) -> bytes:
+    events = [
+        {
+            "event_id": f"evt-{i}-{k}",
+            "event_type": "attempt.progress",
+            "timestamp": "2026-11-28T12:00:00Z",
+            "actor_id": f"worker-{i}",
+            "payload": {"attempt_id": f"att-{i}", "step": k, "status": "running"},
+        }
+        for k in range(EVENTS)
+    ]
+    return orjson.dumps({"target": "bench", "bundle_id": f"bundle-att-{i}", "events": events})
+
+
+def _settings(redis_url: str) -> IngestSettings:
+    return IngestSettings(
+        token=TOKEN,
+        redis_url=redis_url,
+        partitions=PARTITIONS,
+        stream_prefix=PREFIX,
+        queue_high_water=100_000_000,
+    )
+
+
+def _simple_app(mode: str, redis_url: str) -> web.Application:
+    layout = StreamLayout(prefix=PREFIX, partitions=PARTITIONS)
+    redis = Redis.from_url(redis_url)
+
+    async def handle(request: web.Request) -> web.Response:
+        parsed, _ = await read_bundle(request, MAX + 65536, MAX, 10_000)
+        if mode == "naive":
+            stream = layout.stream(layout.partition_of(parsed.bundle_id))
+            await redis.xadd(stream, encode(parsed, "tok-bench"))
+        body = {"status": "accepted", "bundle_id": parsed.bundle_id, "ingested": 20}
+        return web.json_response(body, status=202)
+
+    app = web.Application(client_max_size=MAX + 65536)
+    app.router.add_post("/v1/events/ingest", handle)
+    return app
+
+
+def serve(mode: str, port: int, redis_url: str) -> None:
+    """Server process body: one of the three handlers on uvloop."""
+    import uvloop
+
+    app = _simple_app(mode, redis_url) if mode != "real" else create_app(_settings(redis_url))
+    uvloop.install()
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        **HANDLER_ARGS,
+    )
+
+
+LUA = """
+local bodies = {}
+local n = 0
+function init(args)
+  for line in io.lines(args[1]) do n = n + 1; bodies[n] = line end
+end
+local i = 0
+request = function()
+  i = i % n + 1
+  return wrk.format("POST", "/v1/events/ingest", {
+    ["Authorization"] = "Bearer TOKEN",
+    ["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+
+
+def _ms(value: str) -> float:
+    num, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(num) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(port: int, workdir: Path) -> tuple[float, float, float]:
+    script = workdir / "post.lua"
+    script.write_text(LUA.replace("TOKEN", TOKEN))
+    bodies = workdir / "bodies.txt"
+    bodies.write_bytes(b"\n".join(bundle(i) for i in range(256)))
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{SECONDS}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(bodies),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if os.environ.get("BENCH_VERBOSE"):
+        print(out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    ok = requests - (int(bad.group(1)) if bad else 0)
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    return ok * EVENTS / SECONDS, p50, p99
+
+
+async def run_aiohttp(port: int) -> tuple[float, float, float]:
+    """Fallback generator when wrk is not installed."""
+    bodies = [bundle(i) for i in range(256)]
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    url = f"http://127.0.0.1:{port}/v1/events/ingest"
+    latencies: list[float] = []
+    ok = 0
+    deadline = time.perf_counter() + SECONDS
+    conn = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=conn) as session:
+
+        async def worker(w: int) -> None:
+            nonlocal ok
+            i = w
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                async with session.post(url, data=bodies[i % 256], headers=headers) as resp:
+                    await resp.read()
+                    ok += resp.status == 202
+                latencies.append((time.perf_counter() - start) * 1000)
+                i += CONNECTIONS
+
+        await asyncio.gather(*(worker(w) for w in range(CONNECTIONS)))
+    cuts = statistics.quantiles(latencies, n=100)
+    return ok * EVENTS / SECONDS, cuts[49], cuts[98]
+
+
+async def _clean(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{PREFIX}*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit("server did not start")
+
+
+def measure(mode: str, redis_url: str, workdir: Path) -> tuple[float, float, float]:
+    asyncio.run(_clean(redis_url))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "bench.ingest", "--serve", mode, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "LEVIATHAN_BENCH_REDIS_URL": redis_url})
+    try:
+        _wait_listening(port, proc)
+        if shutil.which("wrk"):
+            return run_wrk(port, workdir)
+        return asyncio.run(run_aiohttp(port))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=MODES)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    redis_url = os.environ.get("LEVIATHAN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+    if args.serve:
+        serve(args.serve, args.port, redis_url)
+        return 0
+    generator = "wrk" if shutil.which("wrk") else "aiohttp"
+    print(
+        f"ingest bench: {EVENTS}-event bundles, {CONNECTIONS} connections, {SECONDS}s each, "
+        f"generator={generator}, redis={redis_url}"
+    )
+    results: dict[str, tuple[float, float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, mode in zip("abc", MODES, strict=True):
+            results[mode] = measure(mode, redis_url, Path(tmp))
+            rate, p50, p99 = results[mode]
+            print(
+                f"({label}) {mode:9s} {rate:10.0f} events/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            )
+    asyncio.run(_clean(redis_url))
+    base = results["validate"][0] or 1.0
+    print(f"c/a = {results['real'][0] / base:.2f}   b/a = {results['naive'][0] / base:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
