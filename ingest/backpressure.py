@@ -55,9 +55,14 @@ class LagGauge:
         self._stamp = float("-inf")
         self._inflight: asyncio.Task[int] | None = None
 
+    def cached(self) -> int | None:
+        """The last measurement while it is fresh, else ``None`` (no I/O)."""
+        return self._value if time.monotonic() - self._stamp < self._ttl else None
+
     async def lag(self) -> int:
-        if time.monotonic() - self._stamp < self._ttl:
-            return self._value
+        cached = self.cached()
+        if cached is not None:
+            return cached
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.create_task(self._refresh())
         return await asyncio.shield(self._inflight)

@@ -76,10 +76,12 @@ def _wait_param(request: web.Request) -> float | None:
 
 async def _check_lag(rt: Runtime) -> None:
     retry = rt.settings.retry_after_seconds
-    try:
-        lag = await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
-    except (RedisError, OSError, TimeoutError):
-        raise Unavailable("The queue is unreachable.", retry) from None
+    lag = rt.lag.cached()  # the common case: no timer, no await
+    if lag is None:
+        try:
+            lag = await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
+        except (RedisError, OSError, TimeoutError):
+            raise Unavailable("The queue is unreachable.", retry) from None
     if lag > rt.settings.queue_high_water:
         raise Unavailable(
             "The queue is over its high-water mark; retry later.", retry, reason="backpressure"
