@@ -1,0 +1,160 @@
+"""Offline checks of the deployment files: kustomize overlays, Kubernetes schemas, KEDA, compose.
+
+Every overlay is rendered with ``kubectl kustomize`` (or a standalone ``kustomize``) and each
+object validated against the pinned Kubernetes schemas shipped by ``kubernetes-validate``;
+the KEDA ScaledObject against tests/deploy/keda-scaledobject.schema.json; docker-compose.yml
+against the compose-spec schema vendored by ``check-jsonschema``. A missing tool skips outside
+CI and fails in CI (LEVIATHAN_REQUIRE_SERVICES=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.32.0"
+OVERLAYS = ["dev", "prod"]
+
+
+def _need(what: str) -> None:
+    if os.environ.get("LEVIATHAN_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} not available")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    if shutil.which("kustomize"):
+        cmd = ["kustomize", "build", str(ROOT / "k8s" / "overlays" / overlay)]
+    elif shutil.which("kubectl"):
+        cmd = ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)]
+    else:
+        _need("kustomize (or kubectl)")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = render(overlay)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # CRD: checked against its own schema below
+        kv.validate(doc, K8S_VERSION, strict=True)
+        assert doc["metadata"].get("namespace", "leviathan") == "leviathan", doc["metadata"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_runs_non_root_read_only_with_probes(overlay: str) -> None:
+    docs = render(overlay)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    assert set(deployments) == {"leviathan-ingest", "leviathan-consumer"}
+    for dep in deployments.values():
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["terminationGracePeriodSeconds"] >= 30
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            for probe in ("livenessProbe", "readinessProbe"):
+                assert probe in container
+            assert "requests" in container["resources"]
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    assert services["leviathan-control-plane"]["spec"]["ports"][0]["port"] == 8000
+    assert not by_kind(docs, "Secret"), "real Secrets never come from the repo"
+
+
+def test_dev_overlay_uses_ndjson_on_a_pvc_and_one_consumer() -> None:
+    docs = render("dev")
+    config = by_kind(docs, "ConfigMap")[0]["data"]
+    assert config["LEVIATHAN_CONTROL_PLANE_BACKEND"] == "ndjson"
+    consumer = next(d for d in by_kind(docs, "Deployment") if "consumer" in d["metadata"]["name"])
+    assert consumer["spec"]["replicas"] == 1
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in consumer["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["leviathan-ndjson"]
+    assert not by_kind(docs, "ScaledObject")
+
+
+def test_prod_overlay_has_tls_ingress_keda_and_postgres_dsn() -> None:
+    docs = render("prod")
+    ingress = by_kind(docs, "Ingress")[0]
+    host = ingress["spec"]["rules"][0]["host"]
+    assert host == ingress["spec"]["tls"][0]["hosts"][0] == "control-plane.example.com"
+    assert "cert-manager.io/cluster-issuer" in ingress["metadata"]["annotations"]
+    assert not [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-vars")]
+    schema = json.loads((Path(__file__).parent / "keda-scaledobject.schema.json").read_text())
+    (scaled,) = by_kind(docs, "ScaledObject")
+    jsonschema.validate(scaled, schema)
+    groups = {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]}
+    assert groups == {"writers"}
+    for dep in by_kind(docs, "Deployment"):
+        env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert any(e["name"] == "POSTGRES_DSN" for e in env)
+
+
+def test_keda_schema_rejects_a_trigger_without_a_consumer_group() -> None:
+    schema = json.loads((Path(__file__).parent / "keda-scaledobject.schema.json").read_text())
+    bad = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {
+            "scaleTargetRef": {"name": "x"},
+            "triggers": [
+                {"type": "redis-streams", "metadata": {"address": "r:6379", "stream": "s"}}
+            ],
+        },
+    }
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_worker_job_template_validates_and_reads_the_control_plane_secret() -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    job = yaml.safe_load((ROOT / "k8s" / "workers" / "job-template.yaml").read_text())
+    job["metadata"]["name"] = "leviathan-worker-x"  # generateName is filled in by the API
+    kv.validate(job, K8S_VERSION, strict=True)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "leviathan-control-plane" in env["CONTROL_PLANE_URL"]["value"]
+    ref = env["LEVIATHAN_CONTROL_PLANE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {
+        "name": "leviathan-control-plane-secrets",
+        "key": "LEVIATHAN_CONTROL_PLANE_TOKEN",
+    }
+
+
+def test_compose_file_validates_against_the_compose_spec() -> None:
+    try:
+        vendor = resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
+        schema = json.loads((vendor / "compose-spec.json").read_text())
+    except ModuleNotFoundError:
+        _need("check-jsonschema (vendors the compose-spec schema)")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    jsonschema.validate(compose, schema)
+    services = compose["services"]
+    for name in ("ingest", "consumer"):
+        assert "container_name" not in services[name]
+        assert "ports" not in services[name]
+        assert "healthcheck" in services[name]
+    redis_args = services["redis"]["command"]
+    assert "everysec" in redis_args
+    assert "noeviction" in redis_args
+    assert all("healthcheck" in s for n, s in services.items() if n != "migrate")
