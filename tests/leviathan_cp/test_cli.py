@@ -1,0 +1,92 @@
+"""``leviathan-cp`` dispatcher and its admin commands (verify, migrate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leviathan_cp.cli import COMMANDS, main
+from storage.ndjson import NdjsonStore
+from storage.ndjson_log import partition_path
+from tests import factories as f
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert f"  {name}" in out
+
+
+def test_no_command_and_unknown_command_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+async def _store_events(directory: Path) -> None:
+    store = NdjsonStore(directory)
+    await store.open()
+    try:
+        bundle = f.envelope(f.attempt_lifecycle("att-1", "task-1"), entry_id="1-0")
+        assert (await store.write_batch(0, [bundle])).written > 0
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def ndjson_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("LEVIATHAN_CONTROL_PLANE_BACKEND", "LEVIATHAN_BACKEND", "POSTGRES_DSN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LEVIATHAN_NDJSON_DIR", str(tmp_path))
+    monkeypatch.setenv("LEVIATHAN_PARTITIONS", "2")
+    return tmp_path
+
+
+async def test_verify_prints_each_partition_and_fails_on_tampering(
+    ndjson_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _store_events(ndjson_env)
+    from leviathan_cp.admin import _verify
+    from storage.config import StorageSettings
+
+    assert await _verify(StorageSettings()) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("partition 0: ok, ")
+    assert lines[1] == "partition 1: ok, 0 events"
+    path = partition_path(ndjson_env, 0)
+    raw = path.read_bytes()
+    assert b'"running"' in raw
+    path.write_bytes(raw.replace(b'"running"', b'"runninG"', 1))
+    assert await _verify(StorageSettings()) == 1
+    assert "partition 0: BROKEN" in capsys.readouterr().out
+
+
+def test_bad_setting_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEVIATHAN_REDIS_URL", "http://nope")
+    assert main(["verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "LEVIATHAN_REDIS_URL" in err
+
+
+@pytest.mark.integration
+def test_migrate_applies_then_is_up_to_date(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POSTGRES_DSN", postgres_url)
+    assert main(["migrate"]) == 0
+    assert capsys.readouterr().out.startswith("applied: ")
+    assert main(["migrate"]) == 0
+    assert capsys.readouterr().out.strip() == "schema up to date"
+
+
+def test_migrate_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:1/none")
+    assert main(["migrate"]) == 2
+    assert capsys.readouterr().err.startswith("migrate: cannot reach PostgreSQL")
