@@ -89,9 +89,11 @@ def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
 
 
-def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> bool:
+def _wait_healthy(
+    url: str, procs: list[subprocess.Popen[bytes]], stop: threading.Event, timeout: float
+) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         if any(p.poll() is not None for p in procs):
             return False
         try:
@@ -143,7 +145,10 @@ def run(base: Path, home: Path) -> int:
     ingest = _spawn("ingest", env)
     code = 0
     try:
-        if not _wait_healthy(f"http://127.0.0.1:{port}/healthz", [ingest, consumer], 60):
+        healthy = _wait_healthy(f"http://127.0.0.1:{port}/healthz", [ingest, consumer], stop, 60)
+        if stop.is_set():
+            pass  # Ctrl-C during start-up: stop in order below, exit 0
+        elif not healthy:
             print("leviathan-cp dev: a tier failed to start (see its output above)", flush=True)
             code = 1
         else:
