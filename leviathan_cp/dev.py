@@ -22,7 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from leviathan_cp.devqueue import DevQueue, free_port, start_queue
+from leviathan_cp.devqueue import DevQueue, free_port, start_queue, wait_drained
+from storage.queue import DEFAULT_PREFIX, GROUP, StreamLayout
 
 STOP_TIMEOUT_S = 60.0
 
@@ -160,6 +161,13 @@ def run(base: Path, home: Path) -> int:
                     break
     finally:
         ingest_rc = _stop(ingest)
+        if consumer.poll() is None:
+            layout = StreamLayout(
+                prefix=env.get("LEVIATHAN_STREAM_PREFIX", DEFAULT_PREFIX),
+                partitions=int(env.get("LEVIATHAN_PARTITIONS", "8")),
+            )
+            if not wait_drained(queue.url, layout.streams(), GROUP, STOP_TIMEOUT_S):
+                print("leviathan-cp dev: consumer did not catch up; entries stay queued")
         consumer_rc = _stop(consumer)
         queue.stop()
     if code == 0 and (ingest_rc != 0 or consumer_rc != 0):

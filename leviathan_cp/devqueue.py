@@ -61,6 +61,38 @@ class DevQueue:
             self._server.server_close()
 
 
+def wait_drained(url: str, streams: list[str], group: str, timeout: float) -> bool:
+    """True once every stream's group has no lag and no pending entries (consumer caught up).
+
+    Called after ingest stopped and before the consumer is, so an in-memory queue (fakeredis)
+    is only discarded once everything accepted is in storage.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if all(_group_idle(client, stream, group) for stream in streams):
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        client.close()
+
+
+def _group_idle(client: Any, stream: str, group: str) -> bool:
+    try:
+        groups = client.xinfo_groups(stream)
+    except Exception:
+        return True
+    for info in groups:
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if name == group:
+            return int(info.get("pending") or 0) == 0 and int(info.get("lag") or 0) == 0
+    return False
+
+
 def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
     if env_url:
         return DevQueue(url=env_url, kind="external")

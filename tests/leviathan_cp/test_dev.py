@@ -108,6 +108,11 @@ def test_dev_stores_posted_bundle_and_exits_cleanly(tmp_path: Path, queue: str) 
         status, body = _post(url, sample.read_bytes(), token)
         assert status in {200, 202}, body
         assert _post(url, sample.read_bytes(), "wrong-token")[0] == 401
+        # Accepted without waiting, then Ctrl-C at once: dev drains the queue before exiting.
+        late = dict(bundle, bundle_id="bundle-late")
+        late["events"] = [dict(bundle["events"][0], event_id="late" + "0" * 28)]
+        no_wait = url.split("?")[0]
+        assert _post(no_wait, orjson.dumps(late), token)[0] in {200, 202}
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=90)
     finally:
@@ -119,3 +124,4 @@ def test_dev_stores_posted_bundle_and_exits_cleanly(tmp_path: Path, queue: str) 
     assert proc.returncode == 0
     stored = b"".join(p.read_bytes() for p in (work / ".leviathan" / "data").rglob("*.ndjson"))
     assert bundle["events"][0]["event_id"].encode() in stored
+    assert b"late" + b"0" * 28 in stored
