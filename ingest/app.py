@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ingest import console
 from ingest.auth import TokenSet
 from ingest.backpressure import LagGauge
 from ingest.deps import DEPS_KEY, QueryDeps
@@ -58,6 +59,7 @@ def _add_routes(app: web.Application, rt: Runtime) -> None:
     app.cleanup_ctx.append(store_ctx(rt.settings))  # the query API reads storage
     app.add_routes(query_routes())
     app.add_routes(openapi_routes(rt.settings.partitions))
+    app.add_routes(console.routes)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -67,7 +67,12 @@ class TokenSet:
         return self._static + self._file_tokens
 
     def label_for(self, presented: str) -> str | None:
-        candidate = presented.encode()
+        try:
+            candidate = presented.encode()
+        except UnicodeEncodeError:
+            # aiohttp surrogate-escapes header bytes that are not UTF-8; no token is such a
+            # string, so this rejects without revealing anything about the tokens.
+            return None
         found: str | None = None
         for token in self.tokens():
             # No early exit: every token is compared.

@@ -9,6 +9,7 @@ the resulting object validated by pydantic.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -16,7 +17,13 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from ingest.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedia
+from ingest.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unprocessable,
+    UnsupportedMedia,
+)
 from storage.schema import Bundle
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -92,17 +99,30 @@ def parse_bundle(body: bytes, max_events: int) -> Bundle:
         ) from None
 
 
-async def read_bundle(
-    request: web.Request, max_raw: int, max_body: int, max_events: int
-) -> tuple[Bundle, int]:
-    """The validated bundle and its (decompressed) size in bytes."""
-    check_headers(request, max_raw=max_raw)
+async def read_body(request: web.Request, max_raw: int, body_timeout: float) -> bytes:
+    """The raw body, or 408 when a slow or stalled client takes longer than ``body_timeout``.
+
+    aiohttp has no body-read deadline of its own, so without this a trickling upload
+    would hold its handler (and its buffer) for as long as the client likes.
+    """
     try:
-        raw = await request.read()
+        async with asyncio.timeout(body_timeout):
+            return await request.read()
+    except TimeoutError:
+        detail = f"The request body did not arrive within {body_timeout:g} s."
+        raise RequestTimeout(detail) from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
             f"Request body exceeds {max_raw} bytes.", reason="body_size"
         ) from None
+
+
+async def read_bundle(
+    request: web.Request, max_raw: int, max_body: int, max_events: int, body_timeout: float = 30.0
+) -> tuple[Bundle, int]:
+    """The validated bundle and its (decompressed) size in bytes."""
+    check_headers(request, max_raw=max_raw)
+    raw = await read_body(request, max_raw, body_timeout)
     gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
     # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
     # client_max_size); only bytes that still carry the gzip magic are inflated here.

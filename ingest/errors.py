@@ -52,6 +52,16 @@ class Unauthorized(IngestError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class RequestTimeout(IngestError):
+    """The body did not arrive in time; the connection is closed, its rest unread."""
+
+    status = 408
+    reason = "body_timeout"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
 class PayloadTooLarge(IngestError):
     status = 413
     reason = "too_large"

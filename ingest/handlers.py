@@ -96,7 +96,11 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request)
         bundle, size = await read_bundle(
-            request, rt.max_raw, settings.max_body_bytes, settings.max_events
+            request,
+            rt.max_raw,
+            settings.max_body_bytes,
+            settings.max_events,
+            settings.body_timeout_seconds,
         )
         await _check_lag(rt)
         layout = settings.layout

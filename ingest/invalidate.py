@@ -13,6 +13,7 @@ consumer dead-letters; two invalidations of one attempt are harmless in the proj
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from ingest.deps import DEPS_KEY
-from ingest.errors import BadRequest, PayloadTooLarge, Unprocessable
+from ingest.errors import BadRequest, PayloadTooLarge, RequestTimeout, Unprocessable
 from ingest.params import not_found
 from ingest.responses import InvalidateAccepted
 from ingest.store_ctx import STORE_KEY
@@ -30,10 +31,15 @@ from storage.schema import Bundle, InvalidateRequest
 from storage.views import AttemptDetail
 
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 30
 
 
 async def _request_body(request: web.Request) -> InvalidateRequest:
-    raw = await request.content.read(MAX_BODY + 1)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.content.read(MAX_BODY + 1)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {BODY_TIMEOUT} s.") from None
     if len(raw) > MAX_BODY:
         raise PayloadTooLarge(f"The request body exceeds {MAX_BODY} bytes.")
     try:

@@ -20,7 +20,10 @@ from ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/console"})
+# The console's static files carry no data; the page asks for the token and sends it with
+# every API call, so the page itself must load without one.
+PUBLIC_PREFIXES = ("/console/",)
 TOKEN_LABEL = web.RequestKey("token_label", str)
 
 
@@ -84,7 +87,7 @@ def error_middleware(metrics: IngestMetrics) -> Middleware:
 def auth_middleware(tokens: TokenSet) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")

@@ -77,6 +77,12 @@ class IngestSettings(StorageSettings):
         validation_alias="LEVIATHAN_PUBLISH_MAX_BATCH",
         description="Most XADDs sent in one pipeline by the group-commit publisher.",
     )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias="LEVIATHAN_BODY_TIMEOUT_SECONDS",
+        description="Longest time a request body may take to arrive (408 and close above).",
+    )
     redis_timeout_seconds: float = Field(
         2.0,
         gt=0,

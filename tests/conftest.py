@@ -23,6 +23,15 @@ TEST_POSTGRES_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _private_ndjson_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings built without an explicit ``ndjson_dir`` must not write into the checkout's
+    ``./.leviathan``: point the env default at a fresh temp dir for every test."""
+    monkeypatch.setenv("LEVIATHAN_NDJSON_DIR", str(tmp_path_factory.mktemp("ndjson")))
+
+
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:

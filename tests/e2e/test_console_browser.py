@@ -21,11 +21,13 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 from ingest import console
+from ingest.app import HANDLER_ARGS, create_app
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.errors import Unauthorized
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import error_middleware
 from ingest.query import query_routes
+from ingest.settings import IngestSettings
 from ingest.store_ctx import store_ctx
 from storage.config import StorageSettings, create_store
 from tests.ingest.query_support import LAYOUT, PARTITIONS, TOKEN, seed
@@ -54,7 +56,10 @@ async def bearer_except_console(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
-def console_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
+def queue_down_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
+    """The console and query routes with a Redis that is down (create_app would refuse to
+    start without one, as it must check the partition count first)."""
+
     async def publish(*_: Any) -> str:
         raise AssertionError("the console never writes")
 
@@ -80,14 +85,13 @@ def _require_browser() -> Any:
     pytest.skip(missing)
 
 
-async def _serve(settings: StorageSettings, redis: aioredis.Redis) -> AsyncIterator[str]:
-    server = TestServer(console_app(settings, redis), host="127.0.0.1")
-    await server.start_server()
+async def _serve(app: web.Application) -> AsyncIterator[str]:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(**HANDLER_ARGS)
     try:
         yield str(server.make_url("/console"))
     finally:
         await server.close()
-        await redis.aclose()
 
 
 @pytest.fixture(name="base_url")
@@ -99,7 +103,16 @@ async def base_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterator[str]
         await seed(store)
     finally:
         await store.close()
-    async for url in _serve(settings, aioredis.Redis.from_url(redis_url)):
+    # The real ingest app: its auth middleware, its console routes, its query API.
+    ingest = IngestSettings(
+        token=TOKEN,
+        backend="ndjson",
+        ndjson_dir=tmp_path / "log",
+        partitions=PARTITIONS,
+        redis_url=redis_url,
+        drain_seconds=0,
+    )
+    async for url in _serve(create_app(ingest)):
         yield url
 
 
@@ -108,8 +121,11 @@ async def queue_down_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterato
     """Storage up (empty), Redis unreachable: port 9 on loopback has no listener."""
     settings = StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
     down = aioredis.Redis.from_url("redis://127.0.0.1:9/8", socket_connect_timeout=0.5)
-    async for url in _serve(settings, down):
-        yield url
+    try:
+        async for url in _serve(queue_down_app(settings, down)):
+            yield url
+    finally:
+        await down.aclose()
 
 
 async def _login(page: Any, url: str, token: str) -> None:

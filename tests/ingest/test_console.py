@@ -14,6 +14,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 from ingest import console
+from tests.ingest.ingest_support import client_for, make_settings
 
 
 def console_app() -> web.Application:
@@ -67,3 +68,15 @@ def test_nothing_fetched_from_outside() -> None:
     assert "sessionStorage" in js
     assert "Authorization" in js
     assert not re.search(r"[?&]token=", js)
+
+
+async def test_console_is_wired_into_the_ingest_app(aiohttp_client: AiohttpClient) -> None:
+    """The real create_app serves the page without a token; the API it polls still needs one."""
+    client = await client_for(aiohttp_client, make_settings())
+    page = await client.get("/console")
+    assert page.status == 200
+    assert (await client.get("/console/console.js")).status == 200
+    assert (await client.get("/openapi.json")).status == 200
+    stats = await client.get("/v1/stats")
+    assert stats.status == 401
+    assert stats.headers["WWW-Authenticate"] == "Bearer"
