@@ -155,8 +155,23 @@ def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
     }
 
 
+class _QuietRoutine(logging.Filter):
+    """Drop arq's per-run INFO lines for the maintenance crons and its health recording.
+
+    They fire every few seconds and would bury the lines an operator needs; failures and
+    operator-enqueued jobs (replay, rebuild) are still logged, and DEBUG shows everything.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or logging.getLogger().isEnabledFor(logging.DEBUG):
+            return True
+        message = record.getMessage()
+        return "cron:" not in message and not message.startswith("recording health")
+
+
 def run(settings: ConsumerSettings) -> int:
     """Run the worker until SIGTERM/SIGINT; 0 after a clean drain."""
+    logging.getLogger("arq.worker").addFilter(_QuietRoutine())
     # arq.worker bound the name at import; replace that binding only
     setattr(arq.worker, "log_redis_info", _guarded_log_redis_info)  # noqa: B010
     worker = arq.worker.create_worker(worker_settings(settings))
