@@ -129,3 +129,27 @@ async def test_wrong_token_is_reported_by_status() -> None:
         summary = await loadgen.run(loadgen._parse(argv))
     assert summary["statuses"] == {"401": summary["bodies"]}
     assert summary["accepted_unique"] == 0
+
+
+async def test_persistence_is_timed_by_the_queue_draining() -> None:
+    """With /v1/stats, the run waits for lag 0 and nothing pending; without it, it falls back
+    to the /v1/events listing (the tests above)."""
+    polls: list[int] = []
+
+    async def stats(request: web.Request) -> web.Response:
+        polls.append(1)
+        busy = len(polls) < 3  # the "consumer" needs a few polls to drain
+        part = {"partition": 0, "lag": 5 if busy else 0, "pending": 0}
+        body = {"partitions": [part], "total_lag": part["lag"], "total_pending": 0}
+        return web.json_response(body)
+
+    app = _app()
+    app.router.add_get("/v1/stats", stats)
+    async with TestServer(app) as server:
+        args = loadgen._parse(_argv(server, "--workers", "1", "--bundles", "4"))
+        summary = await loadgen.run(args)
+    assert summary["ok"] is True
+    assert len(polls) >= 3
+    assert summary["committed_after_s"] is not None
+    assert summary["committed_after_s"] >= 0.2  # two 0.1 s sleeps while lag was 5
+    assert summary["persisted_events_per_s"] > 0
