@@ -8,7 +8,7 @@ the ingest path encodes it (``storage.envelope.encode`` into the bundle's partit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +109,9 @@ async def seeded_fixture(backend_settings: StorageSettings) -> StorageSettings:
 
 
 @pytest.fixture(name="redis")
-async def redis_fixture(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def redis_fixture(redis_client: aioredis.Redis) -> aioredis.Redis:
+    """The shared ``redis_client`` (tests/conftest.py) under the name these tests use."""
+    return redis_client
 
 
 @pytest.fixture(name="make_app")

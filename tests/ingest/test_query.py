@@ -7,14 +7,7 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
-    AUTH,
-    AppFactory,
-    backend_settings_fixture,
-    make_app_fixture,
-    redis_fixture,
-    seeded_fixture,
-)
+from tests.ingest.query_support import AUTH, AppFactory
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
 from consumer.settings import ConsumerSettings
 from storage.config import StorageSettings, create_store
-from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
-    AUTH,
-    LAYOUT,
-    AppFactory,
-    backend_settings_fixture,
-    make_app_fixture,
-    redis_fixture,
-    seeded_fixture,
-)
+from tests.ingest.query_support import AUTH, LAYOUT, AppFactory
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,7 @@ from pytest_aiohttp import AiohttpClient
 
 from storage.envelope import decode
 from storage.queue import GROUP, resolve
-from tests.ingest.query_support import (  # noqa: F401  (fixtures are found by module attribute)
-    AUTH,
-    LAYOUT,
-    AppFactory,
-    backend_settings_fixture,
-    make_app_fixture,
-    redis_fixture,
-    seeded_fixture,
-)
+from tests.ingest.query_support import AUTH, LAYOUT, AppFactory
 
 pytestmark = pytest.mark.integration
 
