@@ -64,6 +64,9 @@ class Stack:
         self.db = f"bench_{uuid.uuid4().hex[:8]}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.api_port = free_port()
+        self.partitions = 8
+        base = admin_dsn.rsplit("/", 1)[0]
+        self.dsn = f"{base}/{self.db}"
 
     async def _admin(self, sql: str) -> None:
         conn = await asyncpg.connect(self.admin_dsn)
@@ -106,12 +109,12 @@ class Stack:
             dict(os.environ),
         )
         await self._admin(f'CREATE DATABASE "{self.db}"')
-        base = self.admin_dsn.rsplit("/", 1)[0]
         env = {
             **os.environ,
             "LEVIATHAN_CONTROL_PLANE_TOKEN": self.token,
             "LEVIATHAN_CONTROL_PLANE_BACKEND": "postgres",
-            "POSTGRES_DSN": f"{base}/{self.db}",
+            "POSTGRES_DSN": self.dsn,
+            "LEVIATHAN_PARTITIONS": str(self.partitions),
             "LEVIATHAN_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "LEVIATHAN_API_HOST": "127.0.0.1",
             "LEVIATHAN_API_PORT": str(self.api_port),
