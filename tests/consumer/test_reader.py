@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from redis.asyncio import Redis
 from consumer import deadletter
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
-from storage.base import EventStore
+from storage.base import BatchResult, EventStore
+from storage.envelope import Envelope
 from storage.queue import GROUP, committed_token, resolve
 from tests import factories as f
 from tests.consumer.conftest import FlakyStore, add_bundles, make_settings
@@ -179,3 +181,48 @@ async def test_two_readers_split_the_work_and_store_each_event_once(
     assert b.metrics.events_written._value.get() > 0
     for p in range(a.layout.partitions):
         assert await pending(fake_redis, a.layout.stream(p)) == 0
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no handler catches it."""
+
+
+class DiesAfterWrite(FlakyStore):
+    """Commits the batch, then the 'process' dies before the XACK."""
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        result = await self.inner.write_batch(partition, envelopes)
+        raise Killed(f"killed after writing {result.written} events")
+
+
+async def test_killed_between_write_and_xack_is_reclaimed_and_stored_once(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """The at-least-once window: the batch is committed but not acked. Another consumer
+    reclaims it after the idle time; storage drops the re-delivered events as duplicates."""
+    victim_settings = make_settings(tmp_path, consumer_name="victim")
+    await ensure_group(fake_redis, victim_settings.layout)
+    victim = Reader(fake_redis, DiesAfterWrite(ndjson_store, 0), victim_settings, ConsumerMetrics())
+    raws = lifecycle(4)
+    added = await add_bundles(fake_redis, victim.layout, raws)
+    partition = added[0][0]
+    entries = await victim.read_once(partition)
+    with pytest.raises(Killed):
+        await victim.handle_batch(partition, entries)
+    stream = victim.layout.stream(partition)
+    assert await pending(fake_redis, stream) == len(entries)  # written, never acked
+    written_once = sorted(await stored_ids(ndjson_store))
+    assert written_once
+
+    survivor = Reader(
+        fake_redis,
+        ndjson_store,
+        make_settings(tmp_path, consumer_name="survivor"),
+        ConsumerMetrics(),
+    )
+    await asyncio.sleep(victim_settings.claim_idle_ms / 1000 + 0.05)
+    assert await survivor.reclaim(partition) == len(entries)
+    assert await pending(fake_redis, stream) == 0
+    assert sorted(await stored_ids(ndjson_store)) == written_once  # nothing twice
+    assert survivor.metrics.duplicates._value.get() == len(written_once)
+    assert survivor.metrics.events_written._value.get() == 0
