@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import arq.worker
 import orjson
@@ -24,7 +25,11 @@ from aiohttp import web
 from arq.connections import RedisSettings, log_redis_info
 from arq.cron import cron
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumer import health, maintenance
 from consumer.dlq import replay
@@ -130,6 +135,25 @@ async def rebuild_graph(ctx: dict[str, Any]) -> int:
     return await deps(ctx).store.rebuild_graph()
 
 
+def _redis_settings(url: str) -> RedisSettings:
+    """arq's Redis settings, retrying every command through a Redis outage.
+
+    arq's poll loop does not catch connection errors: a Redis restart would end the process
+    with a traceback. redis-py retries each command (and each reconnect) with backoff for
+    about a minute instead; the stream loop handles outages on its own (consumer.reader).
+    """
+    # OSError too: a refused reconnect surfaces as the bare OSError inside redis-py's retry.
+    errors = (RedisConnectionError, RedisTimeoutError, OSError)
+    retry = Retry(
+        ExponentialBackoff(cap=2.0, base=0.1),
+        retries=40,
+        supported_errors=cast("tuple[type[RedisError], ...]", errors),  # typed too narrowly
+    )
+    return dataclasses.replace(
+        RedisSettings.from_dsn(url), retry=retry, retry_on_error=list(errors)
+    )
+
+
 def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
     """arq worker keyword arguments (a dict is a valid arq settings "class")."""
     every = set(range(0, 60, settings.maintenance_interval_s))
@@ -141,7 +165,7 @@ def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
             cron(lag_job, second=every, run_at_startup=True),
             cron(stale_consumers_job, second=every),
         ],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": _redis_settings(settings.redis_url),
         "queue_name": f"{settings.stream_prefix}:arq",
         "health_check_key": f"{settings.stream_prefix}:arq:health:{settings.consumer_name}",
         "health_check_interval": 5,
