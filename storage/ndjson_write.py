@@ -33,12 +33,9 @@ class _Plan:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-def _digest(ev: WireEvent) -> str:
+def _digest(ev: WireEvent, timestamp: str) -> str:
     return content_digest(
-        event_type=ev.event_type,
-        timestamp=format_timestamp(ev.timestamp),
-        actor_id=ev.actor_id,
-        payload=ev.payload,
+        event_type=ev.event_type, timestamp=timestamp, actor_id=ev.actor_id, payload=ev.payload
     )
 
 
@@ -52,7 +49,8 @@ def _plan(
         bundle = env.bundle
         received = log.received_at_text(env.received_at)
         for ev in bundle.events:
-            digest = _digest(ev)
+            timestamp = format_timestamp(ev.timestamp)
+            digest = _digest(ev, timestamp)
             stored = known.get(ev.event_id)
             if stored == digest:
                 plan.duplicates += 1
@@ -72,7 +70,6 @@ def _plan(
                 continue
             known[ev.event_id] = digest  # later copies in this batch dedup against it
             seq += 1
-            timestamp = format_timestamp(ev.timestamp)
             hash_ = link(
                 event_id=ev.event_id,
                 event_type=ev.event_type,
