@@ -29,8 +29,11 @@ MAX_EVENT_TYPE_LENGTH = 100
 
 def to_utc(value: datetime) -> datetime:
     """Naive timestamps mean UTC (DESIGN §2); aware ones are converted to UTC."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is None:
         return value.replace(tzinfo=UTC)
+    if tz is UTC:
+        return value  # already converted at validation; astimezone is costly per event
     return value.astimezone(UTC)
 
 
