@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -73,6 +74,26 @@ def _loc(err_loc: tuple[int | str, ...]) -> list[int | str]:
     return list(err_loc)
 
 
+def _nul_locations(value: Any, loc: list[int | str]) -> Iterator[list[int | str]]:
+    """Where a string (key or value) holds U+0000.
+
+    PostgreSQL's text and jsonb cannot store it, so such an event could never be committed
+    there and would block its batch until dead-lettered; it is rejected for every backend
+    so both store the same events.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield [*loc, key]
+            yield from _nul_locations(item, [*loc, key])
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_locations(item, [*loc, i])
+
+
 def parse_bundle(body: bytes, max_events: int) -> Bundle:
     """400 for malformed JSON/UTF-8, 413 for too many events, 422 for schema problems."""
     try:
@@ -85,6 +106,13 @@ def parse_bundle(body: bytes, max_events: int) -> Bundle:
             raise PayloadTooLarge(
                 f"Bundle has {len(events)} events; at most {max_events} are accepted.",
                 reason="event_count",
+            )
+    if b"\\u0000" in body:  # cheap pre-check; the walk below runs only when it may matter
+        nul = list(_nul_locations(obj, []))
+        if nul:
+            raise Unprocessable(
+                "Strings must not contain the NUL character (\\u0000).",
+                errors=[{"loc": loc, "msg": "NUL character in string"} for loc in nul[:20]],
             )
     try:
         return Bundle.model_validate(obj)

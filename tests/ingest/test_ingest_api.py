@@ -151,6 +151,27 @@ async def test_422_lists_one_error_per_problem(aiohttp_client: ClientFactory) ->
     assert all(isinstance(e["msg"], str) for e in body["errors"])
 
 
+async def test_nul_in_a_string_is_422_naming_it(aiohttp_client: ClientFactory) -> None:
+    """PostgreSQL cannot store U+0000; every backend rejects it at the door, naming where."""
+    redis = FakeAsyncRedis()
+    client = await client_for(aiohttp_client, make_settings(), redis)
+    payload = bundle_body(n=2)
+    payload["events"][1]["payload"]["note"] = "a\x00b"
+    payload["events"][0]["payload"]["k\x00"] = 1
+    resp = await client.post(URL, data=orjson.dumps(payload), headers=AUTH)
+    assert resp.status == 422
+    body = await resp.json()
+    assert "NUL" in body["detail"]
+    locs = [e["loc"] for e in body["errors"]]
+    assert ["events", 1, "payload", "note"] in locs
+    assert ["events", 0, "payload", "k\x00"] in locs
+    assert await stream_entries(redis) == []
+    # A literal backslash-u text is fine: only a real NUL is refused.
+    ok = bundle_body("bundle-ok", n=1)
+    ok["events"][0]["payload"]["note"] = "\\u0000 is how JSON writes NUL"
+    assert (await client.post(URL, data=orjson.dumps(ok), headers=AUTH)).status == 202
+
+
 @pytest.mark.parametrize("wait", ["0", "-1", "31", "abc", "nan", "inf"])
 async def test_bad_wait_is_422_naming_wait(aiohttp_client: ClientFactory, wait: str) -> None:
     redis = FakeAsyncRedis()
