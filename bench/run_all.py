@@ -33,7 +33,7 @@ from leviathan_cp.loadgen_bundles import BundleMaker
 HERE = Path(__file__).resolve().parent
 TIERS: dict[str, list[str]] = {
     "ingest": [],
-    "consumer": [],
+    "consumer": ["--e2e"],
     "storage_ndjson": ["--events", "1000000"],
     "storage_postgres": [],
     "query": [],
