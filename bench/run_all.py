@@ -101,21 +101,7 @@ async def end_to_end(admin_dsn: str, seconds: float, workers: int) -> dict[str, 
     try:
         try:
             mem = await burst(stack, 6)
-            args = loadgen._parse(
-                [
-                    "--url",
-                    stack.url,
-                    "--token",
-                    stack.token,
-                    "--workers",
-                    str(workers),
-                    "--duration",
-                    str(seconds),
-                    "--quiet",
-                    "--visible-timeout",
-                    "180",
-                ]
-            )
+            args = loadgen._parse(stack.loadgen_argv(workers, seconds, "--visible-timeout", "180"))
             summary = await loadgen.run(args)
         except Exception as exc:
             logs = "\n".join(f"--- {n}\n{stack.log_tail(n)}" for n in ("ingest", "consumer"))

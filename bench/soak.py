@@ -57,22 +57,9 @@ async def soak(admin_dsn: str, minutes: float, round_s: float, workers: int) -> 
         n = 0
         while time.monotonic() < end:
             n += 1
+            seconds = min(round_s, max(1.0, end - time.monotonic()))
             args = loadgen._parse(
-                [
-                    "--url",
-                    stack.url,
-                    "--token",
-                    stack.token,
-                    "--workers",
-                    str(workers),
-                    "--duration",
-                    str(min(round_s, max(1.0, end - time.monotonic()))),
-                    "--quiet",
-                    "--seed",
-                    str(n),
-                    "--visible-timeout",
-                    "300",
-                ]
+                stack.loadgen_argv(workers, seconds, "--seed", str(n), "--visible-timeout", "300")
             )
             summary = await loadgen.run(args)
             rss = {name: round(rss_mib(p.pid), 1) for name, p in stack.procs.items()}

@@ -134,6 +134,21 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    def loadgen_argv(self, workers: int, seconds: float, *extra: str) -> list[str]:
+        """``leviathan-cp bench`` arguments aimed at this stack (quiet, no live line)."""
+        return [
+            "--url",
+            self.url,
+            "--token",
+            self.token,
+            "--workers",
+            str(workers),
+            "--duration",
+            str(seconds),
+            "--quiet",
+            *extra,
+        ]
+
     def peaks(self) -> dict[str, float]:
         return {n: round(peak_rss_mib(p.pid), 1) for n, p in self.procs.items() if p.poll() is None}
 
