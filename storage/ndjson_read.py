@@ -24,6 +24,7 @@ from storage.readside import (
     attempt_summary,
     decode_cursor,
     encode_cursor,
+    event_artifact,
     node_view,
     task_summary,
 )
@@ -97,21 +98,6 @@ def list_attempts(
     return Page[AttemptSummary](items=items, next_cursor=next_cursor)
 
 
-def _event_artifact(ev: StoredEvent) -> ArtifactView:
-    p = ev.payload
-    size = p.get("size", p.get("size_bytes"))
-    artifact_id = p.get("artifact_id") or p.get("sha256") or f"artifact-{ev.event_id[:12]}"
-    return ArtifactView(
-        artifact_id=str(artifact_id),
-        sha256=p.get("sha256") if isinstance(p.get("sha256"), str) else None,
-        kind=str(p.get("kind") or p.get("artifact_type") or "") or None,
-        uri=str(p.get("uri") or p.get("storage_path") or "") or None,
-        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-        bundle_id=ev.bundle_id,
-        attempt_id=ev.attempt_id,
-    )
-
-
 def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> AttemptDetail | None:
     props = node_props(con, ATTEMPT, attempt_id)
     if props is None:
@@ -120,7 +106,7 @@ def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> At
         f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = ? ORDER BY gid", (attempt_id,)
     ).fetchall()
     events = load_events(directory, rows)
-    artifacts = [_event_artifact(e) for e in events if e.event_type == "artifact.created"]
+    artifacts = [event_artifact(e) for e in events if e.event_type == "artifact.created"]
     for row in con.execute(
         "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
         "WHERE attempt_id = ? ORDER BY rid",

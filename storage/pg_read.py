@@ -12,13 +12,13 @@ from typing import Any
 import asyncpg
 
 from storage.base import StoredEvent
-from storage.ndjson_read import _event_artifact as event_artifact  # shared artifact view
 from storage.projection import ATTEMPT, DEPENDS_ON, TASK
 from storage.readside import (
     InvalidCursor,
     attempt_summary,
     decode_cursor,
     encode_cursor,
+    event_artifact,
     node_view,
     task_summary,
 )

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from storage.base import StoredEvent
 from storage.projection import LAST_SEEN
-from storage.views import AttemptSummary, NodeView, TaskSummary
+from storage.views import ArtifactView, AttemptSummary, NodeView, TaskSummary
 
 
 class InvalidCursor(ValueError):
@@ -94,3 +95,19 @@ def task_summary(
 
 def node_view(node_type: str, node_id: str, props: Mapping[str, Any]) -> NodeView:
     return NodeView(node_type=node_type, node_id=node_id, properties=dict(props))
+
+
+def event_artifact(ev: StoredEvent) -> ArtifactView:
+    """The artifact view of an ``artifact.created`` event (both backends)."""
+    p = ev.payload
+    size = p.get("size", p.get("size_bytes"))
+    artifact_id = p.get("artifact_id") or p.get("sha256") or f"artifact-{ev.event_id[:12]}"
+    return ArtifactView(
+        artifact_id=str(artifact_id),
+        sha256=p.get("sha256") if isinstance(p.get("sha256"), str) else None,
+        kind=str(p.get("kind") or p.get("artifact_type") or "") or None,
+        uri=str(p.get("uri") or p.get("storage_path") or "") or None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        bundle_id=ev.bundle_id,
+        attempt_id=ev.attempt_id,
+    )
