@@ -7,6 +7,7 @@ so both backends present identical shapes; listings use keyset pagination, never
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -155,21 +156,32 @@ async def list_events(
     return Page[EventView](items=items, next_cursor=next_cursor)
 
 
-async def _task_links(
-    con: asyncpg.Connection, task_id: str
-) -> tuple[list[str], list[str], list[str]]:
-    deps = await con.fetch(
-        "SELECT dst FROM edges WHERE type = $1 AND src_type = $2 AND src = $3 AND dst_type = $2",
-        DEPENDS_ON, TASK, task_id,
+@dataclass(slots=True)
+class _Links:
+    depends_on: list[str] = field(default_factory=list)
+    dependents: list[str] = field(default_factory=list)
+    attempts: list[str] = field(default_factory=list)
+
+
+async def _task_links(con: asyncpg.Connection, task_ids: list[str]) -> dict[str, _Links]:
+    """Dependencies, dependents and attempts of many tasks in two queries."""
+    links = {t: _Links() for t in task_ids}
+    out = await con.fetch(
+        "SELECT src, dst FROM edges WHERE type = $1 AND src_type = $2 AND dst_type = $2 "
+        "AND src = ANY($3::text[])",
+        DEPENDS_ON, TASK, task_ids,
     )  # fmt: skip
+    for r in out:
+        links[r["src"]].depends_on.append(r["dst"])
     incoming = await con.fetch(
-        "SELECT src_type, src FROM edges WHERE type = $1 AND dst_type = $2 AND dst = $3 "
-        "AND src_type IN ($2, $4)",
-        DEPENDS_ON, TASK, task_id, ATTEMPT,
+        "SELECT src_type, src, dst FROM edges WHERE type = $1 AND dst_type = $2 "
+        "AND dst = ANY($3::text[]) AND src_type IN ($2, $4)",
+        DEPENDS_ON, TASK, task_ids, ATTEMPT,
     )  # fmt: skip
-    dependents = [r["src"] for r in incoming if r["src_type"] == TASK]
-    attempts = [r["src"] for r in incoming if r["src_type"] == ATTEMPT]
-    return [r["dst"] for r in deps], dependents, attempts
+    for r in incoming:
+        link = links[r["dst"]]
+        (link.dependents if r["src_type"] == TASK else link.attempts).append(r["src"])
+    return links
 
 
 async def _attempts(con: asyncpg.Connection, ids: list[str]) -> list[AttemptSummary]:
@@ -180,16 +192,28 @@ async def _attempts(con: asyncpg.Connection, ids: list[str]) -> list[AttemptSumm
     return sorted(summaries, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
 
 
-async def task_summary_of(
-    con: asyncpg.Connection, task_id: str, props: dict[str, Any]
-) -> tuple[TaskSummary, list[AttemptSummary]]:
-    deps, dependents, attempt_ids = await _task_links(con, task_id)
-    attempts = await _attempts(con, attempt_ids)
-    latest = attempts[0].status if attempts else None
-    summary = task_summary(
-        task_id, props, depends_on=deps, dependents=dependents, latest_attempt_status=latest
-    )
-    return summary, attempts
+async def task_summaries(
+    con: asyncpg.Connection, tasks: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[TaskSummary, list[AttemptSummary]]]:
+    """Summaries (and attempts, newest first) of ``(task_id, props)`` pairs: four queries in
+    all, whatever their number."""
+    links = await _task_links(con, [t for t, _ in tasks])
+    every = await _attempts(con, [a for link in links.values() for a in link.attempts])
+    by_id = {a.attempt_id: a for a in every}
+    out = []
+    for task_id, props in tasks:
+        link = links[task_id]
+        mine = [by_id[a] for a in link.attempts if a in by_id]
+        mine.sort(key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+        summary = task_summary(
+            task_id,
+            props,
+            depends_on=link.depends_on,
+            dependents=link.dependents,
+            latest_attempt_status=mine[0].status if mine else None,
+        )
+        out.append((summary, mine))
+    return out
 
 
 async def list_tasks(
@@ -204,12 +228,12 @@ async def list_tasks(
         f"SELECT id, vals FROM nodes WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}",
         *args,
     )
-    return [(await task_summary_of(con, r["id"], r["vals"]))[0] for r in rows]
+    return [s for s, _ in await task_summaries(con, [(r["id"], r["vals"]) for r in rows])]
 
 
 async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:
     props = await node_props(con, TASK, task_id)
     if props is None:
         return None
-    summary, attempts = await task_summary_of(con, task_id, props)
+    [(summary, attempts)] = await task_summaries(con, [(task_id, props)])
     return TaskDetail(task=summary, task_node=node_view(TASK, task_id, props), attempts=attempts)
