@@ -34,7 +34,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from ingest.app import HANDLER_ARGS, create_app
+from ingest.app import HANDLER_ARGS, create_app, tune_gc
 from ingest.body import read_bundle
 from ingest.settings import IngestSettings
 from storage.envelope import encode
@@ -96,6 +96,9 @@ def serve(mode: str, port: int, redis_url: str) -> None:
     import uvloop
 
     app = _simple_app(mode, redis_url) if mode != "real" else create_app(_settings(redis_url))
+    # python -m ingest tunes the collector (ingest.app.tune_gc); every server here gets the
+    # same tuning so the ratio compares handlers, not collector settings.
+    tune_gc()
     uvloop.install()
     web.run_app(
         app,

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app
+from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc
 from ingest.settings import IngestSettings
 from storage.config import settings_error_line
 from storage.queue import PartitionMismatchError
@@ -40,6 +40,7 @@ async def serve(settings: IngestSettings) -> int:
         return 1
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    tune_gc()  # after start-up: what exists now lives as long as the process
     log.info("ingest listening on %s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ still compressed (``ingest.body`` inflates them under a size cap).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +38,19 @@ log = logging.getLogger(__name__)
 # surfaced as a 500 (issue 2). Pass as keyword arguments to AppRunner or web.run_app
 # (both forward them to the request handler) or TestServer.start_server.
 HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
+GC_GEN0_THRESHOLD = 20_000  # default 700: a 20-event bundle allocates thousands of objects
+
+
+def tune_gc() -> None:
+    """Process-wide collector tuning for a serving process; call once, after start-up.
+
+    What exists by then (modules, app, settings) lives as long as the process: freezing it
+    keeps it out of every later cyclic scan, and a larger young generation means fewer
+    collections per request. Measured with bench/ingest.py: real-app p99 43-55 ms → 16 ms.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+
 
 RUNTIME_KEY = web.AppKey("ingest_runtime", Runtime)
 SETTINGS_KEY = web.AppKey("ingest_settings", IngestSettings)
