@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings
+from consumer.worker import tune_gc
 from storage.config import create_store
 from storage.envelope import encode
 from storage.queue import GROUP, StreamLayout
@@ -83,6 +84,7 @@ async def drain(settings: ConsumerSettings, bundles: int) -> float:
         await prefill(redis, layout, bundles, uuid.uuid4().hex[:6])
         await store.open()
         reader = Reader(redis, store, settings, ConsumerMetrics())
+        tune_gc()  # as the consumer process does once it is set up
         started = time.perf_counter()
         task = asyncio.create_task(reader.run())
         while True:  # poll: the reader has no "drained" signal, the group's backlog is it
