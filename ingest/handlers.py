@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ingest.backpressure import LagGauge
 from ingest.body import read_bundle
+from ingest.entry import entry_fields
 from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
@@ -58,7 +60,14 @@ class Runtime:
         return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
 
 
+def json_bytes(data: object, status: int = 200) -> web.Response:
+    """A JSON response serialised by orjson (``web.json_response`` uses the stdlib)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
 def _wait_param(request: web.Request) -> float | None:
+    if not request.query_string:  # the common case: no query to parse
+        return None
     text = request.query.get("wait")
     if text is None:
         return None
@@ -106,15 +115,15 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
         layout = settings.layout
         partition = layout.partition_of(bundle.bundle_id)
         entry_id = await rt.publisher.publish(
-            layout.stream(partition), encode(bundle, request[TOKEN_LABEL])
+            layout.stream(partition), entry_fields(bundle, request[TOKEN_LABEL])
         )
+        count = len(bundle.events)
         rt.metrics.bundle_bytes.observe(size)
-        rt.metrics.bundle_events.observe(len(bundle.events))
-        log.debug("bundle %s queued: partition %d entry %s", bundle.bundle_id, partition, entry_id)
-        body = {"bundle_id": bundle.bundle_id, "ingested": len(bundle.events)}
+        rt.metrics.bundle_events.observe(count)
         if wait is not None and await rt.waiters.wait(partition, entry_id, wait):
-            return web.json_response({"status": "ok", **body}, status=200)
-        return web.json_response({"status": "accepted", **body}, status=202)
+            return json_bytes({"status": "ok", "bundle_id": bundle.bundle_id, "ingested": count})
+        body = {"status": "accepted", "bundle_id": bundle.bundle_id, "ingested": count}
+        return json_bytes(body, status=202)
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:

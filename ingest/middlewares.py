@@ -13,6 +13,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import Counter, Histogram
 
 from ingest.auth import TokenSet
 from ingest.errors import IngestError, Unauthorized
@@ -37,6 +38,11 @@ def _route(request: web.Request) -> str:
 
 
 def metrics_middleware(metrics: IngestMetrics) -> Middleware:
+    # Labelled children cached by label values: prometheus_client's labels() validates and
+    # locks on every call, a per-request cost the cache pays once per (route, status).
+    counters: dict[tuple[str, int], Counter] = {}
+    latencies: dict[str, Histogram] = {}
+
     @web.middleware
     async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -49,9 +55,16 @@ def metrics_middleware(metrics: IngestMetrics) -> Middleware:
             status = exc.status
             raise
         finally:
+            elapsed = time.perf_counter() - start
             route = _route(request)
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - start)
+            counter = counters.get((route, status))
+            if counter is None:
+                counter = counters[route, status] = metrics.requests.labels(route, str(status))
+            counter.inc()
+            latency = latencies.get(route)
+            if latency is None:
+                latency = latencies[route] = metrics.latency.labels(route)
+            latency.observe(elapsed)
 
     return record
 

@@ -1,23 +1,25 @@
-"""Group-commit publisher: many requests' XADDs in one Redis pipeline (DESIGN §3).
+"""Group-commit publisher: many requests' XADDs in one Redis round trip (DESIGN §3).
 
 Pipeline position: the handler hands a validated envelope to :meth:`Publisher.publish`
-and awaits its own future; one background task drains everything pending into ONE
-non-transactional pipeline (up to ``max_batch`` commands), then resolves each future with
-its entry id or the error. Under load this turns N round trips into a few; at low load a
-request pays one round trip as before. A publisher that is not running answers
-:class:`Unavailable` at once instead of letting requests hang.
-"""
+and awaits its own future; one background task drains everything pending (up to
+``max_batch`` commands) into ONE write of pipelined XADDs on the publisher's own
+connection, reads the replies in order, then resolves each future with its entry id or
+the error. Under load this turns N round trips into a few; at low load a request pays one
+round trip as before. A publisher that is not running answers :class:`Unavailable` at
+once instead of letting requests hang."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError, ResponseError
 
 from ingest.errors import Unavailable
 
@@ -48,79 +50,145 @@ class Publisher:
         self._timeout = timeout
         self._retry_after = retry_after
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # A plain deque and one wake-up event instead of asyncio.Queue: the drain task
+        # takes everything pending at once, and a request costs one append.
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._conn: Connection | None = None
+        self._conn_owner: Redis | None = None
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
+        self._closing = False
         self._task = asyncio.create_task(self._run(), name="ingest-publisher")
+        self._task.add_done_callback(self._on_stopped)
+
+    def _on_stopped(self, task: asyncio.Task[None]) -> None:
+        # Cancelled (shutdown) or crashed: nothing would ever answer what is still queued.
+        while self._pending:
+            _fail(self._pending.popleft().future, self._retry_after)
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the drain task."""
+        """Finish what is queued (the drain task exits once nothing is pending)."""
         if self._task is None:
             return
-        await self._queue.join()
-        self._task.cancel()
+        self._closing = True
+        self._wakeup.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._release()
 
     async def publish(self, stream: str, fields: dict[bytes, bytes]) -> str:
-        """XADD ``fields`` to ``stream`` with the next pipeline; returns the entry id."""
+        """XADD ``fields`` to ``stream`` with the next pipeline; returns the entry id.
+
+        No timer per request: every batch is bounded by ``timeout`` and a failed batch
+        fails everything still pending, so a request waits at most about two timeouts
+        (its own batch and the one in flight when it arrived).
+        """
         if not self.running:
             raise Unavailable("The queue publisher is not running.", self._retry_after)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(stream, fields, future))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
-        except TimeoutError:
-            raise Unavailable(
-                "The queue did not acknowledge the bundle in time.", self._retry_after
-            ) from None
+        self._pending.append(_Pending(stream, fields, future))
+        self._wakeup.set()
+        # A cancelled request cancels only its own future; the drain task skips it.
+        return await future
 
-    def _take_batch(self, first: _Pending) -> list[_Pending]:
-        batch = [first]
-        while len(batch) < self._max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        return batch
+    def _take_batch(self) -> list[_Pending]:
+        pending = self._pending
+        if len(pending) <= self._max_batch:
+            batch = list(pending)
+            pending.clear()
+            return batch
+        return [pending.popleft() for _ in range(self._max_batch)]
+
+    def _fail_all(self, batch: list[_Pending]) -> None:
+        """Redis did not take ``batch``: fail it and whatever queued up behind it."""
+        for item in batch:
+            _fail(item.future, self._retry_after)
+        while self._pending:
+            _fail(self._pending.popleft().future, self._retry_after)
 
     async def _run(self) -> None:
         while True:
-            batch = self._take_batch(await self._queue.get())
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take_batch()
             try:
                 await self._send(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            except Exception:  # never leave a request waiting forever
+                log.exception("XADD pipeline of %d failed unexpectedly", len(batch))
+                self._fail_all(batch)
+
+    async def _connection(self) -> Connection:
+        """The publisher's own connection, taken from the pool once and kept.
+
+        A pipeline per batch would check a connection out of the pool each time, and
+        redis-py's check-out probes the socket with a zero timeout read, an extra event
+        loop round that cost more CPU than the XADDs themselves (bench/ingest.py).
+        """
+        if self._conn is not None and self._conn_owner is self._redis:
+            return self._conn
+        await self._release()
+        conn: Connection = await self._redis.connection_pool.get_connection()
+        self._conn, self._conn_owner = conn, self._redis
+        return conn
+
+    async def _release(self) -> None:
+        conn, owner = self._conn, self._conn_owner
+        self._conn = self._conn_owner = None
+        if conn is not None and owner is not None:
+            await owner.connection_pool.release(conn)
 
     async def _send(self, batch: list[_Pending]) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
+        results: list[bytes | ResponseError] = []
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    pipe.xadd(item.stream, item.fields)  # type: ignore[arg-type]
-                results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                conn = await self._connection()
+                await conn.send_packed_command(b"".join([_pack_xadd(i) for i in batch]))
+                for _ in batch:
+                    try:
+                        results.append(await conn.read_response(disable_decoding=True))
+                    except ResponseError as exc:  # one refused XADD; the rest still answer
+                        results.append(exc)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("XADD pipeline of %d failed: %s", len(batch), type(exc).__name__)
-            for item in batch:
-                _fail(item.future, self._retry_after)
+            # Replies may still be on their way: never reuse a connection left mid-batch.
+            if self._conn is not None:
+                await self._conn.disconnect(nowait=True)
+            self._fail_all(batch)
             return
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, ResponseError):
                 log.warning("XADD to %s failed: %s", item.stream, result)
                 _fail(item.future, self._retry_after)
             else:
-                entry = result.decode() if isinstance(result, bytes) else str(result)
-                item.future.set_result(entry)
+                item.future.set_result(result.decode())
+
+
+def _pack_xadd(item: _Pending) -> bytes:
+    """RESP of ``XADD <stream> * <field> <value> ...`` (what redis-py's packer would send)."""
+    stream = item.stream.encode()
+    parts = [
+        b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n"
+        % (3 + 2 * len(item.fields), len(stream), stream)
+    ]
+    for name, value in item.fields.items():
+        parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name), name, len(value), value))
+    return b"".join(parts)
 
 
 def _fail(future: asyncio.Future[str], retry_after: int) -> None:

@@ -1,0 +1,116 @@
+"""The group-commit publisher against a real Redis: batching, per-entry errors, outages.
+
+The publisher keeps one connection and writes XADDs as raw RESP; these tests check the
+things that shortcut must not break: every entry lands exactly once with the id Redis
+gave it, one refused XADD fails only its own request, a killed connection is replaced,
+an unreachable Redis answers 503 instead of hanging, and stop() finishes queued work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from ingest.errors import Unavailable
+from ingest.publisher import Publisher
+
+FIELDS = {b"v": b"1", b"bundle": b'{"x":"\xc3\xa9\\r\\n"}', b"received_at": b"1.5", b"token": b"t"}
+
+
+@pytest.fixture
+async def publisher(redis_client: Redis) -> AsyncIterator[tuple[Publisher, list[int]]]:
+    batches: list[int] = []
+    pub = Publisher(redis_client, max_batch=64, timeout=2.0, retry_after=1, on_batch=batches.append)
+    pub.start()
+    try:
+        yield pub, batches
+    finally:
+        await pub.stop()
+
+
+async def test_concurrent_publishes_share_pipelines(
+    publisher: tuple[Publisher, list[int]], redis_client: Redis
+) -> None:
+    pub, batches = publisher
+    streams = [f"s:{{{i % 3}}}" for i in range(300)]
+    ids = await asyncio.gather(*(pub.publish(s, FIELDS) for s in streams))
+    assert sum(batches) == 300
+    assert len(batches) < 300
+    assert max(batches) <= 64
+    stored = {}
+    for p in range(3):
+        for entry_id, fields in await redis_client.xrange(f"s:{{{p}}}"):
+            stored[f"s:{{{p}}}", entry_id.decode()] = fields
+    # each request got the id of its own entry, and nothing was written twice
+    assert sorted(stored) == sorted(zip(streams, ids, strict=True))
+    assert all(fields == FIELDS for fields in stored.values())
+
+
+async def test_refused_xadd_fails_only_its_request(
+    publisher: tuple[Publisher, list[int]], redis_client: Redis
+) -> None:
+    pub, _ = publisher
+    await redis_client.set("not-a-stream", "x")  # XADD answers WRONGTYPE
+    results = await asyncio.gather(
+        pub.publish("s:{0}", FIELDS),
+        pub.publish("not-a-stream", FIELDS),
+        pub.publish("s:{1}", FIELDS),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Unavailable)
+    assert all(isinstance(r, str) for r in (results[0], results[2]))
+    assert await redis_client.xlen("s:{0}") == 1
+    assert await redis_client.xlen("s:{1}") == 1
+    assert isinstance(await pub.publish("s:{0}", FIELDS), str)  # connection still in sync
+
+
+async def test_killed_connection_is_replaced(
+    publisher: tuple[Publisher, list[int]], redis_client: Redis
+) -> None:
+    pub, _ = publisher
+    await pub.publish("s:{0}", FIELDS)
+    conn = pub._conn  # the publisher's own connection; kill exactly that one (shared Redis)
+    assert conn is not None
+    await conn.send_command("CLIENT", "ID")
+    client_id = await conn.read_response()
+    assert await redis_client.client_kill_filter(_id=client_id) == 1
+    outcomes: list[str | None] = []
+    for _ in range(3):  # the first may see the dead socket; later ones reconnect
+        try:
+            outcomes.append(await pub.publish("s:{0}", FIELDS))
+        except Unavailable:
+            outcomes.append(None)
+    assert isinstance(outcomes[-1], str)
+    assert await redis_client.xlen("s:{0}") == 1 + sum(o is not None for o in outcomes)
+
+
+async def test_unreachable_redis_is_unavailable_for_every_waiter() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    pub = Publisher(dead, max_batch=4, timeout=0.5, retry_after=3)
+    pub.start()
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(pub.publish("s:{0}", FIELDS) for _ in range(10)), return_exceptions=True
+            ),
+            5,
+        )
+        assert all(isinstance(r, Unavailable) and r.headers["Retry-After"] == "3" for r in results)
+    finally:
+        await pub.stop()
+        await dead.aclose()
+
+
+async def test_stop_finishes_queued_entries_then_refuses(redis_client: Redis) -> None:
+    pub = Publisher(redis_client, max_batch=8, timeout=2.0, retry_after=1)
+    pub.start()
+    waiting = [asyncio.ensure_future(pub.publish("s:{0}", FIELDS)) for _ in range(50)]
+    await asyncio.sleep(0)  # all 50 queued
+    await pub.stop()
+    assert all(isinstance(w.result(), str) for w in waiting)
+    assert await redis_client.xlen("s:{0}") == 50
+    with pytest.raises(Unavailable):
+        await pub.publish("s:{0}", FIELDS)
