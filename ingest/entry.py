@@ -3,10 +3,10 @@
 Pipeline position: between validation (``ingest.body``) and the group-commit XADD
 (``ingest.publisher``). It produces exactly the field map of ``storage.envelope.encode``
 (``{v, bundle, received_at, token}``, ``bundle`` = the normalised bundle as JSON bytes) but
-serialises with orjson from the validated model's attributes instead of pydantic's
+serialises the validated models' ``__dict__`` with orjson instead of pydantic's
 ``model_dump_json``: that one calls the Python timestamp serializer once per event and was
-the largest single cost of the ingest path after validation itself (about 50 µs of a
-20-event bundle vs 18 µs here). Validated timestamps are already UTC, and orjson's
+the largest single cost of the ingest path after validation itself (about 50 µs for a
+20-event bundle vs 13 µs here). Validated timestamps are already UTC, and orjson's
 ``OPT_UTC_Z`` writes them in the same text as ``storage.schema.format_timestamp``
 (``…Z``, microseconds only when non-zero); tests compare the bytes with
 ``model_dump_json`` over generated bundles.
@@ -20,32 +20,26 @@ import orjson
 
 from ingest.errors import Unprocessable
 from storage.envelope import ENVELOPE_VERSION
-from storage.schema import Bundle
+from storage.schema import Bundle, WireArtifact, WireEvent
 
 _VERSION = str(ENVELOPE_VERSION).encode()
 _OPTIONS = orjson.OPT_UTC_Z
 
 
+def _model_fields(value: object) -> object:
+    """orjson's fallback for the models inside a bundle."""
+    if type(value) is WireEvent:
+        # extra="ignore": __dict__ holds exactly the declared fields, in declaration order
+        return value.__dict__
+    if isinstance(value, WireArtifact):
+        # rare and small; extra="allow" keys live outside __dict__, pydantic adds them
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
 def bundle_json(bundle: Bundle) -> bytes:
     """The normalised bundle as JSON bytes, identical to ``bundle.model_dump_json()``."""
-    artifacts = bundle.artifacts
-    doc = {
-        "target": bundle.target,
-        "bundle_id": bundle.bundle_id,
-        "events": [
-            {
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "timestamp": e.timestamp,
-                "actor_id": e.actor_id,
-                "payload": e.payload,
-            }
-            for e in bundle.events
-        ],
-        # Rare and small; pydantic keeps their extra keys and coerced sizes as it would.
-        "artifacts": None if artifacts is None else [a.model_dump(mode="json") for a in artifacts],
-    }
-    return orjson.dumps(doc, option=_OPTIONS)
+    return orjson.dumps(bundle.__dict__, default=_model_fields, option=_OPTIONS)
 
 
 def entry_fields(
