@@ -83,39 +83,45 @@ def _wait_param(request: web.Request) -> float | None:
     return value
 
 
-async def _check_lag(rt: Runtime) -> None:
-    retry = rt.settings.retry_after_seconds
-    lag = rt.lag.cached()  # the common case: no timer, no await
-    if lag is None:
-        try:
-            lag = await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
-        except (RedisError, OSError, TimeoutError):
-            raise Unavailable("The queue is unreachable.", retry) from None
+def _check_lag(rt: Runtime, lag: int) -> None:
     if lag > rt.settings.queue_high_water:
         raise Unavailable(
-            "The queue is over its high-water mark; retry later.", retry, reason="backpressure"
+            "The queue is over its high-water mark; retry later.",
+            rt.settings.retry_after_seconds,
+            reason="backpressure",
         )
+
+
+async def _measured_lag(rt: Runtime) -> int:
+    """The lag when no usable cached reading exists (start-up, or Redis was unreachable)."""
+    try:
+        return await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
+    except (RedisError, OSError, TimeoutError):
+        raise Unavailable("The queue is unreachable.", rt.settings.retry_after_seconds) from None
 
 
 def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     routes = web.RouteTableDef()
     settings = rt.settings
+    layout = settings.layout  # a property that builds a new StreamLayout on every access
+    streams = layout.streams()
+    max_raw = rt.max_raw
 
     @routes.post("/v1/events/ingest")
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request)
         bundle, size = await read_bundle(
             request,
-            rt.max_raw,
+            max_raw,
             settings.max_body_bytes,
             settings.max_events,
             settings.body_timeout_seconds,
         )
-        await _check_lag(rt)
-        layout = settings.layout
+        lag = rt.lag.cached()  # the common case: no timer, no await
+        _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
         partition = layout.partition_of(bundle.bundle_id)
         entry_id = await rt.publisher.publish(
-            layout.stream(partition), entry_fields(bundle, request[TOKEN_LABEL])
+            streams[partition], entry_fields(bundle, request[TOKEN_LABEL])
         )
         count = len(bundle.events)
         rt.metrics.bundle_bytes.observe(size)
