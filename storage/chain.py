@@ -1,13 +1,19 @@
 """Hash chain of the event log (DESIGN §4): canonical JSON and sha256 links.
 
-Pipeline position: storage backends call :func:`link` for each new event of a partition,
-in insertion order, inside the write transaction; ``verify`` commands call
-:func:`first_broken_link` over a partition's stored events. One chain per partition, so
-partitions are written in parallel without a global lock.
+Pipeline position: storage backends call :func:`link_bytes`/:func:`digest_bytes` for each
+new event of a partition, in insertion order, inside the write transaction; ``verify``
+commands call :func:`first_broken_link` over a partition's stored events. One chain per
+partition, so partitions are written in parallel without a global lock.
 
 The canonical form (as the original control plane): the keys ``event_id, event_type,
 timestamp, actor_id, payload, prev_hash``, sorted, compact separators, UTF-8, non-ASCII
 kept as is. Timestamps are the normalised strings of :mod:`storage.schema`.
+
+Write-path cost: the payload is the only non-trivial part, so it is serialised once per
+event (:func:`payload_json`, sorted keys) and spliced into both the chain body and the
+duplicate digest as an ``orjson.Fragment``; the outer keys are written in sorted order,
+so the bytes equal ``orjson.dumps(whole, option=OPT_SORT_KEYS)`` exactly (pinned by
+tests/storage/test_chain.py, including a literal hash value).
 """
 
 from __future__ import annotations
@@ -20,6 +26,74 @@ from typing import Any
 import orjson
 
 GENESIS_HASH = "0" * 64
+_SORTED = orjson.OPT_SORT_KEYS
+_Fragment = orjson.Fragment
+_sha256 = hashlib.sha256
+_dumps = orjson.dumps
+
+
+def payload_json(payload: Mapping[str, Any]) -> bytes:
+    """The payload exactly as the chain hashes it: sorted keys (recursively), compact."""
+    return _dumps(payload, option=_SORTED)
+
+
+def canonical_bytes(
+    *,
+    event_id: str,
+    event_type: str,
+    timestamp: str,
+    actor_id: str | None,
+    payload_bytes: bytes,
+    prev_hash: str,
+) -> bytes:
+    """The hashed body, given the payload already serialised by :func:`payload_json`."""
+    # keys inserted in sorted order: no sort pass needed, same bytes as OPT_SORT_KEYS
+    return _dumps(
+        {
+            "actor_id": actor_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "payload": _Fragment(payload_bytes),
+            "prev_hash": prev_hash,
+            "timestamp": timestamp,
+        }
+    )
+
+
+def link_bytes(
+    *,
+    event_id: str,
+    event_type: str,
+    timestamp: str,
+    actor_id: str | None,
+    payload_bytes: bytes,
+    prev_hash: str,
+) -> str:
+    """:func:`link` over a payload already serialised by :func:`payload_json`."""
+    body = canonical_bytes(
+        event_id=event_id,
+        event_type=event_type,
+        timestamp=timestamp,
+        actor_id=actor_id,
+        payload_bytes=payload_bytes,
+        prev_hash=prev_hash,
+    )
+    return _sha256(body).hexdigest()
+
+
+def digest_bytes(
+    *, event_type: str, timestamp: str, actor_id: str | None, payload_bytes: bytes
+) -> str:
+    """:func:`content_digest` over a payload already serialised by :func:`payload_json`."""
+    body = _dumps(
+        {
+            "actor_id": actor_id,
+            "event_type": event_type,
+            "payload": _Fragment(payload_bytes),
+            "timestamp": timestamp,
+        }
+    )
+    return _sha256(body).hexdigest()
 
 
 def canonical_json(
@@ -31,16 +105,13 @@ def canonical_json(
     payload: Mapping[str, Any],
     prev_hash: str,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "actor_id": actor_id,
-            "event_id": event_id,
-            "event_type": event_type,
-            "payload": payload,
-            "prev_hash": prev_hash,
-            "timestamp": timestamp,
-        },
-        option=orjson.OPT_SORT_KEYS,
+    return canonical_bytes(
+        event_id=event_id,
+        event_type=event_type,
+        timestamp=timestamp,
+        actor_id=actor_id,
+        payload_bytes=payload_json(payload),
+        prev_hash=prev_hash,
     )
 
 
@@ -54,32 +125,26 @@ def link(
     prev_hash: str,
 ) -> str:
     """The ``hash`` of an event whose predecessor in its partition has ``prev_hash``."""
-    return hashlib.sha256(
-        canonical_json(
-            event_id=event_id,
-            event_type=event_type,
-            timestamp=timestamp,
-            actor_id=actor_id,
-            payload=payload,
-            prev_hash=prev_hash,
-        )
-    ).hexdigest()
+    return link_bytes(
+        event_id=event_id,
+        event_type=event_type,
+        timestamp=timestamp,
+        actor_id=actor_id,
+        payload_bytes=payload_json(payload),
+        prev_hash=prev_hash,
+    )
 
 
 def content_digest(
     *, event_type: str, timestamp: str, actor_id: str | None, payload: Mapping[str, Any]
 ) -> str:
     """Digest of what a client sent for an ``event_id`` (duplicate vs conflict test)."""
-    body = orjson.dumps(
-        {
-            "actor_id": actor_id,
-            "event_type": event_type,
-            "payload": payload,
-            "timestamp": timestamp,
-        },
-        option=orjson.OPT_SORT_KEYS,
+    return digest_bytes(
+        event_type=event_type,
+        timestamp=timestamp,
+        actor_id=actor_id,
+        payload_bytes=payload_json(payload),
     )
-    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

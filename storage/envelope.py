@@ -4,15 +4,24 @@ Pipeline position: the only format shared by the two tiers through Redis. An ent
 flat field map ``{v, bundle, received_at, token}``; ``bundle`` holds the normalised bundle
 as orjson/pydantic JSON bytes. ``v`` versions the layout so a consumer can refuse (and
 dead-letter) an entry written by a newer ingest instead of misreading it.
+
+Decoding also refuses what storage could never write, so it is dead-lettered at once
+instead of failing its batch on every retry: U+0000 in any string (PostgreSQL cannot
+store it; ingest already answers 422 for it, this covers entries from other producers)
+and payloads orjson cannot serialise. The payload bytes serialised for that check are
+the ones the hash chain covers, kept on the envelope so storage does not serialise again.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
+from storage.chain import payload_json
 from storage.schema import Bundle
 
 ENVELOPE_VERSION = 1
@@ -32,6 +41,9 @@ class Envelope:
     token_label: str
     entry_id: str = ""
     version: int = ENVELOPE_VERSION
+    # payload_json of each event, computed once at decode (storage hashes and stores these
+    # bytes); empty when the envelope was built in process, and storage computes them then
+    payloads: tuple[bytes, ...] = ()
 
 
 def encode(
@@ -54,6 +66,34 @@ def _text(fields: dict[bytes, bytes], name: bytes) -> bytes:
         raise EnvelopeError(f"envelope field {name.decode()!r} missing") from None
 
 
+def nul_locations(value: Any, loc: str = "bundle") -> Iterator[str]:
+    """Where a string (key or value) holds U+0000, as ``bundle.events[0].payload.x``."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield f"{loc}.{key!r}"
+            yield from nul_locations(item, f"{loc}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from nul_locations(item, f"{loc}[{i}]")
+
+
+def payloads_of(bundle: Bundle) -> tuple[bytes, ...]:
+    """Each event's payload as the hash chain serialises it (:func:`storage.chain.payload_json`).
+
+    Raises :class:`EnvelopeError` for a payload orjson cannot write (an integer beyond 64
+    bits, a lone surrogate): such an event could never be stored, and as part of a retried
+    batch it would block its partition.
+    """
+    try:
+        return tuple(payload_json(ev.payload) for ev in bundle.events)
+    except TypeError as exc:
+        raise EnvelopeError(f"envelope bundle cannot be stored: {exc}") from None
+
+
 def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
     """Decode an entry read from a stream; raises :class:`EnvelopeError` with a reason."""
     try:
@@ -66,9 +106,22 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         received_at = float(_text(fields, b"received_at"))
     except ValueError:
         raise EnvelopeError("envelope received_at is not a number") from None
+    raw = _text(fields, b"bundle")
     try:
-        bundle = Bundle.model_validate_json(_text(fields, b"bundle"))
+        bundle = Bundle.model_validate_json(raw)
     except ValidationError as exc:
         raise EnvelopeError(f"envelope bundle invalid: {exc.error_count()} error(s)") from None
+    if b"\\u0000" in raw:  # cheap pre-check; orjson writes U+0000 as this escape
+        nul = list(nul_locations(bundle.model_dump()))
+        if nul:
+            raise EnvelopeError(
+                f"NUL character (\\u0000) in {', '.join(nul[:5])}: PostgreSQL cannot store it"
+            )
     token = _text(fields, b"token").decode("utf-8", errors="replace")
-    return Envelope(bundle=bundle, received_at=received_at, token_label=token, entry_id=entry_id)
+    return Envelope(
+        bundle=bundle,
+        received_at=received_at,
+        token_label=token,
+        entry_id=entry_id,
+        payloads=payloads_of(bundle),
+    )

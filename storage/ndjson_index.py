@@ -124,15 +124,21 @@ def set_head(con: sqlite3.Connection, partition: int, seq: int, hash_: str, size
 
 
 def load_nodes(con: sqlite3.Connection, keys: Sequence[NodeKey]) -> dict[NodeKey, dict[str, Prop]]:
-    found: dict[NodeKey, dict[str, Prop]] = {}
+    # one query per type and chunk of ids (not one per node: a batch touches hundreds)
+    by_type: dict[str, list[str]] = {}
     for node_type, node_id in keys:
-        row = con.execute(
-            "SELECT vals, vers FROM nodes WHERE type = ? AND id = ?", (node_type, node_id)
-        ).fetchone()
-        if row is not None:
-            found[(node_type, node_id)] = props_from_json(
-                orjson.loads(row[0]), orjson.loads(row[1])
+        by_type.setdefault(node_type, []).append(node_id)
+    found: dict[NodeKey, dict[str, Prop]] = {}
+    loads = orjson.loads
+    for node_type, ids in by_type.items():
+        for part in chunks(ids):
+            marks = ",".join("?" * len(part))
+            rows = con.execute(
+                f"SELECT id, vals, vers FROM nodes WHERE type = ? AND id IN ({marks})",
+                (node_type, *part),
             )
+            for node_id, vals, vers in rows:
+                found[(node_type, node_id)] = props_from_json(loads(vals), loads(vers))
     return found
 
 

@@ -19,10 +19,10 @@ from typing import Any
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, content_digest, link
+from storage.chain import GENESIS_HASH, content_digest, digest_bytes, link_bytes, payload_json
 from storage.envelope import Envelope
 from storage.projection import fold
-from storage.schema import Bundle, WireEvent, format_timestamp
+from storage.schema import Bundle, format_timestamp
 
 
 @dataclass(slots=True)
@@ -33,60 +33,61 @@ class _Plan:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-def _digest(ev: WireEvent, timestamp: str) -> str:
-    return content_digest(
-        event_type=ev.event_type, timestamp=timestamp, actor_id=ev.actor_id, payload=ev.payload
-    )
-
-
 def _plan(
     con: sqlite3.Connection, partition: int, envelopes: Sequence[Envelope], seq: int, prev: str
 ) -> _Plan:
     ids = [ev.event_id for env in envelopes for ev in env.bundle.events]
     known = idx.stored_digests(con, list(dict.fromkeys(ids)))
     plan = _Plan()
+    events, digests = plan.events, plan.digests
     for env in envelopes:
         bundle = env.bundle
+        bundle_id, target = bundle.bundle_id, bundle.target
         received = log.received_at_text(env.received_at)
-        for ev in bundle.events:
+        # each payload serialised once (at decode, else here) for digest and link alike
+        payloads = env.payloads or [payload_json(ev.payload) for ev in bundle.events]
+        for ev, pbytes in zip(bundle.events, payloads, strict=True):
+            event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
             timestamp = format_timestamp(ev.timestamp)
-            digest = _digest(ev, timestamp)
-            stored = known.get(ev.event_id)
+            digest = digest_bytes(
+                event_type=event_type, timestamp=timestamp, actor_id=actor_id, payload_bytes=pbytes
+            )
+            stored = known.get(event_id)
             if stored == digest:
                 plan.duplicates += 1
                 continue
             if stored is not None:
                 plan.conflicts.append(
                     Conflict(
-                        event_id=ev.event_id,
+                        event_id=event_id,
                         entry_id=env.entry_id,
-                        bundle_id=bundle.bundle_id,
-                        target=bundle.target,
+                        bundle_id=bundle_id,
+                        target=target,
                         event=ev.model_dump(mode="json"),
                         stored_digest=stored,
                         new_digest=digest,
                     )
                 )
                 continue
-            known[ev.event_id] = digest  # later copies in this batch dedup against it
+            known[event_id] = digest  # later copies in this batch dedup against it
             seq += 1
-            hash_ = link(
-                event_id=ev.event_id,
-                event_type=ev.event_type,
+            hash_ = link_bytes(
+                event_id=event_id,
+                event_type=event_type,
                 timestamp=timestamp,
-                actor_id=ev.actor_id,
-                payload=ev.payload,
+                actor_id=actor_id,
+                payload_bytes=pbytes,
                 prev_hash=prev,
             )
-            plan.events.append(
+            events.append(
                 StoredEvent(
-                    ev.event_id,
-                    ev.event_type,
+                    event_id,
+                    event_type,
                     timestamp,
-                    ev.actor_id,
+                    actor_id,
                     ev.payload,
-                    bundle.bundle_id,
-                    bundle.target,
+                    bundle_id,
+                    target,
                     received,
                     partition,
                     seq,
@@ -94,7 +95,7 @@ def _plan(
                     hash_,
                 )
             )
-            plan.digests.append(digest)
+            digests.append(digest)
             prev = hash_
     return plan
 

@@ -3,10 +3,12 @@
 Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
-partitions proceed in parallel); events go through COPY into a temp staging table and one
-``INSERT … SELECT … ON CONFLICT (event_id) DO NOTHING``. If a writer of another partition
-stored one of our event_ids meanwhile, fewer rows land than planned: :class:`RaceLost` rolls
+partitions proceed in parallel). Duplicates and conflicts are decided in Python against
+the stored digests, then the new rows are COPYed straight into ``events`` (see
+docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored
+one of our event_ids meanwhile, the unique index fails the COPY: :class:`RaceLost` rolls
 the transaction back and the caller retries, now seeing that event as duplicate/conflict.
+The ``payload`` column (json, migration 0002) holds the exact bytes the chain hashed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import asyncpg
 import orjson
 
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, content_digest, link
+from storage.chain import GENESIS_HASH, digest_bytes, link_bytes, payload_json
 from storage.envelope import Envelope
 from storage.projection import (
     LAST_SEEN,
@@ -64,41 +66,49 @@ def _opt(value: Any) -> str | None:
 def plan(
     partition: int, envelopes: Sequence[Envelope], known: dict[str, str], seq: int, prev: str
 ) -> Plan:
-    """Dedup against ``known`` (event_id → digest) and link the new events."""
+    """Dedup against ``known`` (event_id → digest) and link the new events.
+
+    Each payload is serialised once (at decode, else here); the chain link, the digest and
+    the stored ``payload`` column all use those bytes, so verify re-reads exactly what was
+    hashed.
+    """
     out = Plan()
+    events, rows = out.events, out.rows
     for env in envelopes:
         bundle = env.bundle
+        bundle_id, target = bundle.bundle_id, bundle.target
         received = format_timestamp(_epoch(env.received_at))
-        for ev in bundle.events:
+        payloads = env.payloads or [payload_json(ev.payload) for ev in bundle.events]
+        for ev, pbytes in zip(bundle.events, payloads, strict=True):
+            event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
             ts_text = format_timestamp(ev.timestamp)
-            digest = content_digest(
-                event_type=ev.event_type, timestamp=ts_text, actor_id=ev.actor_id,
-                payload=ev.payload,
-            )  # fmt: skip
-            stored = known.get(ev.event_id)
+            digest = digest_bytes(
+                event_type=event_type, timestamp=ts_text, actor_id=actor_id, payload_bytes=pbytes
+            )
+            stored = known.get(event_id)
             if stored == digest:
                 out.duplicates += 1
                 continue
             if stored is not None:
                 out.conflicts.append(
-                    Conflict(ev.event_id, env.entry_id, bundle.bundle_id, bundle.target,
+                    Conflict(event_id, env.entry_id, bundle_id, target,
                              ev.model_dump(mode="json"), stored, digest)
                 )  # fmt: skip
                 continue
-            known[ev.event_id] = digest  # later copies in this batch dedup against it
+            known[event_id] = digest  # later copies in this batch dedup against it
             seq += 1
-            hash_ = link(
-                event_id=ev.event_id, event_type=ev.event_type, timestamp=ts_text,
-                actor_id=ev.actor_id, payload=ev.payload, prev_hash=prev,
+            hash_ = link_bytes(
+                event_id=event_id, event_type=event_type, timestamp=ts_text,
+                actor_id=actor_id, payload_bytes=pbytes, prev_hash=prev,
             )  # fmt: skip
             stored_ev = StoredEvent(
-                ev.event_id, ev.event_type, ts_text, ev.actor_id, ev.payload, bundle.bundle_id,
-                bundle.target, received, partition, seq, prev, hash_,
+                event_id, event_type, ts_text, actor_id, ev.payload, bundle_id, target,
+                received, partition, seq, prev, hash_,
             )  # fmt: skip
-            out.events.append(stored_ev)
-            out.rows.append(
-                (partition, seq, ev.event_id, ev.event_type, ev.timestamp, ts_text, ev.actor_id,
-                 ev.payload, bundle.bundle_id, bundle.target, received,
+            events.append(stored_ev)
+            rows.append(
+                (partition, seq, event_id, event_type, ev.timestamp, ts_text, actor_id,
+                 pbytes, bundle_id, target, received,
                  prev, hash_, digest, stored_ev.task_id, stored_ev.attempt_id)
             )  # fmt: skip
             prev = hash_

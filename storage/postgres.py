@@ -44,10 +44,6 @@ CLOSE_TIMEOUT = 10.0
 WRITE_ATTEMPTS = 5  # a race or deadlock with another partition's writer is retried this often
 
 
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 def _jsonb_encode(value: Any) -> bytes:
     return b"\x01" + orjson.dumps(value)  # binary jsonb wire form: version 1 + JSON text
 
@@ -56,14 +52,21 @@ def _jsonb_decode(data: bytes) -> Any:
     return orjson.loads(data[1:])
 
 
+def _json_encode(value: Any) -> bytes:
+    # bytes are JSON text serialised already (the hashed payloads): stored exactly as is
+    return value if isinstance(value, bytes) else orjson.dumps(value)
+
+
 async def _init_connection(con: asyncpg.Connection) -> None:
-    # Binary jsonb codec: COPY (binary) can then write payloads directly, and reads skip
-    # a text round trip.
+    # Binary codecs: COPY (binary) writes payloads directly, reads skip a text round trip.
+    # json's binary form is the JSON text itself, kept byte for byte by the server.
     await con.set_type_codec(
         "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
         format="binary",
     )  # fmt: skip
-    await con.set_type_codec("json", encoder=_json_text, decoder=orjson.loads, schema="pg_catalog")
+    await con.set_type_codec(
+        "json", encoder=_json_encode, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
 
 
 class PostgresStore:

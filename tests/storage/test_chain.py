@@ -6,12 +6,19 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from storage.chain import (
     GENESIS_HASH,
     canonical_json,
     content_digest,
+    digest_bytes,
     first_broken_link,
     link,
+    link_bytes,
+    payload_json,
 )
 
 
@@ -125,3 +132,91 @@ def test_deleted_event_named_by_sequence() -> None:
     report = first_broken_link(0, rows)
     assert (report.ok, report.broken_at_seq) == (False, 3)
     assert report.reason == "sequence 3 where 2 was expected"
+
+
+PINNED_PAYLOAD: dict[str, Any] = {"z": 1, "a": {"y": [1, 2.5, None, True], "b": 'ü "q" \\ ✓'}}
+
+
+def test_known_hash_values_pinned() -> None:
+    """Literal values computed before the single-serialisation rewrite: stored chains and
+    digests written by earlier versions must keep verifying/deduplicating."""
+    assert (
+        link(
+            event_id="evt-1",
+            event_type="attempt.created",
+            timestamp="2026-11-28T09:00:00Z",
+            actor_id="worker-1",
+            payload=PINNED_PAYLOAD,
+            prev_hash=GENESIS_HASH,
+        )
+        == "dfd91de6f75aaaefd772cc8e02c5769efcb5e1c33d2b045bc891b63cb7c0ba8d"
+    )
+    assert (
+        content_digest(
+            event_type="attempt.created",
+            timestamp="2026-11-28T09:00:00Z",
+            actor_id=None,
+            payload=PINNED_PAYLOAD,
+        )
+        == "32d093a2b9c9d0dd22873cad5364dbea64ffa93857164a7e1c1bb0d6094ca982"
+    )
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=st.text(min_size=1),
+    event_type=st.text(min_size=1),
+    actor_id=st.none() | st.text(),
+    payload=st.dictionaries(st.text(), _json, max_size=6),
+    prev_hash=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+)
+def test_spliced_bytes_equal_sorted_dumps_of_the_whole(
+    event_id: str, event_type: str, actor_id: str | None, payload: dict[str, Any], prev_hash: str
+) -> None:
+    """The payload is serialised once and spliced in; the result must be byte-identical to
+    the original definition (one sorted dumps of the whole object)."""
+    ts = "2026-11-28T09:00:00.123456Z"
+    whole: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "timestamp": ts,
+        "actor_id": actor_id,
+        "payload": payload,
+        "prev_hash": prev_hash,
+    }
+    expected = orjson.dumps(whole, option=orjson.OPT_SORT_KEYS)
+    pbytes = payload_json(payload)
+    assert canonical_json(**whole) == expected
+    assert (
+        link_bytes(
+            event_id=event_id,
+            event_type=event_type,
+            timestamp=ts,
+            actor_id=actor_id,
+            payload_bytes=pbytes,
+            prev_hash=prev_hash,
+        )
+        == hashlib.sha256(expected).hexdigest()
+    )
+    digest_body = orjson.dumps(
+        {"event_type": event_type, "timestamp": ts, "actor_id": actor_id, "payload": payload},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    assert (
+        digest_bytes(event_type=event_type, timestamp=ts, actor_id=actor_id, payload_bytes=pbytes)
+        == hashlib.sha256(digest_body).hexdigest()
+    )

@@ -296,7 +296,7 @@ async def tamper_postgres(request: pytest.FixtureRequest, victim: StoredEvent) -
         async with con.transaction():
             await con.execute("ALTER TABLE events DISABLE TRIGGER USER")
             await con.execute(
-                "UPDATE events SET payload = payload || '{\"forged\": true}'::jsonb "
+                "UPDATE events SET payload = (payload::jsonb || '{\"forged\": true}'::jsonb)::json "
                 "WHERE event_id = $1",
                 victim.event_id,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,7 +23,9 @@ from storage.projection import (
     merge,
     pr_node_id,
     project,
+    version_text,
 )
+from storage.schema import format_timestamp, parse_timestamp
 from tests import factories as f
 
 
@@ -174,3 +177,18 @@ def test_unknown_event_types_are_not_projected() -> None:
     assert graph == Graph()
     no_id = Ev("e1", "attempt.created", f.ts(0), {"task_id": "t"})
     assert fold([no_id]) == Graph()
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
+    )
+)
+def test_version_text_fast_path_equals_parse_and_strftime(moment: datetime) -> None:
+    """The fold reads normalised timestamp strings without parsing them; the shortcut must
+    give the same version text as parsing and formatting (which orders the LWW registers)."""
+    text = format_timestamp(moment)
+    slow = parse_timestamp(text).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert version_text(text) == slow
+    assert version_text(parse_timestamp(text)) == slow

@@ -1,0 +1,105 @@
+"""Payload fidelity through every backend: what was hashed is what verify re-reads.
+
+Conformance (both backends, through the consumer's decode path): numbers JSON text can
+spell several ways (exponents, trailing ``.0``, 20-digit integers, ``-0.0``) come back
+byte-identical under :func:`storage.chain.payload_json`, so the chain verifies and
+readers see the values that were sent. What no backend can store (U+0000 anywhere,
+integers beyond 64 bits) is refused when the entry is decoded — dead-lettered at once by
+the consumer — instead of failing its batch on every retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from storage.base import EventStore
+from storage.chain import payload_json
+from storage.envelope import Envelope, EnvelopeError, decode, encode
+from storage.schema import Bundle
+from tests import factories as f
+
+AWKWARD_PAYLOADS: list[dict[str, Any]] = [
+    {"big": 1e20, "one": 1.0, "huge": 12345678901234567890, "tiny": 1e-7, "x": 1.5e300},
+    {"neg_zero": -0.0, "sub": 5e-324, "sum": 0.1 + 0.2, "neg": -(2**63), "max": 2**64 - 1},
+    {"nested": {"b": [1.0, -0.0, {"z": 1e-300}], "a": 'é ✓ 🐍 \u2028 \\ "'}, "": None},
+]
+
+
+def entry(raw: dict[str, Any], n: int) -> tuple[str, dict[bytes, bytes]]:
+    """A stream entry exactly as ingest XADDs it (the validated bundle, orjson-encoded)."""
+    return f"{n}-0", encode(Bundle.model_validate(raw), "test", received_at=1_764_320_000.0 + n)
+
+
+def decoded(raw: dict[str, Any], n: int = 0) -> Envelope:
+    return decode(*entry(raw, n))
+
+
+@pytest.mark.parametrize("payload", AWKWARD_PAYLOADS, ids=["exponents", "zero-edge", "nested"])
+async def test_awkward_numbers_verify_and_read_back_exactly(
+    store: EventStore, payload: dict[str, Any]
+) -> None:
+    events = [f.event("metric.recorded", payload, at=i) for i in range(3)]
+    result = await store.write_batch(0, [decoded(f.body("repo-a", "bundle-nums", events))])
+    assert result.written == 3
+    status = await store.verify_chain(0)
+    assert status.ok, status
+    assert status.checked == 3
+    stored = [ev async for ev in store.iter_events(0)]
+    assert [payload_json(ev.payload) for ev in stored] == [payload_json(payload)] * 3
+    # a second delivery of the same entry is a duplicate, not a conflict
+    again = await store.write_batch(0, [decoded(f.body("repo-a", "bundle-nums", events), 1)])
+    assert (again.written, again.duplicates, again.conflicts) == (0, 3, [])
+
+
+@pytest.mark.parametrize(
+    ("where", "raw"),
+    [
+        (
+            "bundle.events[0].payload.note",
+            f.body("repo-a", "b-nul", [f.event("note", {"note": "a\x00b"})]),
+        ),
+        (
+            "bundle.events[0].payload.'k\\x00'",
+            f.body("repo-a", "b-nul", [f.event("note", {"k\x00": 1})]),
+        ),
+        (
+            "bundle.events[0].event_id",
+            f.body("repo-a", "b-nul", [f.event("note", {}, event_id="e\x00")]),
+        ),
+        ("bundle.target", f.body("repo\x00", "b-nul", [f.event("note", {})])),
+    ],
+    ids=["payload-value", "payload-key", "event-id", "target"],
+)
+async def test_nul_refused_at_decode_for_every_backend(
+    store: EventStore, where: str, raw: dict[str, Any]
+) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decoded(raw)
+    assert "NUL" in str(info.value)
+    assert where in str(info.value)
+    # the rest of the stream still flows and stores
+    ok = f.body("repo-a", "b-ok", [f.event("note", {"note": "fine"})])
+    assert (await store.write_batch(0, [decoded(ok, 1)])).written == 1
+    assert await store.count_events() == 1
+
+
+def test_integer_beyond_64_bits_refused_at_decode() -> None:
+    # ingest parses bodies with orjson (such an integer becomes a float there); another
+    # producer could still XADD one, and orjson could never hash or store it
+    fields = {
+        b"v": b"1",
+        b"received_at": b"1764320000.0",
+        b"token": b"test",
+        b"bundle": b'{"target":"t","bundle_id":"b","events":[{"event_id":"e","event_type":"x",'
+        b'"timestamp":"2026-11-28T09:00:00Z","payload":{"n":123456789012345678901234567890}}]}',
+    }
+    with pytest.raises(EnvelopeError, match="cannot be stored"):
+        decode("1-0", fields)
+
+
+def test_decode_keeps_the_payload_bytes_the_chain_hashes() -> None:
+    raw = f.body("repo-a", "b", [f.event("x", {"b": 1.0, "a": [-0.0, 1e20]})])
+    env = decoded(raw)
+    assert env.payloads == (b'{"a":[-0.0,1e+20],"b":1.0}',)
