@@ -60,6 +60,45 @@ def canonical_bytes(
     )
 
 
+def link_of(
+    event_id: str,
+    event_type: str,
+    timestamp: str,
+    actor_id: str | None,
+    payload: orjson.Fragment,
+    prev_hash: str,
+) -> str:
+    """Hot-path :func:`link_bytes`: positional, the payload bytes wrapped once per event."""
+    return _sha256(
+        _dumps(
+            {
+                "actor_id": actor_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "payload": payload,
+                "prev_hash": prev_hash,
+                "timestamp": timestamp,
+            }
+        )
+    ).hexdigest()
+
+
+def digest_of(
+    event_type: str, timestamp: str, actor_id: str | None, payload: orjson.Fragment
+) -> str:
+    """Hot-path :func:`digest_bytes`: positional, the payload bytes wrapped once per event."""
+    return _sha256(
+        _dumps(
+            {
+                "actor_id": actor_id,
+                "event_type": event_type,
+                "payload": payload,
+                "timestamp": timestamp,
+            }
+        )
+    ).hexdigest()
+
+
 def link_bytes(
     *,
     event_id: str,
@@ -70,30 +109,14 @@ def link_bytes(
     prev_hash: str,
 ) -> str:
     """:func:`link` over a payload already serialised by :func:`payload_json`."""
-    body = canonical_bytes(
-        event_id=event_id,
-        event_type=event_type,
-        timestamp=timestamp,
-        actor_id=actor_id,
-        payload_bytes=payload_bytes,
-        prev_hash=prev_hash,
-    )
-    return _sha256(body).hexdigest()
+    return link_of(event_id, event_type, timestamp, actor_id, _Fragment(payload_bytes), prev_hash)
 
 
 def digest_bytes(
     *, event_type: str, timestamp: str, actor_id: str | None, payload_bytes: bytes
 ) -> str:
     """:func:`content_digest` over a payload already serialised by :func:`payload_json`."""
-    body = _dumps(
-        {
-            "actor_id": actor_id,
-            "event_type": event_type,
-            "payload": _Fragment(payload_bytes),
-            "timestamp": timestamp,
-        }
-    )
-    return _sha256(body).hexdigest()
+    return digest_of(event_type, timestamp, actor_id, _Fragment(payload_bytes))
 
 
 def canonical_json(

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orjson import Fragment
+
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, content_digest, digest_bytes, link_bytes, payload_json
+from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of, payload_json
 from storage.envelope import Envelope
 from storage.projection import fold
 from storage.schema import Bundle, format_timestamp
@@ -48,10 +50,10 @@ def _plan(
         payloads = env.payloads or [payload_json(ev.payload) for ev in bundle.events]
         for ev, pbytes in zip(bundle.events, payloads, strict=True):
             event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
-            timestamp = format_timestamp(ev.timestamp)
-            digest = digest_bytes(
-                event_type=event_type, timestamp=timestamp, actor_id=actor_id, payload_bytes=pbytes
-            )
+            iso = ev.timestamp.isoformat()  # validated timestamps are UTC already
+            timestamp = iso[:-6] + "Z" if iso.endswith("+00:00") else format_timestamp(ev.timestamp)
+            frag = Fragment(pbytes)
+            digest = digest_of(event_type, timestamp, actor_id, frag)
             stored = known.get(event_id)
             if stored == digest:
                 plan.duplicates += 1
@@ -71,14 +73,7 @@ def _plan(
                 continue
             known[event_id] = digest  # later copies in this batch dedup against it
             seq += 1
-            hash_ = link_bytes(
-                event_id=event_id,
-                event_type=event_type,
-                timestamp=timestamp,
-                actor_id=actor_id,
-                payload_bytes=pbytes,
-                prev_hash=prev,
-            )
+            hash_ = link_of(event_id, event_type, timestamp, actor_id, frag, prev)
             events.append(
                 StoredEvent(
                     event_id,

@@ -13,20 +13,21 @@ The ``payload`` column (json, migration 0002) holds the exact bytes the chain ha
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, digest_bytes, link_bytes, payload_json
+from storage.chain import GENESIS_HASH, digest_of, link_of, payload_json
 from storage.envelope import Envelope
 from storage.projection import (
     LAST_SEEN,
+    PROJECTED_TYPES,
     Graph,
     NodeKey,
     fold,
@@ -34,7 +35,9 @@ from storage.projection import (
     props_from_json,
     props_to_json,
 )
-from storage.schema import Bundle, format_timestamp
+from storage.schema import Bundle, WireEvent, format_timestamp
+
+T = TypeVar("T")
 
 # Class id of the two-key advisory locks ("LVTW"); the second key is the partition.
 WRITE_LOCK_CLASS = 0x4C565457
@@ -53,66 +56,97 @@ class RaceLost(Exception):
 
 @dataclass(slots=True)
 class Plan:
-    events: list[StoredEvent] = field(default_factory=list)
+    """New rows, plus the new events the graph fold reads (projected types only)."""
+
+    projected: list[StoredEvent] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-def _opt(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+# (envelope, event, timestamp text, payload bytes, payload fragment, digest, received_at)
+Item = tuple[Envelope, WireEvent, str, bytes, orjson.Fragment, str, str]
 
 
-def plan(
-    partition: int, envelopes: Sequence[Envelope], known: dict[str, str], seq: int, prev: str
-) -> Plan:
-    """Dedup against ``known`` (event_id → digest) and link the new events.
+def prepare(envelopes: Sequence[Envelope]) -> list[Item]:
+    """What does not depend on the chain position: done while the head query runs.
 
     Each payload is serialised once (at decode, else here); the chain link, the digest and
     the stored ``payload`` column all use those bytes, so verify re-reads exactly what was
     hashed.
     """
-    out = Plan()
-    events, rows = out.events, out.rows
+    items: list[Item] = []
+    append, fragment = items.append, orjson.Fragment
     for env in envelopes:
-        bundle = env.bundle
-        bundle_id, target = bundle.bundle_id, bundle.target
         received = format_timestamp(_epoch(env.received_at))
-        payloads = env.payloads or [payload_json(ev.payload) for ev in bundle.events]
-        for ev, pbytes in zip(bundle.events, payloads, strict=True):
-            event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
-            ts_text = format_timestamp(ev.timestamp)
-            digest = digest_bytes(
-                event_type=event_type, timestamp=ts_text, actor_id=actor_id, payload_bytes=pbytes
-            )
+        events = env.bundle.events
+        payloads = env.payloads or [payload_json(ev.payload) for ev in events]
+        for ev, pbytes in zip(events, payloads, strict=True):
+            iso = ev.timestamp.isoformat()  # validated timestamps are UTC already
+            ts_text = iso[:-6] + "Z" if iso.endswith("+00:00") else format_timestamp(ev.timestamp)
+            frag = fragment(pbytes)
+            digest = digest_of(ev.event_type, ts_text, ev.actor_id, frag)
+            append((env, ev, ts_text, pbytes, frag, digest, received))
+    return items
+
+
+class Planner:
+    """Dedup against ``known`` (event_id → digest) and link new events, chunk by chunk."""
+
+    def __init__(self, partition: int, known: dict[str, str], seq: int, prev: str) -> None:
+        self.partition, self.known, self.seq, self.prev = partition, known, seq, prev
+        self.out = Plan()
+
+    def run(self, items: Sequence[Item]) -> list[tuple[Any, ...]]:
+        """Rows of the new events among ``items`` (also appended to ``self.out``)."""
+        out, known, partition = self.out, self.known, self.partition
+        seq, prev = self.seq, self.prev
+        rows: list[tuple[Any, ...]] = []
+        projected = out.projected
+        for env, ev, ts_text, pbytes, frag, digest, received in items:
+            event_id = ev.event_id
             stored = known.get(event_id)
             if stored == digest:
                 out.duplicates += 1
                 continue
+            bundle = env.bundle
             if stored is not None:
                 out.conflicts.append(
-                    Conflict(event_id, env.entry_id, bundle_id, target,
+                    Conflict(event_id, env.entry_id, bundle.bundle_id, bundle.target,
                              ev.model_dump(mode="json"), stored, digest)
                 )  # fmt: skip
                 continue
             known[event_id] = digest  # later copies in this batch dedup against it
             seq += 1
-            hash_ = link_bytes(
-                event_id=event_id, event_type=event_type, timestamp=ts_text,
-                actor_id=actor_id, payload_bytes=pbytes, prev_hash=prev,
-            )  # fmt: skip
-            stored_ev = StoredEvent(
-                event_id, event_type, ts_text, actor_id, ev.payload, bundle_id, target,
-                received, partition, seq, prev, hash_,
-            )  # fmt: skip
-            events.append(stored_ev)
+            event_type, actor_id, payload = ev.event_type, ev.actor_id, ev.payload
+            hash_ = link_of(event_id, event_type, ts_text, actor_id, frag, prev)
+            if event_type in PROJECTED_TYPES:  # the fold skips the others: build no object
+                projected.append(
+                    StoredEvent(
+                        event_id, event_type, ts_text, actor_id, payload, bundle.bundle_id,
+                        bundle.target, received, partition, seq, prev, hash_,
+                    )
+                )  # fmt: skip
+            task_id, attempt_id = payload.get("task_id"), payload.get("attempt_id")
             rows.append(
-                (partition, seq, event_id, event_type, ev.timestamp, ts_text, actor_id,
-                 pbytes, bundle_id, target, received,
-                 prev, hash_, digest, stored_ev.task_id, stored_ev.attempt_id)
+                (partition, seq, event_id, event_type, ev.timestamp, ts_text, actor_id, pbytes,
+                 bundle.bundle_id, bundle.target, received, prev, hash_, digest,
+                 task_id if type(task_id) is str else None,
+                 attempt_id if type(attempt_id) is str else None)
             )  # fmt: skip
             prev = hash_
-    return out
+        self.seq, self.prev = seq, prev
+        out.rows.extend(rows)
+        return rows
+
+
+def plan(
+    partition: int, envelopes: Sequence[Envelope], known: dict[str, str], seq: int, prev: str
+) -> Plan:
+    """The whole batch planned at once (:func:`write_batch` interleaves it with COPY)."""
+    planner = Planner(partition, known, seq, prev)
+    planner.run(prepare(envelopes))
+    return planner.out
 
 
 def _json(value: Any) -> str:
@@ -123,28 +157,49 @@ def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-async def _known_digests(con: asyncpg.Connection, envelopes: Sequence[Envelope]) -> dict[str, str]:
+# One round trip for the chain head and the stored digests of the batch's event_ids
+# (an aggregate always yields one row; the LEFT JOIN keeps it when the head is missing).
+HEAD_AND_DIGESTS = """
+SELECT h.seq, h.hash, k.ids, k.digests
+FROM (SELECT array_agg(event_id) AS ids, array_agg(digest) AS digests
+      FROM events WHERE event_id = ANY($2::text[])) AS k
+LEFT JOIN heads h ON h.partition = $1
+"""
+
+
+async def _head_and_digests(
+    con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope]
+) -> tuple[int, str, dict[str, str]]:
     ids = list(dict.fromkeys(ev.event_id for env in envelopes for ev in env.bundle.events))
-    rows = await con.fetch(
-        "SELECT event_id, digest FROM events WHERE event_id = ANY($1::text[])", ids
-    )
-    return {r["event_id"]: r["digest"] for r in rows}
+    row = await con.fetchrow(HEAD_AND_DIGESTS, partition, ids)
+    assert row is not None  # an aggregate query always returns its one row
+    known = dict(zip(row["ids"] or (), row["digests"] or (), strict=True))
+    if row["seq"] is None:
+        return 0, GENESIS_HASH, known
+    return int(row["seq"]), str(row["hash"]), known
 
 
-async def _insert_events(con: asyncpg.Connection, p: Plan) -> None:
+async def _copy(con: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
     # COPY straight into events: the unique index on event_id waits for a concurrent
     # writer of the same id and then fails the COPY, which rolls the whole batch back to be
     # retried (no staging table, so each row is written once).
+    if not rows:
+        return
     try:
-        await con.copy_records_to_table("events", records=p.rows, columns=STAGE_COLUMNS)
+        await con.copy_records_to_table("events", records=rows, columns=STAGE_COLUMNS)
     except asyncpg.UniqueViolationError as exc:
         raise RaceLost from exc
-    last = p.events[-1]
-    await con.execute(
-        "INSERT INTO heads(partition, seq, hash) VALUES ($1, $2, $3) ON CONFLICT (partition) "
-        "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        last.partition, last.seq, last.hash,
-    )  # fmt: skip
+
+
+async def _started(job: Awaitable[T]) -> asyncio.Future[T]:
+    """Schedule ``job`` and let it send its request before the caller computes on."""
+    future = asyncio.ensure_future(job)
+    await asyncio.sleep(0)
+    return future
+
+
+def _opt(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
@@ -159,64 +214,84 @@ def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-async def _bump_counts(
-    con: asyncpg.Connection, partition: int, kind: str, types: Sequence[str]
+# Data-modifying CTEs run to completion whether or not the outer SELECT reads them, so
+# each of these is one round trip for what were three statements.
+INSERT_NODES = """
+WITH ins AS (
+    INSERT INTO nodes(type, id, vals, vers)
+    SELECT t, i, '{}', '{}' FROM unnest($1::text[], $2::text[]) AS u(t, i) ORDER BY t, i
+    ON CONFLICT (type, id) DO NOTHING RETURNING type, id
+), counted AS (
+    INSERT INTO graph_counts(partition, kind, type, n)
+    SELECT $3, 'node', type, count(*) FROM ins GROUP BY type
+    ON CONFLICT (partition, kind, type) DO UPDATE SET n = graph_counts.n + excluded.n
+), head AS (
+    INSERT INTO heads(partition, seq, hash) SELECT $3, $4, $5 WHERE $4::bigint IS NOT NULL
+    ON CONFLICT (partition) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+)
+SELECT type, id FROM ins
+"""
+LOCK_NODES = """
+SELECT n.type, n.id, n.vals, n.vers FROM nodes n
+JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON n.type = u.t AND n.id = u.i
+ORDER BY n.type, n.id FOR UPDATE OF n
+"""
+UPDATE_NODES_INSERT_EDGES = """
+WITH upd AS (
+    UPDATE nodes SET vals = u.v::jsonb, vers = u.r::jsonb, target = u.tg, status = u.st,
+        last_seen = u.ls, task_id = u.tk
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)
+    WHERE nodes.type = u.t AND nodes.id = u.i
+), added AS (
+    INSERT INTO edges SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[],
+                                           $13::text[])
+    ON CONFLICT DO NOTHING RETURNING type
+), counted AS (
+    INSERT INTO graph_counts(partition, kind, type, n)
+    SELECT $14, 'edge', type, count(*) FROM added GROUP BY type
+    ON CONFLICT (partition, kind, type) DO UPDATE SET n = graph_counts.n + excluded.n
+)
+SELECT 1
+"""
+
+
+async def merge_graph(
+    con: asyncpg.Connection, partition: int, delta: Graph, head: tuple[int, str] | None = None
 ) -> None:
-    counts = Counter(types)
-    if counts:
-        await con.execute(
-            "INSERT INTO graph_counts(partition, kind, type, n) "
-            "SELECT $1, $2, t, n FROM unnest($3::text[], $4::bigint[]) AS u(t, n) "
-            "ON CONFLICT (partition, kind, type) DO UPDATE SET n = graph_counts.n + excluded.n",
-            partition, kind, list(counts), list(counts.values()),
-        )  # fmt: skip
-
-
-async def merge_graph(con: asyncpg.Connection, partition: int, delta: Graph) -> None:
     """Join ``delta`` into the stored graph inside the caller's transaction.
 
     Missing nodes are first inserted empty (in key order, so concurrent writers lock rows
     in the same order and cannot deadlock), then every affected row is locked and read
-    with ``FOR UPDATE``: a concurrent writer's committed properties are never overwritten.
+    with ``FOR UPDATE`` in a second statement (the first one's snapshot could miss a row a
+    concurrent writer just committed): a concurrent writer's committed properties are
+    never overwritten. ``head`` (seq, hash of the batch's last event) becomes the
+    partition's chain head.
     """
     keys = sorted(delta.nodes)
     types, ids = [k[0] for k in keys], [k[1] for k in keys]
-    created = await con.fetch(
-        "INSERT INTO nodes(type, id, vals, vers) SELECT t, i, '{}', '{}' "
-        "FROM unnest($1::text[], $2::text[]) AS u(t, i) ORDER BY t, i "
-        "ON CONFLICT (type, id) DO NOTHING RETURNING type",
-        types, ids,
-    )  # fmt: skip
-    await _bump_counts(con, partition, "node", [r["type"] for r in created])
-    rows = await con.fetch(
-        "SELECT n.type, n.id, n.vals, n.vers FROM nodes n "
-        "JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON n.type = u.t AND n.id = u.i "
-        "ORDER BY n.type, n.id FOR UPDATE OF n",
-        types, ids,
-    )  # fmt: skip
-    stored = {(r["type"], r["id"]): props_from_json(r["vals"], r["vers"]) for r in rows}
+    created = await con.fetch(INSERT_NODES, types, ids, partition, *(head or (None, None)))
+    # Rows this transaction just inserted are empty and already ours (nobody else can
+    # touch them before we commit): only the nodes that existed need reading and locking.
+    new = {(r["type"], r["id"]) for r in created}
+    older = [k for k in keys if k not in new]
+    stored = {}
+    if older:
+        rows = await con.fetch(LOCK_NODES, [k[0] for k in older], [k[1] for k in older])
+        stored = {(r["type"], r["id"]): props_from_json(r["vals"], r["vers"]) for r in rows}
     columns: list[list[Any]] = [[] for _ in range(8)]
     for key in keys:
         values, versions = props_to_json(merge_props(stored.get(key), delta.nodes[key]))
         row = (*key, _json(values), _json(versions), *node_columns(key, values))
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    # One statement for all nodes (arrays, not one round trip per node).
-    await con.execute(
-        "UPDATE nodes SET vals = u.v::jsonb, vers = u.r::jsonb, target = u.tg, status = u.st, "
-        "last_seen = u.ls, task_id = u.tk FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) "
-        "AS u(t, i, v, r, tg, st, ls, tk) WHERE nodes.type = u.t AND nodes.id = u.i",
-        *columns,
-    )
     edges = sorted(delta.edges, key=lambda e: (e.type, e.src_type, e.src, e.dst_type, e.dst))
-    added = await con.fetch(
-        "INSERT INTO edges SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::text[], $5::text[]) ON CONFLICT DO NOTHING RETURNING type",
+    # one statement for all nodes and edges (arrays, not one round trip per row)
+    await con.execute(
+        UPDATE_NODES_INSERT_EDGES, *columns,
         [e.type for e in edges], [e.src_type for e in edges], [e.src for e in edges],
-        [e.dst_type for e in edges], [e.dst for e in edges],
+        [e.dst_type for e in edges], [e.dst for e in edges], partition,
     )  # fmt: skip
-    await _bump_counts(con, partition, "edge", [r["type"] for r in added])
 
 
 def _bundle_attempt(bundle: Bundle) -> str | None:
@@ -250,13 +325,35 @@ async def store_artifacts(con: asyncpg.Connection, envelopes: Sequence[Envelope]
 async def write_batch(
     con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope]
 ) -> BatchResult:
-    """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`."""
+    """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`.
+
+    Round trips: lock, head+digests, COPY (in two parts), three graph statements (plus
+    artifacts when the batch has any). The Python work overlaps the server's: digests are
+    computed while the head query runs, the second half is linked while the first half's
+    COPY is inserted, and the graph delta is folded during the second COPY.
+    """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)
-    head = await con.fetchrow("SELECT seq, hash FROM heads WHERE partition = $1", partition)
-    seq, prev = (0, GENESIS_HASH) if head is None else (head["seq"], head["hash"])
-    p = plan(partition, envelopes, await _known_digests(con, envelopes), seq, prev)
-    if p.events:
-        await _insert_events(con, p)
-        await merge_graph(con, partition, fold(p.events))
+    lookup = await _started(_head_and_digests(con, partition, envelopes))
+    pending: asyncio.Future[Any] = lookup
+    try:
+        items = prepare(envelopes)
+        seq, prev, known = await lookup
+        planner = Planner(partition, known, seq, prev)
+        half = (len(items) + 1) // 2
+        pending = await _started(_copy(con, planner.run(items[:half])))
+        second = planner.run(items[half:])
+        await pending
+        pending = await _started(_copy(con, second))
+        delta = fold(planner.out.projected)
+        await pending
+    except BaseException:
+        if not pending.done():
+            pending.cancel()  # the transaction rolls back; do not leave the task behind
+            await asyncio.gather(pending, return_exceptions=True)
+        raise
+    out = planner.out
+    if out.rows:
+        last = out.rows[-1]  # (partition, seq, ..., prev, hash, ...)
+        await merge_graph(con, partition, delta, head=(last[1], last[12]))
     await store_artifacts(con, envelopes)
-    return BatchResult(len(p.events), p.duplicates, p.conflicts)
+    return BatchResult(len(out.rows), out.duplicates, out.conflicts)

@@ -55,6 +55,11 @@ TASK_STATUS = {
 PR_STATUS = {"pr.created": "open", "pr.merged": "merged", "pr.closed": "closed"}
 TARGET_EVENTS = frozenset({"target.registered", "target.updated"})
 
+PROJECTED_TYPES = frozenset(
+    {*ATTEMPT_STATUS, *TASK_STATUS, *PR_STATUS, "artifact.created", *TARGET_EVENTS}
+)
+"""Event types :func:`fold` reads; every other event is stored but not projected."""
+
 STICKY_STATUS = "invalidated"
 FIRST_SEEN = "first_seen"
 LAST_SEEN = "last_seen"

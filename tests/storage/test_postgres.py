@@ -105,14 +105,17 @@ async def test_cross_partition_race_retries_batch(
     await pg.write_batch(1, [env(shared)])
     other = f.attempt_lifecycle("att-two", "task-two")
     calls: list[int] = []
-    real = pg_write._known_digests
+    real = pg_write._head_and_digests
 
-    async def stale_first(con: asyncpg.Connection, envelopes: Any) -> dict[str, str]:
+    async def stale_first(
+        con: asyncpg.Connection, partition: int, envelopes: Any
+    ) -> tuple[int, str, dict[str, str]]:
         # First attempt: the lookup ran "before" partition 1 committed, so it sees nothing.
         calls.append(1)
-        return {} if len(calls) == 1 else await real(con, envelopes)
+        seq, prev, known = await real(con, partition, envelopes)
+        return (seq, prev, {}) if len(calls) == 1 else (seq, prev, known)
 
-    monkeypatch.setattr(pg_write, "_known_digests", stale_first)
+    monkeypatch.setattr(pg_write, "_head_and_digests", stale_first)
     result = await pg.write_batch(2, [env(shared, 1), env(other, 2)])
     assert len(calls) == 2
     assert (result.written, result.duplicates) == (5, 5)
