@@ -206,9 +206,10 @@ class _Folder:
 
     def assert_node(self, key: NodeKey, values: Mapping[str, Any], version: Version) -> None:
         props = {name: Prop(value, version) for name, value in values.items()}
-        props[FIRST_SEEN] = Prop(version[0], version)
-        props[LAST_SEEN] = Prop(version[0], version)
-        self.graph.nodes[key] = merge_props(self.graph.nodes.get(key), props)
+        props[FIRST_SEEN] = props[LAST_SEEN] = Prop(version[0], version)  # frozen: shareable
+        old = self.graph.nodes.get(key)
+        # a node first asserted in this fold needs no merge (merge_props(None, p) == p)
+        self.graph.nodes[key] = props if old is None else merge_props(old, props)
 
     def edge(self, edge_type: str, src: NodeKey, dst: NodeKey) -> None:
         self.graph.edges.add(Edge(edge_type, src[0], src[1], dst[0], dst[1]))
