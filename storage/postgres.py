@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 import orjson
 
+from storage import pg_graph
 from storage import pg_read as rd
 from storage import pg_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent
@@ -310,7 +311,7 @@ class PostgresStore:
                 await con.execute("DELETE FROM nodes")
                 await con.execute("DELETE FROM edges")
                 await con.execute("DELETE FROM graph_counts")
-                await wr.merge_graph(con, 0, fold(events))
+                await pg_graph.merge_graph(con, 0, fold(events))
                 return len(events)
 
         return await self._with(swap)
