@@ -3,13 +3,14 @@
 Pipeline position: :func:`storage.pg_write.write_batch` calls :func:`merge_graph` with the
 fold of each batch's new events, inside the batch's transaction (DESIGN §4: graph upserts
 in the same transaction as the events); ``rebuild_graph`` calls it with the fold of the
-whole log. Three statements per batch (data-modifying CTEs), whatever its size; the
-properties are merged in Python by :func:`storage.projection.merge_props`, the one
-definition both backends share.
+whole log. At most three statements per batch (data-modifying CTEs), whatever its size;
+new nodes are written once, complete; the properties of existing ones are merged in
+Python by :func:`storage.projection.merge_props`, the one definition both backends share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from storage.projection import (
     LAST_SEEN,
     Graph,
     NodeKey,
+    Prop,
     merge_props,
     props_from_json,
     props_to_json,
@@ -49,15 +51,18 @@ def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
 # each of these is one round trip for what were three statements.
 INSERT_NODES = """
 WITH ins AS (
-    INSERT INTO nodes(type, id, vals, vers)
-    SELECT t, i, '{}', '{}' FROM unnest($1::text[], $2::text[]) AS u(t, i) ORDER BY t, i
+    INSERT INTO nodes(type, id, vals, vers, target, status, last_seen, task_id)
+    SELECT t, i, v::jsonb, r::jsonb, tg, st, ls, tk
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)
+    ORDER BY t, i
     ON CONFLICT (type, id) DO NOTHING RETURNING type, id
 ), counted AS (
     INSERT INTO graph_counts(partition, kind, type, n)
-    SELECT $3, 'node', type, count(*) FROM ins GROUP BY type
+    SELECT $9, 'node', type, count(*) FROM ins GROUP BY type
     ON CONFLICT (partition, kind, type) DO UPDATE SET n = graph_counts.n + excluded.n
 ), head AS (
-    INSERT INTO heads(partition, seq, hash) SELECT $3, $4, $5 WHERE $4::bigint IS NOT NULL
+    INSERT INTO heads(partition, seq, hash) SELECT $9, $10, $11 WHERE $10::bigint IS NOT NULL
     ON CONFLICT (partition) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
 )
 SELECT type, id FROM ins
@@ -92,34 +97,45 @@ async def merge_graph(
 ) -> None:
     """Join ``delta`` into the stored graph inside the caller's transaction.
 
-    Missing nodes are first inserted empty (in key order, so concurrent writers lock rows
-    in the same order and cannot deadlock), then every affected row is locked and read
-    with ``FOR UPDATE`` in a second statement (the first one's snapshot could miss a row a
-    concurrent writer just committed): a concurrent writer's committed properties are
-    never overwritten. ``head`` (seq, hash of the batch's last event) becomes the
-    partition's chain head.
+    Missing nodes are first inserted complete (in key order, so concurrent writers lock
+    rows in the same order and cannot deadlock), then the nodes that already existed are
+    locked and read with ``FOR UPDATE`` in a second statement (the first one's snapshot
+    could miss a row a concurrent writer just committed) and updated with the merge: a
+    concurrent writer's committed properties are never overwritten. ``head`` (seq, hash of
+    the batch's last event) becomes the partition's chain head.
     """
     keys = sorted(delta.nodes)
-    types, ids = [k[0] for k in keys], [k[1] for k in keys]
-    created = await con.fetch(INSERT_NODES, types, ids, partition, *(head or (None, None)))
-    # Rows this transaction just inserted are empty and already ours (nobody else can
-    # touch them before we commit): only the nodes that existed need reading and locking.
+    # a node no one stored yet is inserted with its values as built (merge_props(None, p)
+    # is p): one write and one set of index entries instead of an empty insert + update
+    created = await con.fetch(
+        INSERT_NODES, *_node_columns(keys, delta.nodes), partition, *(head or (None, None))
+    )
+    # Rows this statement inserted are complete and already ours (nobody else can touch
+    # them before we commit): only the nodes that existed need reading, merging, locking.
     new = {(r["type"], r["id"]) for r in created}
     older = [k for k in keys if k not in new]
-    stored = {}
+    merged: dict[NodeKey, dict[str, Prop]] = {}
     if older:
         rows = await con.fetch(LOCK_NODES, [k[0] for k in older], [k[1] for k in older])
         stored = {(r["type"], r["id"]): props_from_json(r["vals"], r["vers"]) for r in rows}
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    for key in keys:
-        values, versions = props_to_json(merge_props(stored.get(key), delta.nodes[key]))
-        row = (*key, _json(values), _json(versions), *node_columns(key, values))
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
+        merged = {k: merge_props(stored.get(k), delta.nodes[k]) for k in older}
     edges = sorted(delta.edges, key=lambda e: (e.type, e.src_type, e.src, e.dst_type, e.dst))
-    # one statement for all nodes and edges (arrays, not one round trip per row)
+    if not older and not edges:
+        return
+    # one statement for the existing nodes and all edges (arrays, not a round trip per row)
     await con.execute(
-        UPDATE_NODES_INSERT_EDGES, *columns,
+        UPDATE_NODES_INSERT_EDGES, *_node_columns(older, merged),
         [e.type for e in edges], [e.src_type for e in edges], [e.src for e in edges],
         [e.dst_type for e in edges], [e.dst for e in edges], partition,
     )  # fmt: skip
+
+
+def _node_columns(keys: list[NodeKey], props: Mapping[NodeKey, dict[str, Prop]]) -> list[list[Any]]:
+    """Eight parallel arrays (type, id, vals, vers and the query columns) for unnest."""
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for key in keys:
+        values, versions = props_to_json(props[key])
+        row = (*key, _json(values), _json(versions), *node_columns(key, values))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
