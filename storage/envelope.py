@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from storage.chain import payload_json
@@ -108,7 +109,12 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         raise EnvelopeError("envelope received_at is not a number") from None
     raw = _text(fields, b"bundle")
     try:
-        bundle = Bundle.model_validate_json(raw)
+        # parsed as ingest parses a body (orjson, then the models): pydantic's own JSON
+        # parser stops at 200 levels, orjson at 1024, so validate_json refused (and
+        # dead-lettered) bundles nested 201-254 deep that ingest had answered 202
+        bundle = Bundle.model_validate(orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"envelope bundle is not JSON: {exc}") from None
     except ValidationError as exc:
         raise EnvelopeError(f"envelope bundle invalid: {exc.error_count()} error(s)") from None
     if b"\\u0000" in raw:  # cheap pre-check; orjson writes U+0000 as this escape

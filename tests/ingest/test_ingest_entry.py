@@ -132,3 +132,25 @@ def test_payload_deeper_than_any_serializer_writes_is_422() -> None:
     bundle = Bundle.model_validate({"target": "t", "bundle_id": "b", "events": [ev]})
     with pytest.raises(Unprocessable):
         entry_fields(bundle, "tok", received_at=1.5)
+
+
+def test_every_depth_ingest_writes_the_consumer_decodes() -> None:
+    def bundle_at(depth: int) -> Bundle:
+        deep: Any = 1
+        for _ in range(depth):
+            deep = {"a": deep}
+        ev = {"event_id": "e", "event_type": "t", "timestamp": "2026-11-28T12:00:00Z"}
+        return Bundle.model_validate(
+            {"target": "t", "bundle_id": "b", "events": [{**ev, "payload": deep}]}
+        )
+
+    depth = 190
+    while True:  # the deepest payload ingest still answers 202 for
+        try:
+            entry_fields(bundle_at(depth + 1), "tok", received_at=1.5)
+        except Unprocessable:
+            break
+        depth += 1
+    assert depth > 200  # beyond pydantic's JSON parser limit, which the decoder once used
+    envelope = decode("1-0", entry_fields(bundle_at(depth), "tok", received_at=1.5))
+    assert envelope.bundle == bundle_at(depth)

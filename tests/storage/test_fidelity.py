@@ -3,9 +3,11 @@
 Conformance (both backends, through the consumer's decode path): numbers JSON text can
 spell several ways (exponents, trailing ``.0``, 20-digit integers, ``-0.0``) come back
 byte-identical under :func:`storage.chain.payload_json`, so the chain verifies and
-readers see the values that were sent. What no backend can store (U+0000 anywhere,
-integers beyond 64 bits) is refused when the entry is decoded — dead-lettered at once by
-the consumer — instead of failing its batch on every retry.
+readers see the values that were sent. What no backend can store (U+0000 anywhere, an
+integer beyond 64 bits in an in-process bundle) is refused when the entry is decoded —
+dead-lettered at once by the consumer — instead of failing its batch on every retry. The
+decoder parses entries as ingest parses bodies (orjson), so every nesting depth ingest
+accepts is stored too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 
 from storage.base import EventStore
 from storage.chain import payload_json
-from storage.envelope import Envelope, EnvelopeError, decode, encode
+from storage.envelope import Envelope, EnvelopeError, decode, encode, payloads_of
 from storage.schema import Bundle
 from tests import factories as f
 
@@ -85,9 +87,9 @@ async def test_nul_refused_at_decode_for_every_backend(
     assert await store.count_events() == 1
 
 
-def test_integer_beyond_64_bits_refused_at_decode() -> None:
-    # ingest parses bodies with orjson (such an integer becomes a float there); another
-    # producer could still XADD one, and orjson could never hash or store it
+def test_integer_beyond_64_bits_decodes_as_ingest_parses_it() -> None:
+    # the decoder parses like ingest (orjson): such an integer becomes a float, which every
+    # backend can hash and store, so an entry XADDed by another producer is not refused
     fields = {
         b"v": b"1",
         b"received_at": b"1764320000.0",
@@ -95,11 +97,41 @@ def test_integer_beyond_64_bits_refused_at_decode() -> None:
         b"bundle": b'{"target":"t","bundle_id":"b","events":[{"event_id":"e","event_type":"x",'
         b'"timestamp":"2026-11-28T09:00:00Z","payload":{"n":123456789012345678901234567890}}]}',
     }
+    envelope = decode("1-0", fields)
+    assert envelope.bundle.events[0].payload == {"n": 1.2345678901234568e29}
+    assert envelope.payloads == (b'{"n":1.2345678901234568e+29}',)
+
+
+def test_payload_orjson_cannot_write_is_refused() -> None:
+    # an envelope built in process (not parsed from JSON) can still hold such an integer
+    bundle = Bundle.model_validate(
+        f.body("repo-a", "bundle-big", [f.event("metric.recorded", {"n": 2**70})])
+    )
     with pytest.raises(EnvelopeError, match="cannot be stored"):
-        decode("1-0", fields)
+        payloads_of(bundle)
 
 
 def test_decode_keeps_the_payload_bytes_the_chain_hashes() -> None:
     raw = f.body("repo-a", "b", [f.event("x", {"b": 1.0, "a": [-0.0, 1e20]})])
     env = decoded(raw)
     assert env.payloads == (b'{"a":[-0.0,1e+20],"b":1.0}',)
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_deeply_nested_payload_is_stored_and_verifies(store: EventStore) -> None:
+    # 240 levels below the payload: past the 200 of pydantic's JSON parser (which the
+    # decoder used, dead-lettering such bundles after ingest had answered 202), within
+    # the 254 that orjson writes
+    payload = _nested(240)
+    raw = f.body("repo-a", "bundle-deep", [f.event("metric.recorded", payload)])
+    result = await store.write_batch(0, [decoded(raw)])
+    assert result.written == 1
+    assert (await store.verify_chain(0)).ok
+    [stored] = [ev async for ev in store.iter_events(0)]
+    assert payload_json(stored.payload) == payload_json(payload)
