@@ -134,6 +134,10 @@ async def read_body(request: web.Request, max_raw: int, body_timeout: float) -> 
     would hold its handler (and its buffer) for as long as the client likes.
     """
     try:
+        if request.content.is_eof():
+            # the whole body came with the headers (the usual bundle): nothing can stall,
+            # so skip arming a timer (asyncio.timeout was ~5% of the ingest's CPU)
+            return await request.read()
         async with asyncio.timeout(body_timeout):
             return await request.read()
     except TimeoutError:
