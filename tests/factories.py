@@ -20,6 +20,14 @@ BASE_TIME = datetime(2026, 11, 28, 9, 0, 0, tzinfo=UTC)
 _counter = itertools.count(1)
 
 
+def nested(depth: int, leaf: Any) -> Any:
+    """``leaf`` wrapped in ``depth`` levels of ``{"a": ...}`` (JSON nesting-limit tests)."""
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 def ts(seconds: float) -> str:
     return (BASE_TIME + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 

@@ -19,6 +19,7 @@ from ingest.entry import bundle_json, entry_fields
 from ingest.errors import Unprocessable
 from storage.envelope import decode, encode
 from storage.schema import Bundle
+from tests.factories import nested
 
 # U+0000 is refused at ingest (422) and by the envelope decoder, lone surrogates cannot come
 # out of orjson.loads; everything else is fair.
@@ -124,33 +125,28 @@ def test_microseconds_and_offsets_normalised_like_format_timestamp() -> None:
     ]
 
 
+def _bundle_nested(depth: int) -> Bundle:
+    """One event whose payload is ``depth`` levels of ``{"a": ...}`` around ``1``."""
+    ev = {"event_id": "e", "event_type": "t", "timestamp": "2026-11-28T12:00:00Z"}
+    return Bundle.model_validate(
+        {"target": "t", "bundle_id": "b", "events": [{**ev, "payload": nested(depth, 1)}]}
+    )
+
+
 def test_payload_deeper_than_any_serializer_writes_is_422() -> None:
-    deep: Any = 1
-    for _ in range(300):  # orjson.dumps stops at 254 levels, pydantic's to_json as well
-        deep = {"a": deep}
-    ev = {"event_id": "e", "event_type": "t", "timestamp": "2026-11-28T12:00:00Z", "payload": deep}
-    bundle = Bundle.model_validate({"target": "t", "bundle_id": "b", "events": [ev]})
+    # orjson.dumps stops at 254 levels, pydantic's to_json as well
     with pytest.raises(Unprocessable):
-        entry_fields(bundle, "tok", received_at=1.5)
+        entry_fields(_bundle_nested(300), "tok", received_at=1.5)
 
 
 def test_every_depth_ingest_writes_the_consumer_decodes() -> None:
-    def bundle_at(depth: int) -> Bundle:
-        deep: Any = 1
-        for _ in range(depth):
-            deep = {"a": deep}
-        ev = {"event_id": "e", "event_type": "t", "timestamp": "2026-11-28T12:00:00Z"}
-        return Bundle.model_validate(
-            {"target": "t", "bundle_id": "b", "events": [{**ev, "payload": deep}]}
-        )
-
     depth = 190
     while True:  # the deepest payload ingest still answers 202 for
         try:
-            entry_fields(bundle_at(depth + 1), "tok", received_at=1.5)
+            entry_fields(_bundle_nested(depth + 1), "tok", received_at=1.5)
         except Unprocessable:
             break
         depth += 1
     assert depth > 200  # beyond pydantic's JSON parser limit, which the decoder once used
-    envelope = decode("1-0", entry_fields(bundle_at(depth), "tok", received_at=1.5))
-    assert envelope.bundle == bundle_at(depth)
+    envelope = decode("1-0", entry_fields(_bundle_nested(depth), "tok", received_at=1.5))
+    assert envelope.bundle == _bundle_nested(depth)

@@ -117,18 +117,11 @@ def test_decode_keeps_the_payload_bytes_the_chain_hashes() -> None:
     assert env.payloads == (b'{"a":[-0.0,1e+20],"b":1.0}',)
 
 
-def _nested(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for _ in range(depth):
-        value = {"a": value}
-    return value
-
-
 async def test_deeply_nested_payload_is_stored_and_verifies(store: EventStore) -> None:
     # 240 levels below the payload: past the 200 of pydantic's JSON parser (which the
     # decoder used, dead-lettering such bundles after ingest had answered 202), within
     # the 254 that orjson writes
-    payload = _nested(240)
+    payload = f.nested(240, {})
     raw = f.body("repo-a", "bundle-deep", [f.event("metric.recorded", payload)])
     result = await store.write_batch(0, [decoded(raw)])
     assert result.written == 1
