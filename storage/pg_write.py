@@ -4,7 +4,8 @@ Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
 partitions proceed in parallel). Duplicates and conflicts are decided in Python against
-the stored digests, then the new rows are COPYed straight into ``events`` (see
+the stored digests, then the new rows are COPYed straight into ``events``, streamed
+chunk by chunk as they are linked (:mod:`storage.pg_copy`; see
 docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored
 one of our event_ids meanwhile, the unique index fails the COPY: :class:`RaceLost` rolls
 the transaction back and the caller retries, now seeing that event as duplicate/conflict.
@@ -14,7 +15,7 @@ The ``payload`` column (json, migration 0002) holds the exact bytes the chain ha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,11 +26,9 @@ import orjson
 from storage.base import BatchResult, Conflict, StoredEvent
 from storage.chain import GENESIS_HASH, digest_of, link_of, payload_json
 from storage.envelope import Envelope
+from storage.pg_copy import encode_rows
 from storage.pg_graph import merge_graph
-from storage.projection import (
-    PROJECTED_TYPES,
-    fold,
-)
+from storage.projection import PROJECTED_TYPES, Graph, fold
 from storage.schema import Bundle, WireEvent, format_timestamp
 
 T = TypeVar("T")
@@ -43,6 +42,10 @@ STAGE_COLUMNS = [
     "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
     "attempt_id",
 ]  # fmt: skip
+
+# Events per streamed COPY chunk: small enough that the server starts inserting early,
+# large enough that the per-chunk costs (a CopyData message, a generator step) vanish.
+CHUNK_EVENTS = 64
 
 
 class RaceLost(Exception):
@@ -170,16 +173,28 @@ async def _head_and_digests(
     return int(row["seq"]), str(row["hash"]), known
 
 
-async def _copy(con: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+async def _copy(con: asyncpg.Connection, chunks: AsyncIterator[bytes]) -> None:
     # COPY straight into events: the unique index on event_id waits for a concurrent
     # writer of the same id and then fails the COPY, which rolls the whole batch back to be
     # retried (no staging table, so each row is written once).
-    if not rows:
-        return
     try:
-        await con.copy_records_to_table("events", records=rows, columns=STAGE_COLUMNS)
+        await con.copy_to_table("events", source=chunks, columns=STAGE_COLUMNS)
     except asyncpg.UniqueViolationError as exc:
         raise RaceLost from exc
+
+
+def _groups(envelopes: Sequence[Envelope]) -> list[Sequence[Envelope]]:
+    """The batch cut into runs of whole bundles of about :data:`CHUNK_EVENTS` events."""
+    groups: list[Sequence[Envelope]] = []
+    start = size = 0
+    for i, env in enumerate(envelopes):
+        size += len(env.bundle.events)
+        if size >= CHUNK_EVENTS:
+            groups.append(envelopes[start : i + 1])
+            start, size = i + 1, 0
+    if start < len(envelopes):
+        groups.append(envelopes[start:])
+    return groups
 
 
 async def _started(job: Awaitable[T]) -> asyncio.Future[T]:
@@ -222,33 +237,42 @@ async def write_batch(
 ) -> BatchResult:
     """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`.
 
-    Round trips: lock, head+digests, COPY (in two parts), three graph statements (plus
-    artifacts when the batch has any). The Python work overlaps the server's: digests are
-    computed while the head query runs, the second half is linked while the first half's
-    COPY is inserted, and the graph delta is folded during the second COPY.
+    Round trips: lock, head+digests, one streamed COPY, one graph statement (three when
+    the batch touches nodes that existed; artifacts add one). The Python work overlaps the
+    server's: the first chunks are digested while the head query runs, each next chunk is
+    linked and encoded while the server inserts the previous one (:mod:`storage.pg_copy`),
+    and the graph delta is folded while it inserts the last.
     """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)
     lookup = await _started(_head_and_digests(con, partition, envelopes))
-    pending: asyncio.Future[Any] = lookup
+    groups = _groups(envelopes)
+    ready: list[list[Item]] = []  # groups digested while the head query ran
     try:
-        items = prepare(envelopes)
+        for group in groups:
+            ready.append(prepare(group))
+            await asyncio.sleep(0)  # lets the head query's answer in
+            if lookup.done():
+                break
         seq, prev, known = await lookup
-        planner = Planner(partition, known, seq, prev)
-        half = (len(items) + 1) // 2
-        pending = await _started(_copy(con, planner.run(items[:half])))
-        second = planner.run(items[half:])
-        await pending
-        pending = await _started(_copy(con, second))
-        delta = fold(planner.out.projected)
-        await pending
     except BaseException:
-        if not pending.done():
-            pending.cancel()  # the transaction rolls back; do not leave the task behind
-            await asyncio.gather(pending, return_exceptions=True)
+        if not lookup.done():
+            lookup.cancel()  # the transaction rolls back; do not leave the task behind
+            await asyncio.gather(lookup, return_exceptions=True)
         raise
+    planner = Planner(partition, known, seq, prev)
+    folded: list[Graph] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i, group in enumerate(groups):
+            rows = planner.run(ready[i] if i < len(ready) else prepare(group))
+            if rows:
+                yield encode_rows(rows)  # asyncpg sends it before asking for the next
+        folded.append(fold(planner.out.projected))
+
+    await _copy(con, chunks())
     out = planner.out
     if out.rows:
         last = out.rows[-1]  # (partition, seq, ..., prev, hash, ...)
-        await merge_graph(con, partition, delta, head=(last[1], last[12]))
+        await merge_graph(con, partition, folded[0], head=(last[1], last[12]))
     await store_artifacts(con, envelopes)
     return BatchResult(len(out.rows), out.duplicates, out.conflicts)

@@ -128,3 +128,32 @@ async def test_deeply_nested_payload_is_stored_and_verifies(store: EventStore) -
     assert (await store.verify_chain(0)).ok
     [stored] = [ev async for ev in store.iter_events(0)]
     assert payload_json(stored.payload) == payload_json(payload)
+
+
+# Every character the COPY text format and NDJSON give a meaning to, and more.
+AWKWARD_TEXT = 'tab\there \\N line\nCR\r back\\slash \\. "q" é 🐍 \u2028'
+
+
+async def test_awkward_strings_read_back_exactly_from_every_column(store: EventStore) -> None:
+    text = AWKWARD_TEXT
+    payload = {text: [text, {"k": text}], "task_id": f"t {text}", "attempt_id": f"a {text}"}
+    raw = f.body(
+        f"repo {text}",
+        f"bundle {text}",
+        [f.event(f"note {text}", payload, event_id=f"e {text}", actor_id=f"actor {text}")],
+    )
+    assert (await store.write_batch(0, [decoded(raw)])).written == 1
+    assert (await store.verify_chain(0)).ok
+    [ev] = [ev async for ev in store.iter_events(0)]
+    assert (ev.event_id, ev.event_type, ev.actor_id, ev.target, ev.bundle_id) == (
+        f"e {text}", f"note {text}", f"actor {text}", f"repo {text}", f"bundle {text}"
+    )  # fmt: skip
+    assert payload_json(ev.payload) == payload_json(payload)
+    # the filter columns were stored as the same strings
+    filters: list[dict[str, str]] = [
+        {"task_id": f"t {text}"}, {"attempt_id": f"a {text}"}, {"target": f"repo {text}"},
+        {"event_type": f"note {text}"},
+    ]  # fmt: skip
+    for where in filters:
+        page = await store.list_events(**where)  # type: ignore[arg-type]
+        assert [e.event_id for e in page.items] == [f"e {text}"], where
