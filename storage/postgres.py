@@ -43,6 +43,7 @@ T = TypeVar("T")
 PAGE = 1000
 CLOSE_TIMEOUT = 10.0
 WRITE_ATTEMPTS = 5  # a race or deadlock with another partition's writer is retried this often
+CHECKED_AFTER_MISS = 20  # batches written checked after an optimistic attempt was refused
 
 
 def _jsonb_encode(value: Any) -> bytes:
@@ -78,6 +79,7 @@ class PostgresStore:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._checked: dict[int, int] = {}  # partition -> batches left to write checked
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -123,14 +125,28 @@ class PostgresStore:
         await self._with(lambda con: con.fetchval("SELECT 1"))
 
     async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        # Optimistic first attempt: most batches hold only new events, so the stored
+        # digests are not read; the unique index refuses a batch that held a stored one
+        # (RaceLost), which is written again checked. After such a miss the partition's
+        # next batches are checked from the start: a redelivery burst (a consumer restarted
+        # before it acked) costs one refused attempt, not one per batch.
+        check = self._checked.get(partition, 0) > 0
+        if check:
+            self._checked[partition] -= 1
+
         async def one(con: asyncpg.Connection) -> BatchResult:
             async with con.transaction():
-                return await wr.write_batch(con, partition, envelopes)
+                return await wr.write_batch(con, partition, envelopes, check=check)
 
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 return await self._with(one)
-            except (wr.RaceLost, asyncpg.DeadlockDetectedError):
+            except wr.RaceLost:
+                if not check:
+                    check, self._checked[partition] = True, CHECKED_AFTER_MISS
+                elif attempt == WRITE_ATTEMPTS:
+                    raise
+            except asyncpg.DeadlockDetectedError:
                 if attempt == WRITE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover

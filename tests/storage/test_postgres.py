@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from storage import pg_read, pg_write
-from storage.base import StorageUnavailable
+from storage.base import BatchResult, StorageUnavailable
 from storage.chain import GENESIS_HASH, link, payload_json
 from storage.envelope import Envelope
 from storage.pg_migrations import available, migrate
@@ -104,24 +104,59 @@ async def test_cross_partition_race_retries_batch(
     shared = f.attempt_lifecycle("att-race", "task-race")
     await pg.write_batch(1, [env(shared)])
     other = f.attempt_lifecycle("att-two", "task-two")
-    calls: list[int] = []
+    calls: list[bool] = []
     real = pg_write._head_and_digests
 
-    async def stale_first(
-        con: asyncpg.Connection, partition: int, envelopes: Any
+    async def stale_first_check(
+        con: asyncpg.Connection, partition: int, envelopes: Any, check: bool
     ) -> tuple[int, str, dict[str, str]]:
-        # First attempt: the lookup ran "before" partition 1 committed, so it sees nothing.
-        calls.append(1)
-        seq, prev, known = await real(con, partition, envelopes)
-        return (seq, prev, {}) if len(calls) == 1 else (seq, prev, known)
+        # The first checked lookup ran "before" partition 1 committed: it sees nothing.
+        calls.append(check)
+        seq, prev, known = await real(con, partition, envelopes, check)
+        return (seq, prev, {}) if calls.count(True) == 1 else (seq, prev, known)
 
-    monkeypatch.setattr(pg_write, "_head_and_digests", stale_first)
+    monkeypatch.setattr(pg_write, "_head_and_digests", stale_first_check)
     result = await pg.write_batch(2, [env(shared, 1), env(other, 2)])
-    assert len(calls) == 2
+    # optimistic attempt refused, checked attempt lost the race, checked attempt again
+    assert calls == [False, True, True]
     assert (result.written, result.duplicates) == (5, 5)
     assert await pg.count_events() == 10
     assert (await pg.verify_chain(2)).ok
     assert (await pg.verify_chain(2)).checked == 5
+
+
+@pytest.mark.integration
+async def test_batches_after_a_refused_optimistic_attempt_are_checked(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage import postgres
+
+    monkeypatch.setattr(postgres, "CHECKED_AFTER_MISS", 2)
+    checks: list[bool] = []
+    real = pg_write.write_batch
+
+    async def spy(
+        con: asyncpg.Connection, partition: int, envelopes: Any, *, check: bool
+    ) -> BatchResult:
+        checks.append(check)
+        return await real(con, partition, envelopes, check=check)
+
+    monkeypatch.setattr(pg_write, "write_batch", spy)
+    first = f.attempt_lifecycle("att-1", "task-1")
+    assert (await pg.write_batch(0, [env(first)])).written == 5
+    assert checks == [False]  # nothing stored: one unchecked attempt
+    # a redelivery mixed with new events and a conflicting copy of a stored event
+    changed = f.body("repo-a", "b-conflict", [dict(first["events"][0], payload={"x": 1})])
+    fresh = f.attempt_lifecycle("att-2", "task-2")
+    result = await pg.write_batch(0, [env(first, 1), env(fresh, 2), env(changed, 3)])
+    assert (result.written, result.duplicates, len(result.conflicts)) == (5, 5, 1)
+    assert checks == [False, False, True]  # refused by the unique index, then checked
+    for n in range(3):  # the next CHECKED_AFTER_MISS batches are checked, then optimistic
+        later = f.attempt_lifecycle(f"att-later-{n}", "task-1")
+        assert (await pg.write_batch(0, [env(later, 4 + n)])).written == 5
+    assert checks[3:] == [True, True, False]
+    assert await pg.count_events() == 25
+    assert (await pg.verify_chain(0)).ok
 
 
 @pytest.mark.integration
