@@ -4,11 +4,12 @@ Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
 partitions proceed in parallel). Duplicates and conflicts are decided in Python against
-the stored digests, then the new rows are COPYed straight into ``events``, streamed
-chunk by chunk as they are linked (:mod:`storage.pg_copy`; see
-docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored
-one of our event_ids meanwhile, the unique index fails the COPY: :class:`RaceLost` rolls
-the transaction back and the caller retries, now seeing that event as duplicate/conflict.
+the stored digests (read only when the batch is written checked: a first attempt treats
+every event as new and lets the unique index refuse it), then the new rows are COPYed
+straight into ``events``, streamed chunk by chunk as they are linked
+(:mod:`storage.pg_copy`; see docs/design-notes.md, "PostgreSQL write path"). If a writer of
+another partition stored one of our event_ids meanwhile, the unique index fails the COPY:
+:class:`RaceLost` rolls the transaction back and the caller retries, checked.
 The ``payload`` column (json, migration 0002) holds the exact bytes the chain hashed.
 """
 
