@@ -25,9 +25,10 @@ import asyncpg
 
 from storage.chain import GENESIS_HASH
 from storage.envelope import Envelope
+from storage.pg_codecs import init_connection
 from storage.pg_migrations import migrate
 from storage.pg_write import STAGE_COLUMNS, plan
-from storage.postgres import PostgresStore, _init_connection
+from storage.postgres import PostgresStore
 from storage.schema import Bundle, WireEvent
 
 BASE = 1_764_320_000.0
@@ -71,7 +72,7 @@ async def one_round(
         await migrate(dsn)
         rows = plan(0, envelopes, {}, 0, GENESIS_HASH).rows  # rows as write_batch makes them
         con = await asyncpg.connect(dsn)
-        await _init_connection(con)  # the store's codecs: same encoding work on both sides
+        await init_connection(con)  # the store's codecs: same encoding work on both sides
         await con.execute("CREATE TABLE raw_events (LIKE events INCLUDING ALL)")
         store = PostgresStore(dsn, min_size=1, max_size=2)
         await store.open()

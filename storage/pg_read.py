@@ -29,7 +29,9 @@ from storage.views import (
     AttemptSummary,
     EventView,
     FailureView,
+    GraphSummary,
     Page,
+    RecentEvent,
     TaskDetail,
     TaskSummary,
     failure_error,
@@ -237,3 +239,27 @@ async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:
         return None
     [(summary, attempts)] = await task_summaries(con, [(task_id, props)])
     return TaskDetail(task=summary, task_node=node_view(TASK, task_id, props), attempts=attempts)
+
+
+async def graph_summary(con: asyncpg.Connection, recent: int) -> GraphSummary:
+    """Node/edge counts (summed over the per-partition counters) and the newest events."""
+    counts = await con.fetch(
+        "SELECT kind, type, sum(n)::bigint AS n FROM graph_counts GROUP BY kind, type"
+    )
+    rows = await con.fetch(f"SELECT {EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", recent)
+    events = [to_event(r) for r in rows]
+    return GraphSummary(
+        nodes_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "node" and r["n"]},
+        edges_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "edge" and r["n"]},
+        recent_events=[
+            RecentEvent(
+                event_id=e.event_id,
+                timestamp=e.timestamp,
+                event_type=e.event_type,
+                actor_id=e.actor_id,
+                target=e.target,
+                attempt_id=e.attempt_id,
+            )
+            for e in events
+        ],
+    )

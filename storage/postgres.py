@@ -1,8 +1,9 @@
 """PostgreSQL implementation of :class:`storage.base.EventStore` (DESIGN §4).
 
 Pipeline position: the consumer's :meth:`write_batch` target and the ingest query API's
-read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool; the SQL
-lives in :mod:`storage.pg_write` (write path), :mod:`storage.pg_read` (views) and
+read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool (its
+connections' codecs in :mod:`storage.pg_codecs`) and the write retry policy; the SQL lives
+in :mod:`storage.pg_write` (write path), :mod:`storage.pg_read` (views) and
 :mod:`storage.pg_migrations` (schema). Connection failures surface as
 :class:`storage.base.StorageUnavailable` so the consumer retries instead of dead-lettering.
 """
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import asyncpg
-import orjson
 
 from storage import pg_graph
 from storage import pg_read as rd
@@ -22,6 +22,7 @@ from storage import pg_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent
 from storage.chain import first_broken_link
 from storage.envelope import Envelope
+from storage.pg_codecs import init_connection
 from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.views import (
@@ -32,7 +33,6 @@ from storage.views import (
     FailureView,
     GraphSummary,
     Page,
-    RecentEvent,
     TaskDetail,
     TaskSummary,
 )
@@ -44,31 +44,6 @@ PAGE = 1000
 CLOSE_TIMEOUT = 10.0
 WRITE_ATTEMPTS = 5  # a race or deadlock with another partition's writer is retried this often
 CHECKED_AFTER_MISS = 20  # batches written checked after an optimistic attempt was refused
-
-
-def _jsonb_encode(value: Any) -> bytes:
-    return b"\x01" + orjson.dumps(value)  # binary jsonb wire form: version 1 + JSON text
-
-
-def _jsonb_decode(data: bytes) -> Any:
-    return orjson.loads(data[1:])
-
-
-def _json_encode(value: Any) -> bytes:
-    # bytes are JSON text serialised already (the hashed payloads): stored exactly as is
-    return value if isinstance(value, bytes) else orjson.dumps(value)
-
-
-async def _init_connection(con: asyncpg.Connection) -> None:
-    # Binary codecs: COPY (binary) writes payloads directly, reads skip a text round trip.
-    # json's binary form is the JSON text itself, kept byte for byte by the server.
-    await con.set_type_codec(
-        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
-        format="binary",
-    )  # fmt: skip
-    await con.set_type_codec(
-        "json", encoder=_json_encode, decoder=orjson.loads, schema="pg_catalog", format="binary"
-    )
 
 
 class PostgresStore:
@@ -100,7 +75,7 @@ class PostgresStore:
             return
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_size, max_size=self.max_size, init=_init_connection
+                self.dsn, min_size=self.min_size, max_size=self.max_size, init=init_connection
             )
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
@@ -153,31 +128,7 @@ class PostgresStore:
 
     # -- read side ------------------------------------------------------------------
     async def graph_summary(self, recent: int = 20) -> GraphSummary:
-        async def query(con: asyncpg.Connection) -> GraphSummary:
-            counts = await con.fetch(
-                "SELECT kind, type, sum(n)::bigint AS n FROM graph_counts GROUP BY kind, type"
-            )
-            rows = await con.fetch(
-                f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", recent
-            )
-            events = [rd.to_event(r) for r in rows]
-            return GraphSummary(
-                nodes_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "node" and r["n"]},
-                edges_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "edge" and r["n"]},
-                recent_events=[
-                    RecentEvent(
-                        event_id=e.event_id,
-                        timestamp=e.timestamp,
-                        event_type=e.event_type,
-                        actor_id=e.actor_id,
-                        target=e.target,
-                        attempt_id=e.attempt_id,
-                    )
-                    for e in events
-                ],
-            )
-
-        return await self._with(query)
+        return await self._with(lambda con: rd.graph_summary(con, recent))
 
     async def list_attempts(
         self,

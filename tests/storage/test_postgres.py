@@ -18,8 +18,9 @@ from storage import pg_read, pg_write
 from storage.base import BatchResult, StorageUnavailable
 from storage.chain import GENESIS_HASH, link, payload_json
 from storage.envelope import Envelope
+from storage.pg_codecs import init_connection
 from storage.pg_migrations import available, migrate
-from storage.postgres import PostgresStore, _init_connection
+from storage.postgres import PostgresStore
 from tests import factories as f
 
 CLOSED_DSN = "postgresql://postgres@127.0.0.1:1/nothing"
@@ -42,7 +43,7 @@ async def pg(postgres_url: str) -> AsyncIterator[PostgresStore]:
 @pytest.fixture
 async def raw(postgres_url: str, pg: PostgresStore) -> AsyncIterator[asyncpg.Connection]:
     con = await asyncpg.connect(postgres_url)
-    await _init_connection(con)
+    await init_connection(con)
     try:
         yield con
     finally:

@@ -1,0 +1,38 @@
+"""asyncpg type codecs of the PostgreSQL backend's connections.
+
+Pipeline position: :class:`storage.postgres.PostgresStore` installs :func:`init_connection`
+on every pooled connection (the ``init`` hook), so reads and writes of the ``json`` and
+``jsonb`` columns skip asyncpg's text round trip through Python's json module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+def _jsonb_encode(value: Any) -> bytes:
+    return b"\x01" + orjson.dumps(value)  # binary jsonb wire form: version 1 + JSON text
+
+
+def _jsonb_decode(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+def _json_encode(value: Any) -> bytes:
+    # bytes are JSON text serialised already (the hashed payloads): stored exactly as is
+    return value if isinstance(value, bytes) else orjson.dumps(value)
+
+
+async def init_connection(con: asyncpg.Connection) -> None:
+    """Binary json/jsonb codecs by orjson; json's binary form is the JSON text itself,
+    kept byte for byte by the server (the payload column holds the hashed bytes)."""
+    await con.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
+        format="binary",
+    )  # fmt: skip
+    await con.set_type_codec(
+        "json", encoder=_json_encode, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
