@@ -28,6 +28,7 @@ from storage.base import BatchResult, StorageUnavailable, StoredEvent
 from storage.chain import first_broken_link
 from storage.envelope import Envelope
 from storage.projection import Graph, fold
+from storage.readside import chain_status, recent_event
 from storage.views import (
     AttemptDetail,
     AttemptSummary,
@@ -36,7 +37,6 @@ from storage.views import (
     FailureView,
     GraphSummary,
     Page,
-    RecentEvent,
     TaskDetail,
     TaskSummary,
 )
@@ -139,17 +139,7 @@ class NdjsonStore:
             rows = con.execute(
                 f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT ?", (recent,)
             ).fetchall()
-            events = [
-                RecentEvent(
-                    event_id=e.event_id,
-                    timestamp=e.timestamp,
-                    event_type=e.event_type,
-                    actor_id=e.actor_id,
-                    target=e.target,
-                    attempt_id=e.attempt_id,
-                )
-                for e in rd.load_events(self.directory, rows)
-            ]
+            events = [recent_event(e) for e in rd.load_events(self.directory, rows)]
             return GraphSummary(nodes_by_type=nodes, edges_by_type=edges, recent_events=events)
 
         return await self._run(query)
@@ -217,15 +207,7 @@ class NdjsonStore:
 
         def walk() -> ChainStatus:
             report = first_broken_link(partition, _checked_lines(path))
-            return ChainStatus(
-                partition=report.partition,
-                checked=report.checked,
-                ok=report.ok,
-                last_hash=report.last_hash,
-                broken_at_seq=report.broken_at_seq,
-                broken_event_id=report.broken_event_id,
-                reason=report.reason,
-            )
+            return chain_status(report)
 
         try:
             return await asyncio.to_thread(walk)

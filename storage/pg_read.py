@@ -21,6 +21,7 @@ from storage.readside import (
     encode_cursor,
     event_artifact,
     node_view,
+    recent_event,
     task_summary,
 )
 from storage.views import (
@@ -31,7 +32,6 @@ from storage.views import (
     FailureView,
     GraphSummary,
     Page,
-    RecentEvent,
     TaskDetail,
     TaskSummary,
     failure_error,
@@ -251,15 +251,5 @@ async def graph_summary(con: asyncpg.Connection, recent: int) -> GraphSummary:
     return GraphSummary(
         nodes_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "node" and r["n"]},
         edges_by_type={r["type"]: r["n"] for r in counts if r["kind"] == "edge" and r["n"]},
-        recent_events=[
-            RecentEvent(
-                event_id=e.event_id,
-                timestamp=e.timestamp,
-                event_type=e.event_type,
-                actor_id=e.actor_id,
-                target=e.target,
-                attempt_id=e.attempt_id,
-            )
-            for e in events
-        ],
+        recent_events=[recent_event(e) for e in events],
     )

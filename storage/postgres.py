@@ -25,6 +25,7 @@ from storage.envelope import Envelope
 from storage.pg_codecs import init_connection
 from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
+from storage.readside import chain_status
 from storage.views import (
     AttemptDetail,
     AttemptSummary,
@@ -209,15 +210,7 @@ class PostgresStore:
             report = await asyncio.to_thread(first_broken_link, partition, events())
         finally:
             await pages.aclose()
-        return ChainStatus(
-            partition=report.partition,
-            checked=report.checked,
-            ok=report.ok,
-            last_hash=report.last_hash,
-            broken_at_seq=report.broken_at_seq,
-            broken_event_id=report.broken_event_id,
-            reason=report.reason,
-        )
+        return chain_status(report)
 
     async def partitions(self) -> list[int]:
         async def query(con: asyncpg.Connection) -> list[int]:

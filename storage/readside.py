@@ -15,8 +15,16 @@ from typing import Any
 import orjson
 
 from storage.base import StoredEvent
+from storage.chain import ChainReport
 from storage.projection import LAST_SEEN
-from storage.views import ArtifactView, AttemptSummary, NodeView, TaskSummary
+from storage.views import (
+    ArtifactView,
+    AttemptSummary,
+    ChainStatus,
+    NodeView,
+    RecentEvent,
+    TaskSummary,
+)
 
 
 class InvalidCursor(ValueError):
@@ -95,6 +103,31 @@ def task_summary(
 
 def node_view(node_type: str, node_id: str, props: Mapping[str, Any]) -> NodeView:
     return NodeView(node_type=node_type, node_id=node_id, properties=dict(props))
+
+
+def chain_status(report: ChainReport) -> ChainStatus:
+    """The view of a :func:`storage.chain.first_broken_link` walk (both backends)."""
+    return ChainStatus(
+        partition=report.partition,
+        checked=report.checked,
+        ok=report.ok,
+        last_hash=report.last_hash,
+        broken_at_seq=report.broken_at_seq,
+        broken_event_id=report.broken_event_id,
+        reason=report.reason,
+    )
+
+
+def recent_event(ev: StoredEvent) -> RecentEvent:
+    """One ``recent_events`` entry of the graph summary (both backends)."""
+    return RecentEvent(
+        event_id=ev.event_id,
+        timestamp=ev.timestamp,
+        event_type=ev.event_type,
+        actor_id=ev.actor_id,
+        target=ev.target,
+        attempt_id=ev.attempt_id,
+    )
 
 
 def event_artifact(ev: StoredEvent) -> ArtifactView:
