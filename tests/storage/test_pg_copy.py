@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from storage.chain import payload_json
 from storage.pg_copy import encode_rows, field, json_field
+from storage.pg_migrations import migrate
 from storage.pg_write import STAGE_COLUMNS
 
 
@@ -80,8 +81,6 @@ async def _round_trip(dsn: str, rows: list[tuple[Any, ...]]) -> list[asyncpg.Rec
 
 @pytest.fixture
 def events_dsn(postgres_url: str) -> str:
-    from storage.pg_migrations import migrate
-
     asyncio.run(migrate(postgres_url))
     return postgres_url
 

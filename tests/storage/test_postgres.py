@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 import pytest
 
-from storage import pg_read, pg_write
+from storage import pg_read, pg_write, postgres
 from storage.base import BatchResult, StorageUnavailable
 from storage.chain import GENESIS_HASH, link, payload_json
 from storage.envelope import Envelope
@@ -130,8 +130,6 @@ async def test_cross_partition_race_retries_batch(
 async def test_batches_after_a_refused_optimistic_attempt_are_checked(
     pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage import postgres
-
     monkeypatch.setattr(postgres, "CHECKED_AFTER_MISS", 2)
     checks: list[bool] = []
     real = pg_write.write_batch
