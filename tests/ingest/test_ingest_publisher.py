@@ -114,3 +114,42 @@ async def test_stop_finishes_queued_entries_then_refuses(redis_client: Redis) ->
     assert await redis_client.xlen("s:{0}") == 50
     with pytest.raises(Unavailable):
         await pub.publish("s:{0}", FIELDS)
+
+
+async def test_requests_of_the_next_loop_pass_join_the_batch(
+    publisher: tuple[Publisher, list[int]],
+) -> None:
+    pub, batches = publisher
+    first = asyncio.ensure_future(pub.publish("s:{0}", FIELDS))
+    await asyncio.sleep(0)  # the first XADD is queued and the drain task woken
+    second = asyncio.ensure_future(pub.publish("s:{0}", FIELDS))
+    ids = await asyncio.gather(first, second)
+    assert batches == [2]
+    assert ids[0] < ids[1]  # same stream, one pipeline, in the order they were queued
+
+
+async def test_redis_that_never_answers_is_unavailable_after_the_batch_timeout() -> None:
+    # The publisher's connection has no socket timeout of its own: the batch timeout must
+    # bound a round trip whose replies never come.
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    pub = Publisher(silent, max_batch=4, timeout=0.3, retry_after=2)
+    pub.start()
+    try:
+        started = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(pub.publish("s:{0}", FIELDS) for _ in range(6)), return_exceptions=True
+        )
+        assert all(isinstance(r, Unavailable) for r in results)
+        assert asyncio.get_running_loop().time() - started < 3
+    finally:
+        await pub.stop()
+        await silent.aclose()
+        server.close()
+        await server.wait_closed()
