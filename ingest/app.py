@@ -23,7 +23,7 @@ from ingest.backpressure import LagGauge
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import auth_middleware, error_middleware, metrics_middleware
+from ingest.middlewares import auth_middleware, error_middleware
 from ingest.openapi import openapi_routes
 from ingest.publisher import Publisher
 from ingest.query import query_routes
@@ -109,7 +109,6 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     app = web.Application(
         client_max_size=settings.max_body_bytes + RAW_SLACK,
         middlewares=[
-            metrics_middleware(metrics),
             error_middleware(metrics),
             auth_middleware(TokenSet.from_settings(settings)),
         ],

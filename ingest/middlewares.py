@@ -1,9 +1,9 @@
 """Error, metrics and auth middlewares of the ingest app (DESIGN §2, §5).
 
-Pipeline position: every request passes metrics → errors → auth → handler. The error
-middleware is the only place a client error becomes a response: ``{"detail", "errors"}``
-JSON with the right status and headers; an unexpected exception is logged and answered
-with a generic 500 that reveals nothing.
+Pipeline position: every request passes errors → auth → handler. The error middleware is
+the only place a client error becomes a response: ``{"detail", "errors"}`` JSON with the
+right status and headers; an unexpected exception is logged and answered with a generic
+500 that reveals nothing. It also records every request's final status and latency.
 """
 
 from __future__ import annotations
@@ -37,51 +37,54 @@ def _route(request: web.Request) -> str:
     return route.resource.canonical if route.resource is not None else "unmatched"
 
 
-def metrics_middleware(metrics: IngestMetrics) -> Middleware:
-    # Labelled children cached by label values: prometheus_client's labels() validates and
-    # locks on every call, a per-request cost the cache pays once per (route, status).
-    counters: dict[tuple[str, int], Counter] = {}
-    latencies: dict[str, Histogram] = {}
+class _Recorder:
+    """Each request's status and latency, by route; labelled children cached.
 
-    @web.middleware
-    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            route = _route(request)
-            counter = counters.get((route, status))
-            if counter is None:
-                counter = counters[route, status] = metrics.requests.labels(route, str(status))
-            counter.inc()
-            latency = latencies.get(route)
-            if latency is None:
-                latency = latencies[route] = metrics.latency.labels(route)
-            latency.observe(elapsed)
+    prometheus_client's ``labels()`` validates and locks on every call, a per-request cost
+    the cache pays once per (route, status).
+    """
 
-    return record
+    def __init__(self, metrics: IngestMetrics) -> None:
+        self._metrics = metrics
+        self._counters: dict[tuple[str, int], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
+
+    def __call__(self, request: web.Request, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = _route(request)
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._metrics.requests.labels(route, str(status))
+            self._counters[route, status] = counter
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self._metrics.latency.labels(route)
+        latency.observe(elapsed)
 
 
 def error_middleware(metrics: IngestMetrics) -> Middleware:
+    """Client errors → JSON responses; every request's final status and latency recorded.
+
+    One middleware for both because the status worth counting is the one this middleware
+    decides (an error's response), and each middleware level is a coroutine frame on every
+    request (bench.ingest: ~1% of the ingest's CPU per level).
+    """
+    record = _Recorder(metrics)
+
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
-            return await handler(request)
+            response = await handler(request)
         except IngestError as exc:
             metrics.rejections.labels(exc.reason).inc()
             log.info("%s %s rejected %d: %s", request.method, request.path, exc.status, exc.detail)
             response = error_body(exc.status, exc.detail, list(exc.errors))
             response.headers.update(exc.headers)
-            return response
         except web.HTTPException as exc:
             if exc.status < 400:
+                record(request, exc.status, started)
                 raise
             if exc.status == 413:
                 metrics.rejections.labels("body_size").inc()
@@ -89,10 +92,14 @@ def error_middleware(metrics: IngestMetrics) -> Middleware:
             for name in ("Allow", "WWW-Authenticate", "Retry-After"):
                 if name in exc.headers:
                     response.headers[name] = exc.headers[name]
-            return response
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_body(500, "Internal server error.")
+            response = error_body(500, "Internal server error.")
+        except BaseException:  # cancelled: the client went away
+            record(request, 499, started)
+            raise
+        record(request, response.status, started)
+        return response
 
     return errors
 
@@ -100,13 +107,14 @@ def error_middleware(metrics: IngestMetrics) -> Middleware:
 def auth_middleware(tokens: TokenSet) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
+        path = request.path
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        presented = presented.strip()
+        if not presented or scheme.lower() != "bearer":
             raise Unauthorized("A bearer token is required.")
-        label = tokens.label_for(presented.strip())
+        label = tokens.label_for(presented)
         if label is None:
             raise Unauthorized("The bearer token is not valid.")
         request[TOKEN_LABEL] = label

@@ -124,8 +124,12 @@ async def test_health_ready_metrics_without_token(aiohttp_client: ClientFactory)
     assert (ready.status, await ready.json()) == (200, {"status": "ready"})
     await client.post(URL, data=raw(bundle_body()), headers=AUTH)
     await client.post(URL, data=b"{", headers=AUTH)
+    await client.post(URL, data=raw(bundle_body()))  # no token
     text = await (await client.get("/metrics")).text()
-    assert 'ingest_requests_total{route="/v1/events/ingest",status="202"} 1.0' in text
+    # every outcome is counted with the status the client got, errors included
+    for status in (202, 400, 401):
+        assert f'ingest_requests_total{{route="/v1/events/ingest",status="{status}"}} 1.0' in text
+    assert 'ingest_request_seconds_count{route="/v1/events/ingest"} 3.0' in text
     assert 'ingest_rejections_total{reason="bad_json"} 1.0' in text
     assert "ingest_bundle_events_count 1.0" in text
     assert "ingest_queue_lag" in text
