@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from storage.schema import parse_timestamp
 
@@ -80,9 +80,12 @@ class Edge:
     dst: str
 
 
-@dataclass(frozen=True, slots=True)
-class Prop:
-    """One property value with the version of the event that set it."""
+class Prop(NamedTuple):
+    """One property value with the version of the event that set it.
+
+    A named tuple rather than a frozen dataclass: the fold makes one per property of every
+    projected event, and a frozen dataclass's ``__init__`` was most of the fold's time.
+    """
 
     value: Any
     version: Version
@@ -165,13 +168,14 @@ def pr_node_id(payload: Mapping[str, Any], event_id: str) -> str:
 def _merge_prop(name: str, old: Prop | None, new: Prop) -> Prop:
     if old is None or old == new:
         return new
+    # on equal versions the old one stays, as min()/max() keep their first argument
     if name == FIRST_SEEN:
-        return min(old, new, key=lambda p: p.version)
+        return new if new.version < old.version else old
     if name == "status":
         old_sticky, new_sticky = old.value == STICKY_STATUS, new.value == STICKY_STATUS
         if old_sticky != new_sticky:
             return old if old_sticky else new
-    return max(old, new, key=lambda p: p.version)
+    return new if new.version > old.version else old
 
 
 def merge_props(old: Mapping[str, Prop] | None, new: Mapping[str, Prop]) -> dict[str, Prop]:
