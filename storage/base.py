@@ -45,9 +45,14 @@ class StorageCorrupt(StorageError):
     """Stored state contradicts itself (e.g. an index ahead of its log)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredEvent:
-    """One row of the event log. ``timestamp``/``received_at`` are normalised strings."""
+    """One row of the event log. ``timestamp``/``received_at`` are normalised strings.
+
+    A value: nothing assigns to it once made. Not ``frozen`` because the write path makes
+    one per event and a frozen dataclass's ``__init__`` costs ~7x a plain one (1.2 µs vs
+    0.16 µs for these twelve fields).
+    """
 
     event_id: str
     event_type: str
