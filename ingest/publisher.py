@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractConnection | None = None
         self._conn_owner: Redis | None = None
+        self._idle_ping = 0.0  # seconds idle after which a batch is preceded by a PING
+        self._used_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -147,20 +150,39 @@ class Publisher:
     async def _connection(self) -> AbstractConnection:
         """The publisher's own connection, opened once and kept.
 
-        Made with the client's connection settings (address, credentials, TLS, health
-        checks) but no socket timeout: with one, redis-py wraps every write in a new task
-        (``asyncio.wait_for``) and every reply read in a timer. The batch timeout in
-        :meth:`_send` bounds the connect, the write and all the replies instead. Not taken
-        from the pool: a pooled check-out probes the socket, an extra event loop round.
+        Made with the client's connection settings (address, credentials, TLS) but none of
+        redis-py's per-command timers: a socket timeout wraps every write in a new task
+        (``asyncio.wait_for``) and every reply read in a timer, and its health check reads
+        the loop's clock (a getpid() system call on Python 3.11) after every reply. The
+        batch timeout in :meth:`_send` bounds the connect, the write and all the replies;
+        the client's health-check interval becomes a PING before a batch sent after that
+        long idle. Not taken from the pool: a pooled check-out probes the socket, an extra
+        event loop round.
         """
-        if self._conn is not None and self._conn_owner is self._redis:
-            return self._conn
+        conn = self._conn
+        if conn is not None and self._conn_owner is self._redis:
+            if self._idle_ping and time.monotonic() - self._used_at > self._idle_ping:
+                await self._ping_or_disconnect(conn)
+            return conn
         await self._release()
         pool = self._redis.connection_pool
+        self._idle_ping = float(pool.connection_kwargs.get("health_check_interval") or 0)
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None, "health_check_interval": 0}
         # connected by its first send_packed_command, inside the batch timeout
-        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        conn = pool.connection_class(**kwargs)
         self._conn, self._conn_owner = conn, self._redis
         return conn
+
+    async def _ping_or_disconnect(self, conn: AbstractConnection) -> None:
+        """PING after a long idle; drop a connection that died meanwhile (a server timeout,
+        a NAT forgetting the flow), so the batch goes out on a new one instead of failing."""
+        try:
+            # half the batch timeout: a silent connection leaves time for a new one
+            async with asyncio.timeout(self._timeout / 2):
+                await conn.send_command("PING", check_health=False)
+                await conn.read_response()
+        except (RedisError, OSError, TimeoutError):
+            await conn.disconnect(nowait=True)
 
     async def _release(self) -> None:
         conn = self._conn
@@ -181,6 +203,7 @@ class Publisher:
                         results.append(await conn.read_response(disable_decoding=True))
                     except ResponseError as exc:  # one refused XADD; the rest still answer
                         results.append(exc)
+            self._used_at = time.monotonic()
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("XADD pipeline of %d failed: %s", len(batch), type(exc).__name__)
             # Replies may still be on their way: never reuse a connection left mid-batch.

@@ -153,3 +153,24 @@ async def test_redis_that_never_answers_is_unavailable_after_the_batch_timeout()
         await silent.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_connection_dropped_while_idle_is_replaced_before_the_next_batch(
+    redis_url: str, redis_client: Redis
+) -> None:
+    client = Redis.from_url(redis_url, health_check_interval=30)
+    pub = Publisher(client, max_batch=8, timeout=2.0, retry_after=1)
+    pub.start()
+    try:
+        await pub.publish("s:{0}", FIELDS)
+        conn = pub._conn
+        assert conn is not None
+        await conn.send_command("CLIENT", "ID")
+        assert await redis_client.client_kill_filter(_id=await conn.read_response()) == 1
+        pub._used_at -= 60  # idle for longer than the health-check interval
+        # the PING finds the connection dead; the batch goes out on a new one
+        assert isinstance(await pub.publish("s:{0}", FIELDS), str)
+        assert await redis_client.xlen("s:{0}") == 2
+    finally:
+        await pub.stop()
+        await client.aclose()
