@@ -130,13 +130,36 @@ def _banner(port: int, host: str, token_file: Path, sample: Path, queue: DevQueu
     )
 
 
+class SetupError(Exception):
+    """What keeps ``dev`` from starting, as one line for the terminal."""
+
+
+def _port() -> int:
+    text = os.environ.get("LEVIATHAN_API_PORT", "8000")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SetupError(f"LEVIATHAN_API_PORT must be a port number (1-65535), not {text!r}")
+    return int(text)
+
+
+def _prepare(base: Path, home: Path) -> tuple[Path, Path, Path]:
+    """The data directory, token file and sample bundle, created as needed."""
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        data_dir = (base / "data").resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return data_dir, ensure_token(home), write_sample(base).resolve()
+    except OSError as exc:
+        # a missing or read-only HOME or working directory: say which, no traceback
+        raise SetupError(f"cannot write {exc.filename or base}: {exc.strerror or exc}") from None
+
+
 def run(base: Path, home: Path) -> int:
-    base.mkdir(parents=True, exist_ok=True)
-    data_dir = (base / "data").resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    token_file = ensure_token(home)
-    sample = write_sample(base).resolve()
-    port = int(os.environ.get("LEVIATHAN_API_PORT", "8000"))
+    try:
+        port = _port()
+        data_dir, token_file, sample = _prepare(base, home)
+    except SetupError as exc:
+        print(f"leviathan-cp dev: {exc}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -125,3 +125,32 @@ def test_dev_stores_posted_bundle_and_exits_cleanly(tmp_path: Path, queue: str) 
     stored = b"".join(p.read_bytes() for p in (work / ".leviathan" / "data").rglob("*.ndjson"))
     assert bundle["events"][0]["event_id"].encode() in stored
     assert b"late" + b"0" * 28 in stored
+
+
+def test_dev_without_a_writable_home_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leviathan_cp.dev import run
+
+    missing_home = tmp_path / "no-such-home"
+    assert run(tmp_path / "work", missing_home) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"leviathan-cp dev: cannot write {missing_home / '.leviathan'}")
+    assert not missing_home.exists()  # nothing created in a HOME that is not there
+
+
+@pytest.mark.parametrize("port", ["eighty", "0", "70000", ""])
+def test_dev_with_a_bad_port_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    from leviathan_cp.dev import run
+
+    monkeypatch.setenv("LEVIATHAN_API_PORT", port)
+    assert run(tmp_path / "work", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"leviathan-cp dev: LEVIATHAN_API_PORT must be a port number (1-65535), not {port!r}\n"
+    )
+    assert not (tmp_path / ".leviathan").exists()  # refused before touching anything
