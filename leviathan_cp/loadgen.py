@@ -209,8 +209,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sys.stderr.write("\n")
         expected = len(tally.accepted_ids)
         base = args.url.rstrip("/")
-        committed_after = await _wait_committed(s, base, args.visible_timeout)
-        stored, visible_after = await _wait_visible(s, args, target, expected)
+        if expected:
+            committed_after = await _wait_committed(s, base, args.visible_timeout)
+            stored, visible_after = await _wait_visible(s, args, target, expected)
+        else:  # nothing accepted (server unreachable, wrong token): nothing to wait for
+            committed_after, stored, visible_after = None, [], 0.0
     # Persistence time: queue drained (acked = committed); without /v1/stats, the slower
     # "every event listed by /v1/events" time is the only bound there is.
     persist_after = visible_after if committed_after is None else committed_after
@@ -234,13 +237,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "persisted_events_per_s": round(len(set(stored)) / max(elapsed + persist_after, 1e-9), 1),
         "stored": len(stored),
         "stored_unique": stored_unique,
-        "ok": len(stored) == stored_unique == expected,
+        # a run that got nothing accepted proved nothing: not OK either
+        "ok": expected > 0 and len(stored) == stored_unique == expected,
     }
 
 
 def _text(summary: dict[str, Any]) -> str:
     lat = summary["latency_ms"]
     verdict = "OK" if summary["ok"] else "MISMATCH"
+    if not summary["accepted_unique"]:
+        verdict = "NOTHING ACCEPTED (see statuses)"
     return (
         f"bodies {summary['bodies']}  statuses {summary['statuses']}\n"
         f"accepted {summary['accepted_events']} events ({summary['accepted_unique']} unique), "

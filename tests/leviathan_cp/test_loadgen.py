@@ -153,3 +153,21 @@ async def test_persistence_is_timed_by_the_queue_draining() -> None:
     assert summary["committed_after_s"] is not None
     assert summary["committed_after_s"] >= 0.2  # two 0.1 s sleeps while lag was 5
     assert summary["persisted_events_per_s"] > 0
+
+
+async def test_unreachable_server_fails_fast_and_says_nothing_was_accepted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = TestServer(_app())
+    await server.start_server()
+    url = str(server.make_url("/")).rstrip("/")
+    await server.close()  # the port is free again: every post is refused
+    argv = ["--url", url, "--token", TOKEN, "--quiet", "--duration", "0.3", "--workers", "2"]
+    started = asyncio.get_running_loop().time()
+    code = await asyncio.to_thread(loadgen.main, argv)
+    # no waiting for a queue to drain or events to show when none were accepted
+    assert asyncio.get_running_loop().time() - started < 30
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "NOTHING ACCEPTED" in out
+    assert "ClientConnectorError" in out
