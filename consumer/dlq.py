@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from consumer import deadletter
 from storage.queue import StreamLayout, resolve
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(_run(args, settings.redis_url, settings.layout))
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {exc}", file=sys.stderr)
         return 1
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc
 from ingest.settings import IngestSettings
+from storage.base import StorageError
 from storage.config import settings_error_line
 from storage.queue import PartitionMismatchError
 
@@ -37,6 +38,9 @@ async def serve(settings: IngestSettings) -> int:
         return 1
     except (RedisError, OSError) as exc:
         print(f"ingest: cannot reach Redis at start: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    except StorageError as exc:  # unreachable storage is retried (store_ctx); this is worse
+        print(f"ingest: storage: {exc}", file=sys.stderr)
         return 1
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

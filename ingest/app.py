@@ -109,7 +109,7 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     app = web.Application(
         client_max_size=settings.max_body_bytes + RAW_SLACK,
         middlewares=[
-            error_middleware(metrics),
+            error_middleware(metrics, settings.retry_after_seconds),
             auth_middleware(TokenSet.from_settings(settings)),
         ],
     )

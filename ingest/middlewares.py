@@ -16,8 +16,9 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
 from ingest.auth import TokenSet
-from ingest.errors import IngestError, Unauthorized
+from ingest.errors import IngestError, Unauthorized, Unavailable
 from ingest.metrics import IngestMetrics
+from storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +64,57 @@ class _Recorder:
         latency.observe(elapsed)
 
 
-def error_middleware(metrics: IngestMetrics) -> Middleware:
+def _rejection(metrics: IngestMetrics, request: web.Request, exc: IngestError) -> web.Response:
+    metrics.rejections.labels(exc.reason).inc()
+    log.info("%s %s rejected %d: %s", request.method, request.path, exc.status, exc.detail)
+    response = error_body(exc.status, exc.detail, list(exc.errors))
+    response.headers.update(exc.headers)
+    return response
+
+
+def _http_error(metrics: IngestMetrics, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 4xx/5xx (404, 405, 413 from client_max_size) in the project's shape."""
+    if exc.status == 413:
+        metrics.rejections.labels("body_size").inc()
+    response = error_body(exc.status, exc.reason + ".")
+    for name in ("Allow", "WWW-Authenticate", "Retry-After"):
+        if name in exc.headers:
+            response.headers[name] = exc.headers[name]
+    return response
+
+
+def error_middleware(metrics: IngestMetrics, retry_after: int = 1) -> Middleware:
     """Client errors → JSON responses; every request's final status and latency recorded.
 
     One middleware for both because the status worth counting is the one this middleware
     decides (an error's response), and each middleware level is a coroutine frame on every
-    request (bench.ingest: ~1% of the ingest's CPU per level).
+    request (bench.ingest: ~1% of the ingest's CPU per level). Storage that cannot be
+    reached (the read API's database down) is a 503 with ``Retry-After``, not a 500.
     """
     record = _Recorder(metrics)
+
+    def failed(request: web.Request, exc: Exception) -> web.Response:
+        if isinstance(exc, IngestError):
+            return _rejection(metrics, request, exc)
+        if isinstance(exc, StorageUnavailable):
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            detail = "Storage is unavailable; retry later."
+            return _rejection(metrics, request, Unavailable(detail, retry_after, "storage"))
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body(500, "Internal server error.")
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
             response = await handler(request)
-        except IngestError as exc:
-            metrics.rejections.labels(exc.reason).inc()
-            log.info("%s %s rejected %d: %s", request.method, request.path, exc.status, exc.detail)
-            response = error_body(exc.status, exc.detail, list(exc.errors))
-            response.headers.update(exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 record(request, exc.status, started)
                 raise
-            if exc.status == 413:
-                metrics.rejections.labels("body_size").inc()
-            response = error_body(exc.status, exc.reason + ".")
-            for name in ("Allow", "WWW-Authenticate", "Retry-After"):
-                if name in exc.headers:
-                    response.headers[name] = exc.headers[name]
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            response = error_body(500, "Internal server error.")
+            response = _http_error(metrics, exc)
+        except Exception as exc:
+            response = failed(request, exc)
         except BaseException:  # cancelled: the client went away
             record(request, 499, started)
             raise

@@ -25,6 +25,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # refused at connect: no such database, bad credentials. Unavailable until an operator
+    # fixes the DSN or creates the database; consumers keep retrying, admin commands say so.
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 

@@ -113,6 +113,16 @@ def test_dlq_command_line(
     assert "dropped 0" in capsys.readouterr().out
 
 
+def test_dlq_with_redis_down_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEVIATHAN_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert dlq.main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("cannot reach Redis: ")
+
+
 def test_bad_setting_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

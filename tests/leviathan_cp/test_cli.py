@@ -90,3 +90,17 @@ def test_migrate_unreachable_database_is_one_line(
     monkeypatch.setenv("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:1/none")
     assert main(["migrate"]) == 2
     assert capsys.readouterr().err.startswith("migrate: cannot reach PostgreSQL")
+
+
+@pytest.mark.integration
+def test_migrate_to_a_database_that_does_not_exist_is_one_line(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the server is up but refuses the connection: a DSN to fix, not a traceback
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    monkeypatch.setenv("POSTGRES_DSN", missing)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("migrate: cannot reach PostgreSQL")
+    assert "InvalidCatalogNameError" in err
