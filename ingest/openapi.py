@@ -92,7 +92,8 @@ def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *codes:
         "get": {
             "summary": summary,
             "parameters": params,
-            "responses": {"200": _json(ok, summary), **_errors(401, *codes)},
+            # every read can meet storage that is down: 503 with Retry-After
+            "responses": {"200": _json(ok, summary), **_errors(401, 503, *codes)},
         }
     }
 
