@@ -71,11 +71,22 @@ def create_app(reader: Reader, consumer_metrics: ConsumerMetrics) -> web.Applica
     return app
 
 
+class HealthServerError(RuntimeError):
+    """The health/metrics port cannot be served (e.g. already in use)."""
+
+
 async def start(reader: Reader, consumer_metrics: ConsumerMetrics) -> web.AppRunner:
     """Serve on the configured host/port; the caller cleans the runner up on shutdown."""
     runner = web.AppRunner(create_app(reader, consumer_metrics), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, reader.settings.health_host, reader.settings.health_port)
-    await site.start()
+    host, port = reader.settings.health_host, reader.settings.health_port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise HealthServerError(
+            f"cannot serve /healthz and /metrics on {host}:{port} (LEVIATHAN_CONSUMER_PORT): "
+            f"{exc.strerror or exc}"
+        ) from None
     logger.info("consumer health server on %s", runner.addresses)
     return runner

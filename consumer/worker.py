@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -39,7 +40,7 @@ from consumer.reader import Reader
 from consumer.settings import ConsumerSettings
 from storage.base import EventStore
 from storage.config import create_store
-from storage.queue import ensure_partition_count
+from storage.queue import PartitionMismatchError, ensure_partition_count
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +213,13 @@ def run(settings: ConsumerSettings) -> int:
     # arq.worker bound the name at import; replace that binding only
     setattr(arq.worker, "log_redis_info", _guarded_log_redis_info)  # noqa: B010
     worker = arq.worker.create_worker(worker_settings(settings))
-    with contextlib.suppress(asyncio.CancelledError):
-        worker.run()
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            worker.run()
+    except (PartitionMismatchError, health.HealthServerError) as exc:
+        # refused at start-up: one line, no traceback (arq has closed its pool by now)
+        print(f"consumer: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -43,7 +43,15 @@ async def serve(settings: IngestSettings) -> int:
         print(f"ingest: storage: {exc}", file=sys.stderr)
         return 1
     site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        print(
+            f"ingest: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        await runner.cleanup()
+        return 1
     tune_gc()  # after start-up: what exists now lives as long as the process
     log.info("ingest listening on %s:%d", settings.host, settings.port)
     stop = asyncio.Event()

@@ -63,6 +63,36 @@ def test_bad_settings_one_line_exit_2(env: dict[str, str], name: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
+def test_port_in_use_is_one_line_exit_1(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(
+            LEVIATHAN_CONTROL_PLANE_TOKEN=TOKEN,
+            LEVIATHAN_REDIS_URL=redis_url,
+            LEVIATHAN_API_HOST="127.0.0.1",
+            LEVIATHAN_API_PORT=str(port),
+            LEVIATHAN_STREAM_PREFIX=LAYOUT.prefix,
+            LEVIATHAN_PARTITIONS=str(LAYOUT.partitions),
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "ingest"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    refusal = [line for line in proc.stderr.splitlines() if line.startswith("ingest: ")]
+    assert len(refusal) == 1, proc.stderr
+    assert refusal[0].startswith(f"ingest: cannot listen on 127.0.0.1:{port}: ")
+
+
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env)
 
