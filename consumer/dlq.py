@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from consumer import deadletter
 from storage.queue import StreamLayout, resolve
+
+ENTRY_ID = re.compile(r"[0-9]+-[0-9]+")
 
 
 @dataclass
@@ -83,14 +86,27 @@ async def listing(redis: Redis, layout: StreamLayout, limit: int) -> list[str]:
     return lines
 
 
+def _entry_id(text: str) -> str:
+    """A dead-stream id as ``list`` prints it (``<ms>-<seq>``), refused before Redis is asked."""
+    if not ENTRY_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a stream entry id (like 1732800000000-0): {text!r}")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leviathan-cp dlq", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="show dead entries: id, partition, entry id, reason")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=_positive, default=100)
     for name in ("replay", "drop"):
         sp = sub.add_parser(name, help=f"{name} the given dead-stream ids (or --all)")
-        sp.add_argument("ids", nargs="*")
+        sp.add_argument("ids", nargs="*", type=_entry_id)
         sp.add_argument("--all", action="store_true")
     return p
 
@@ -130,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(_run(args, settings.redis_url, settings.layout))
+    except ResponseError as exc:
+        print(f"Redis refused the command: {exc}", file=sys.stderr)
+        return 1
     except (OSError, RedisError) as exc:
         print(f"cannot reach Redis: {exc}", file=sys.stderr)
         return 1

@@ -71,6 +71,14 @@ def verify_main(argv: list[str]) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if settings.backend == "ndjson" and not settings.ndjson_dir.is_dir():
+        # opening the store would create it, and an empty log verifies: a mistyped path
+        # must not read as "every chain intact"
+        print(
+            f"verify: no NDJSON log at {settings.ndjson_dir} (LEVIATHAN_NDJSON_DIR)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return asyncio.run(_verify(settings))
     except (OSError, StorageError) as exc:

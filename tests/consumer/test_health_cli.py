@@ -123,6 +123,23 @@ def test_dlq_with_redis_down_is_one_line(
     assert err.startswith("cannot reach Redis: ")
 
 
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["replay", "nonsense"], "not a stream entry id"),
+        (["drop", "12-3", "x-1"], "not a stream entry id"),
+        (["list", "--limit", "0"], "must be a whole number >= 1"),
+    ],
+)
+def test_dlq_bad_arguments_are_refused_before_redis_is_asked(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        dlq.main(argv)
+    assert exit_.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
 def test_bad_setting_is_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

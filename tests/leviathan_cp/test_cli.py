@@ -63,6 +63,16 @@ async def test_verify_prints_each_partition_and_fails_on_tampering(
     assert "partition 0: BROKEN" in capsys.readouterr().out
 
 
+def test_verify_of_a_missing_ndjson_directory_fails_instead_of_creating_it(
+    ndjson_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = ndjson_env / "no-such-log"
+    monkeypatch.setenv("LEVIATHAN_NDJSON_DIR", str(typo))
+    assert main(["verify"]) == 2
+    assert capsys.readouterr().err == f"verify: no NDJSON log at {typo} (LEVIATHAN_NDJSON_DIR)\n"
+    assert not typo.exists()
+
+
 def test_bad_setting_is_one_line_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
