@@ -214,7 +214,11 @@ async def test_queue_down_and_empty_states(queue_down_url: str) -> None:
             await queue.wait_for()
             assert (await queue.inner_text()).startswith("queue unavailable: ")
             assert "Redis" in await queue.inner_text()  # the 503's own detail
-            assert await page.locator("#conn").inner_text() == "degraded"
+            # the connection pill is set once every panel of the poll has answered, which
+            # can be after the queue panel shows its error
+            await page.wait_for_function(
+                "document.getElementById('conn').textContent === 'degraded'", timeout=10_000
+            )
             assert "unreachable" in await page.locator("#banner").inner_text()
             await page.locator("#attempts-state.empty").wait_for()
             assert await page.locator("#attempts-state").inner_text() == "no attempts recorded yet"
