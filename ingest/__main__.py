@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc
+from ingest.auth import TokenSet
 from ingest.settings import IngestSettings
 from storage.base import StorageError
 from storage.config import settings_error_line
@@ -28,7 +29,29 @@ from storage.queue import PartitionMismatchError
 log = logging.getLogger("ingest")
 
 
+def _no_token_line(settings: IngestSettings) -> str | None:
+    """One line when the configured token sources hold no token at all, else ``None``."""
+    if TokenSet.from_settings(settings).usable():
+        return None
+    sources = [
+        name
+        for name, value in (
+            ("LEVIATHAN_CONTROL_PLANE_TOKEN", settings.token),
+            ("LEVIATHAN_CONTROL_PLANE_TOKENS", settings.tokens),
+            ("LEVIATHAN_CONTROL_PLANE_TOKEN_FILE", settings.token_file),
+        )
+        if value is not None
+    ]
+    where = f" ({settings.token_file}: missing, unreadable or empty)" if settings.token_file else ""
+    verb = "holds" if len(sources) == 1 else "hold"
+    return f"ingest: no bearer token to accept: {' and '.join(sources)} {verb} none{where}"
+
+
 async def serve(settings: IngestSettings) -> int:
+    problem = _no_token_line(settings)
+    if problem is not None:  # every request would be a 401: refuse instead of running so
+        print(problem, file=sys.stderr)
+        return 2
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **HANDLER_ARGS)
     try:

@@ -71,6 +71,10 @@ class TokenSet:
         self._refresh_file()
         return self._static + self._file_tokens
 
+    def usable(self) -> bool:
+        """Whether any token would be accepted now (a missing or empty file gives none)."""
+        return bool(self._current())
+
     def label_for(self, presented: str) -> str | None:
         try:
             candidate = presented.encode()

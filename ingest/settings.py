@@ -32,7 +32,10 @@ class IngestSettings(StorageSettings):
     token_file: Path | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN_FILE",
-        description="File with one token per line; re-read when its mtime changes.",
+        description=(
+            "File with one token per line; re-read when its mtime changes. At start the "
+            "token variables together must hold at least one token."
+        ),
     )
     host: str = Field(
         "0.0.0.0", validation_alias="LEVIATHAN_API_HOST", description="Listen address."

@@ -44,6 +44,9 @@ def _env(**extra: str) -> dict[str, str]:
             {"LEVIATHAN_CONTROL_PLANE_TOKEN": "t", "LEVIATHAN_MAX_EVENTS": "0"},
             "LEVIATHAN_MAX_EVENTS",
         ),
+        # configured, but nothing to accept: every request would be a 401
+        ({"LEVIATHAN_CONTROL_PLANE_TOKEN_FILE": "/nonexistent/tokens"}, "/nonexistent/tokens"),
+        ({"LEVIATHAN_CONTROL_PLANE_TOKENS": " , "}, "LEVIATHAN_CONTROL_PLANE_TOKENS"),
     ],
 )
 def test_bad_settings_one_line_exit_2(env: dict[str, str], name: str) -> None:
