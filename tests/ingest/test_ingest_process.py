@@ -35,6 +35,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _run_ingest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m ingest`` to its end (a refusal at start), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingest"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "name"),
     [
@@ -50,15 +63,7 @@ def _env(**extra: str) -> dict[str, str]:
     ],
 )
 def test_bad_settings_one_line_exit_2(env: dict[str, str], name: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "ingest"],
-        cwd=ROOT,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = _run_ingest(_env(**env))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -80,15 +85,7 @@ def test_port_in_use_is_one_line_exit_1(redis_url: str) -> None:
             LEVIATHAN_STREAM_PREFIX=LAYOUT.prefix,
             LEVIATHAN_PARTITIONS=str(LAYOUT.partitions),
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "ingest"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = _run_ingest(env)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     refusal = [line for line in proc.stderr.splitlines() if line.startswith("ingest: ")]
