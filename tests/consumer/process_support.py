@@ -95,10 +95,10 @@ async def backlog(redis: Redis, layout: StreamLayout) -> int:
     return total
 
 
-async def wait_for(predicate: Any, seconds: float, what: str) -> None:
+async def wait_for(predicate: Any, seconds: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if await predicate():
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")

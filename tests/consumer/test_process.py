@@ -42,19 +42,22 @@ async def test_sigkill_then_restart_loses_and_duplicates_nothing(
     backend_settings: SettingsFactory, redis_client: Redis, redis_url: str, tmp_path: Path
 ) -> None:
     settings = backend_settings(partitions=4, batch=20, consumer_name="victim")
-    raws = bundles(600)
+    # 15,000 events: one consumer drains them in about half a second on either backend, so
+    # a kill after 200-2,000 of them still lands mid-backlog (3,000 were sometimes all
+    # written before a 100 ms poll noticed the threshold)
+    raws = bundles(3000)
     await prefill(redis_client, settings.layout, raws)
     store = create_store(settings)
     await store.open()
     try:
         env = consumer_env(settings, redis_url)
         proc = start_consumer(env, tmp_path / "consumer.log")
-        threshold = random.randint(200, 2000)  # of 3000 events
+        threshold = random.randint(200, 2000)  # of 15,000 events
 
         async def some_written() -> bool:
             return await store.count_events() >= threshold
 
-        await wait_for(some_written, 60, "the first events")
+        await wait_for(some_written, 60, "the first events", interval=0.01)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 10)
         assert await store.count_events() < len(event_ids(raws)), "killed too late to matter"
