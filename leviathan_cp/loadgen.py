@@ -66,6 +66,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 1 or not 0.0 <= args.dup_ratio < 1.0:
         p.error("--workers must be >= 1 and --dup-ratio in [0, 1)")
+    if args.duration <= 0 or args.timeout <= 0 or args.visible_timeout < 0:
+        p.error("--duration and --timeout must be > 0, --visible-timeout >= 0")
+    if (args.bundles is not None and args.bundles < 1) or args.burst_size < 0:
+        p.error("--bundles must be >= 1 and --burst-size >= 0")
+    if args.json_path is not None and not args.json_path.parent.is_dir():
+        # found out now, not after minutes of load
+        p.error(f"--json: no directory {args.json_path.parent}")
     return args
 
 
@@ -270,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_text(summary))
     if args.json_path:
-        args.json_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            args.json_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            print(
+                f"leviathan-cp bench: cannot write {args.json_path}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 2
     return 0 if summary["ok"] else 1
 
 

@@ -171,3 +171,25 @@ async def test_unreachable_server_fails_fast_and_says_nothing_was_accepted(
     out = capsys.readouterr().out
     assert "NOTHING ACCEPTED" in out
     assert "ClientConnectorError" in out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--duration", "0"],
+        ["--timeout", "-1"],
+        ["--bundles", "0"],
+        ["--burst-size", "-5"],
+        ["--workers", "0"],
+        ["--json", "/nonexistent-dir/summary.json"],
+    ],
+)
+def test_bad_arguments_are_refused_before_any_load(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        loadgen.main(["--url", "http://127.0.0.1:1", "--token", TOKEN, *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "leviathan-cp bench: error: " in err
+    assert "Traceback" not in err
