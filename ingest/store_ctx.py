@@ -26,22 +26,21 @@ RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
 
 
-async def _open_until_done(store: EventStore, delay: float, max_delay: float) -> None:
+async def _open_until_done(store: EventStore) -> None:
+    delay = RETRY_MIN_S
     while True:
         await asyncio.sleep(delay)
         try:
             await store.open()
         except StorageUnavailable as exc:
-            delay = min(delay * 2, max_delay)
+            delay = min(delay * 2, RETRY_MAX_S)
             log.warning("storage still unavailable, next try in %.0f s: %s", delay, exc)
         else:
             log.info("storage opened; the read API answers again")
             return
 
 
-def store_ctx(
-    settings: StorageSettings, retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S
-) -> Callable[[web.Application], AsyncIterator[None]]:
+def store_ctx(settings: StorageSettings) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx storing the store under :data:`STORE_KEY`, opened now or in the background."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,7 +53,7 @@ def store_ctx(
             log.warning(
                 "storage unavailable at start; read API answers 503 until it opens: %s", exc
             )
-            opener = asyncio.create_task(_open_until_done(store, retry_min_s, retry_max_s))
+            opener = asyncio.create_task(_open_until_done(store))
         try:
             yield
         finally:
