@@ -9,13 +9,14 @@ Decoding also refuses what storage could never write, so it is dead-lettered at 
 instead of failing its batch on every retry: U+0000 in any string (PostgreSQL cannot
 store it; ingest already answers 422 for it, this covers entries from other producers)
 and payloads orjson cannot serialise. The payload bytes serialised for that check are
-the ones the hash chain covers, kept on the envelope so storage does not serialise again.
+the ones the hash chain covers, kept on the envelope so storage does not serialise again;
+so are the events' normalised timestamp texts (as sent, when they already are).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from storage.chain import payload_json
-from storage.schema import Bundle
+from storage.schema import Bundle, format_timestamp, is_normalised
 
 ENVELOPE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
@@ -42,9 +43,19 @@ class Envelope:
     token_label: str
     entry_id: str = ""
     version: int = ENVELOPE_VERSION
-    # payload_json of each event, computed once at decode (storage hashes and stores these
-    # bytes); empty when the envelope was built in process, and storage computes them then
+    # payload_json and normalised timestamp text of each event, computed once at decode
+    # (storage hashes and stores these); empty when the envelope was built in process, and
+    # texts() computes them then
     payloads: tuple[bytes, ...] = ()
+    timestamps: tuple[str, ...] = ()
+
+    def texts(self) -> tuple[Sequence[str], Sequence[bytes]]:
+        """Each event's normalised timestamp and payload bytes, as the hash chain uses them."""
+        events = self.bundle.events
+        return (
+            self.timestamps or [format_timestamp(ev.timestamp) for ev in events],
+            self.payloads or [payload_json(ev.payload) for ev in events],
+        )
 
 
 def encode(
@@ -95,6 +106,20 @@ def payloads_of(bundle: Bundle) -> tuple[bytes, ...]:
         raise EnvelopeError(f"envelope bundle cannot be stored: {exc}") from None
 
 
+def timestamps_of(data: Any, bundle: Bundle) -> tuple[str, ...]:
+    """Normalised timestamp texts of the events of ``bundle``, validated from ``data``.
+
+    The texts as sent where already normalised (:func:`storage.schema.is_normalised`),
+    else formatted from the parsed datetimes.
+    """
+    return tuple(
+        [
+            raw["timestamp"] if is_normalised(raw["timestamp"]) else format_timestamp(ev.timestamp)
+            for raw, ev in zip(data["events"], bundle.events, strict=True)
+        ]
+    )
+
+
 def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
     """Decode an entry read from a stream; raises :class:`EnvelopeError` with a reason."""
     try:
@@ -112,7 +137,8 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         # parsed as ingest parses a body (orjson, then the models): pydantic's own JSON
         # parser stops at 200 levels, orjson at 1024, so validate_json refused (and
         # dead-lettered) bundles nested 201-254 deep that ingest had answered 202
-        bundle = Bundle.model_validate(orjson.loads(raw))
+        data = orjson.loads(raw)
+        bundle = Bundle.model_validate(data)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"envelope bundle is not JSON: {exc}") from None
     except ValidationError as exc:
@@ -130,4 +156,5 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         token_label=token,
         entry_id=entry_id,
         payloads=payloads_of(bundle),
+        timestamps=timestamps_of(data, bundle),
     )

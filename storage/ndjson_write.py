@@ -21,10 +21,10 @@ from orjson import Fragment
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of, payload_json
+from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
 from storage.projection import fold
-from storage.schema import Bundle, format_timestamp
+from storage.schema import Bundle
 
 
 @dataclass(slots=True)
@@ -47,11 +47,9 @@ def _plan(
         bundle_id, target = bundle.bundle_id, bundle.target
         received = log.received_at_text(env.received_at)
         # each payload serialised once (at decode, else here) for digest and link alike
-        payloads = env.payloads or [payload_json(ev.payload) for ev in bundle.events]
-        for ev, pbytes in zip(bundle.events, payloads, strict=True):
+        timestamps, payloads = env.texts()
+        for ev, timestamp, pbytes in zip(bundle.events, timestamps, payloads, strict=True):
             event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
-            iso = ev.timestamp.isoformat()  # validated timestamps are UTC already
-            timestamp = iso[:-6] + "Z" if iso.endswith("+00:00") else format_timestamp(ev.timestamp)
             frag = Fragment(pbytes)
             digest = digest_of(event_type, timestamp, actor_id, frag)
             stored = known.get(event_id)

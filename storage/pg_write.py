@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from storage.base import BatchResult, Conflict, StoredEvent
-from storage.chain import GENESIS_HASH, digest_of, link_of, payload_json
+from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
 from storage.pg_copy import encode_rows
 from storage.pg_graph import merge_graph
@@ -78,11 +78,8 @@ def prepare(envelopes: Sequence[Envelope]) -> list[Item]:
     append, fragment = items.append, orjson.Fragment
     for env in envelopes:
         received = format_timestamp(_epoch(env.received_at))
-        events = env.bundle.events
-        payloads = env.payloads or [payload_json(ev.payload) for ev in events]
-        for ev, pbytes in zip(events, payloads, strict=True):
-            iso = ev.timestamp.isoformat()  # validated timestamps are UTC already
-            ts_text = iso[:-6] + "Z" if iso.endswith("+00:00") else format_timestamp(ev.timestamp)
+        timestamps, payloads = env.texts()
+        for ev, ts_text, pbytes in zip(env.bundle.events, timestamps, payloads, strict=True):
             frag = fragment(pbytes)
             digest = digest_of(ev.event_type, ts_text, ev.actor_id, frag)
             append((env, ev, ts_text, pbytes, frag, digest, received))

@@ -49,6 +49,24 @@ def format_timestamp(value: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+def is_normalised(text: Any) -> bool:
+    """Whether a timestamp text that parses is already what :func:`format_timestamp` writes.
+
+    ``YYYY-MM-DDTHH:MM:SSZ``, or with six fraction digits that are not all zero. The
+    consumer keeps such texts (every entry ingest wrote) instead of formatting the parsed
+    datetime again, which costs ~0.9 µs per event, mostly in pydantic's tzinfo.
+    """
+    if type(text) is not str:
+        return False
+    n = len(text)
+    if n == 27:
+        if text[19] != "." or text[26] != "Z" or text[20:26] == "000000":
+            return False
+    elif n != 20 or text[19] != "Z":
+        return False
+    return text[10] == "T" and text[4] == text[7] == "-" and text[13] == text[16] == ":"
+
+
 def parse_timestamp(text: str) -> datetime:
     """Inverse of :func:`format_timestamp` (also accepts any ISO 8601 form)."""
     return to_utc(datetime.fromisoformat(text))

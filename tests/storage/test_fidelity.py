@@ -12,14 +12,19 @@ accepts is stored too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage.base import EventStore
 from storage.chain import payload_json
 from storage.envelope import Envelope, EnvelopeError, decode, encode, payloads_of
-from storage.schema import Bundle
+from storage.schema import Bundle, format_timestamp, is_normalised
 from tests import factories as f
 
 AWKWARD_PAYLOADS: list[dict[str, Any]] = [
@@ -115,6 +120,36 @@ def test_decode_keeps_the_payload_bytes_the_chain_hashes() -> None:
     raw = f.body("repo-a", "b", [f.event("x", {"b": 1.0, "a": [-0.0, 1e20]})])
     env = decoded(raw)
     assert env.payloads == (b'{"a":[-0.0,1e+20],"b":1.0}',)
+
+
+TIMESTAMP_SPELLINGS: dict[str, Callable[[datetime], str]] = {
+    "normalised": format_timestamp,
+    "offset": lambda d: d.isoformat(),
+    "fraction": lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    "zero-fraction": lambda d: d.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    "milliseconds": lambda d: d.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    "lower-case": lambda d: format_timestamp(d).replace("T", "t").replace("Z", "z"),
+    "other-zone": lambda d: d.astimezone(timezone(timedelta(hours=-5))).isoformat(),
+    "naive": lambda d: d.replace(tzinfo=None).isoformat(),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instant=st.datetimes(
+        min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+    spelling=st.sampled_from(sorted(TIMESTAMP_SPELLINGS)),
+)
+def test_decoded_timestamp_text_is_the_normalised_form(instant: datetime, spelling: str) -> None:
+    """Decode keeps a sent text only when it already is format_timestamp's form."""
+    text = TIMESTAMP_SPELLINGS[spelling](instant)
+    raw = {"target": "t", "bundle_id": "b", "events": [f.event("x", {}) | {"timestamp": text}]}
+    fields = {b"v": b"1", b"bundle": orjson.dumps(raw), b"received_at": b"1.0", b"token": b"t"}
+    env = decode("1-0", fields)
+    (parsed,) = (ev.timestamp for ev in env.bundle.events)
+    assert env.timestamps == (format_timestamp(parsed),)
+    assert is_normalised(text) == (text == format_timestamp(parsed))
 
 
 async def test_deeply_nested_payload_is_stored_and_verifies(store: EventStore) -> None:
