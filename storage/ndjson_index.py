@@ -19,9 +19,12 @@ import orjson
 
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
 
+# events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
+# rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
+# insert. Index files made before keep AUTOINCREMENT and behave the same.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    gid INTEGER PRIMARY KEY AUTOINCREMENT,
+    gid INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
     digest TEXT NOT NULL,
     partition INTEGER NOT NULL,

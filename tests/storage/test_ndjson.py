@@ -53,6 +53,24 @@ async def test_index_behind_file_is_recovered(tmp_path: Path) -> None:
         await store.close()
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 130])
+async def test_every_event_of_a_batch_is_indexed_at_its_line(tmp_path: Path, count: int) -> None:
+    """The index takes many rows per INSERT; batch sizes around that width all land whole."""
+    store = await opened(tmp_path)
+    try:
+        events = [f.event("file.discovered", {"task_id": "t", "n": i}) for i in range(count)]
+        envelope = f.envelope(f.body("repo-a", f"bundle-{count}", events), entry_id="1-0")
+        assert (await store.write_batch(3, [envelope])).written == count
+        page = await store.list_events(limit=500)
+        assert [(e.event_id, e.payload["n"], e.seq) for e in page.items] == [
+            (ev["event_id"], i, i + 1) for i, ev in enumerate(events)
+        ]
+        assert len((await store.list_events(task_id="t", limit=500)).items) == count
+        assert (await store.verify_chain(3)).checked == count
+    finally:
+        await store.close()
+
+
 async def test_torn_last_line_is_cut(tmp_path: Path) -> None:
     store = await opened(tmp_path)
     await store.write_batch(0, [lifecycle(1)])
