@@ -37,10 +37,41 @@ def received_at_text(epoch: float) -> str:
     return format_timestamp(datetime.fromtimestamp(epoch, UTC))
 
 
-def encode_line(event: StoredEvent) -> bytes:
-    # orjson serialises the dataclass itself (fields in definition order, the same bytes as
-    # dumps(asdict(event))); asdict deep-copied every payload and cost 70% of a write.
-    return orjson.dumps(event) + b"\n"
+def encode_line(
+    event_id: str,
+    event_type: str,
+    timestamp: str,
+    actor_id: str | None,
+    payload: orjson.Fragment,
+    bundle_id: str,
+    target: str,
+    received_at: str,
+    partition: int,
+    seq: int,
+    prev_hash: str,
+    hash_: str,
+) -> bytes:
+    """One stored line: the fields of :class:`StoredEvent` in its order, newline-ended.
+
+    The payload goes in as the bytes the chain hashed (sorted keys), not serialised again.
+    """
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "timestamp": timestamp,
+            "actor_id": actor_id,
+            "payload": payload,
+            "bundle_id": bundle_id,
+            "target": target,
+            "received_at": received_at,
+            "partition": partition,
+            "seq": seq,
+            "prev_hash": prev_hash,
+            "hash": hash_,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
 
 
 def decode_line(line: bytes) -> StoredEvent:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from storage.base import StoredEvent
+from storage.base import StorageCorrupt, StoredEvent
 from storage.ndjson import NdjsonStore
 from storage.ndjson_log import partition_path
 from tests import factories as f
@@ -109,6 +109,27 @@ async def test_failed_commit_truncates_the_append(
         assert await store.count_events() == 5
         assert (await store.write_batch(0, [lifecycle(2)])).written == 5
         assert (await store.verify_chain(0)).ok
+    finally:
+        await store.close()
+
+
+async def test_file_grown_behind_the_index_refuses_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offsets are planned from the indexed size; a file that differs is not indexed wrong."""
+    store = await opened(tmp_path)
+    try:
+        await store.write_batch(0, [lifecycle(1)])
+        path = partition_path(tmp_path, 0)
+        # recovery would index complete lines; without it the sizes disagree
+        monkeypatch.setattr("storage.ndjson_write.recover", lambda *_: None)
+        with path.open("ab") as fh:
+            fh.write(b"\n")
+        grown = path.stat().st_size
+        with pytest.raises(StorageCorrupt, match="index says"):
+            await store.write_batch(0, [lifecycle(2)])
+        assert path.stat().st_size == grown  # the append was cut off again
+        assert await store.count_events() == 5
     finally:
         await store.close()
 
