@@ -78,7 +78,7 @@ async def backlog(redis: Redis, layout: StreamLayout) -> int:
 async def drain(settings: ConsumerSettings, bundles: int) -> float:
     """Seconds for one consumer to write and ack ``bundles`` pre-filled bundles."""
     redis = Redis.from_url(settings.redis_url)
-    store = create_store(settings)
+    store = create_store(settings, writer=True)  # as the consumer process makes it
     layout = settings.layout
     try:
         await prefill(redis, layout, bundles, uuid.uuid4().hex[:6])

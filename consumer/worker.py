@@ -87,7 +87,7 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
         redis = Redis.from_url(settings.redis_url)
         await ensure_partition_count(redis, settings.layout)
-        store = create_store(settings)  # opened by the read loop, which waits for it
+        store = create_store(settings, writer=True)  # opened by the read loop, which waits for it
         metrics = ConsumerMetrics()
         reader = Reader(redis=redis, store=store, settings=settings, metrics=metrics)
         runner = await health.start(reader, metrics)

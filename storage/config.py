@@ -79,8 +79,12 @@ class StorageSettings(BaseSettings):
         return f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
 
 
-def create_store(settings: StorageSettings) -> EventStore:
-    """The configured backend, not yet opened (call ``await store.open()``)."""
+def create_store(settings: StorageSettings, *, writer: bool = False) -> EventStore:
+    """The configured backend, not yet opened (call ``await store.open()``).
+
+    ``writer``: for a process whose work is writing batches (the consumer); a backend
+    whose writes are CPU work in this process then runs them on the event loop.
+    """
     if settings.backend == "postgres":
         from storage.postgres import PostgresStore  # asyncpg is only imported when used
 
@@ -92,7 +96,7 @@ def create_store(settings: StorageSettings) -> EventStore:
         return store
     from storage.ndjson import NdjsonStore
 
-    ndjson: EventStore = NdjsonStore(settings.ndjson_dir)
+    ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer)
     return ndjson
 
 

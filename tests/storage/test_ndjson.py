@@ -6,12 +6,15 @@ import asyncio
 import builtins
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from filelock import FileLock
 
+from storage import ndjson_write
 from storage.base import StorageCorrupt, StoredEvent
 from storage.ndjson import NdjsonStore
 from storage.ndjson_log import partition_path
@@ -131,6 +134,50 @@ async def test_file_grown_behind_the_index_refuses_the_batch(
         assert path.stat().st_size == grown  # the append was cut off again
         assert await store.count_events() == 5
     finally:
+        await store.close()
+
+
+async def test_write_on_loop_writes_on_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = NdjsonStore(tmp_path, write_on_loop=True)
+    await store.open()
+    threads: list[int] = []
+    real = ndjson_write.write_batch
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(ndjson_write, "write_batch", spy)
+    try:
+        assert (await store.write_batch(0, [lifecycle(1)])).written == 5
+        assert threads == [threading.get_ident()]
+        assert (await store.verify_chain(0)).ok
+    finally:
+        await store.close()
+
+
+async def test_write_on_loop_waits_for_a_held_lock_off_the_loop(tmp_path: Path) -> None:
+    """Another writer holds the directory lock: the batch waits in a thread, the loop runs."""
+    store = NdjsonStore(tmp_path, write_on_loop=True)
+    await store.open()
+    other = FileLock(str(tmp_path / "write.lock"))  # another process's writer, in effect
+    try:
+        other.acquire()
+        write = asyncio.create_task(store.write_batch(0, [lifecycle(1)]))
+        ticks = 0
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done()
+        assert ticks == 10
+        other.release()
+        assert (await asyncio.wait_for(write, 10)).written == 5
+        assert await store.count_events() == 5
+    finally:
+        if other.is_locked:
+            other.release()
         await store.close()
 
 
