@@ -78,6 +78,7 @@ CREATE INDEX IF NOT EXISTS artifacts_attempt ON artifacts(attempt_id);
 """
 
 INDEX_FILE = "index.sqlite3"
+PAGE_SIZE = 16384
 CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
 
 
@@ -85,6 +86,11 @@ def connect(directory: Path) -> sqlite3.Connection:
     con = sqlite3.connect(
         directory / INDEX_FILE, isolation_level=None, check_same_thread=False, timeout=30.0
     )
+    # A new file gets 16 KiB pages (4 KiB is SQLite's default): each batch dirties index
+    # leaves all over the event_id/task/attempt indexes and every dirty page is a WAL
+    # write plus a checkpoint write; with fewer, larger pages the consumer's NDJSON drain
+    # ran 9% faster. Only effective before the first table exists: older files keep theirs.
+    con.execute(f"PRAGMA page_size={PAGE_SIZE}")
     con.execute("PRAGMA journal_mode=WAL")
     # the NDJSON file is fsynced per batch and re-indexed after a crash, so the index can
     # use NORMAL sync: a lost index commit is recovered from the log on the next open

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from filelock import FileLock
 
-from storage import ndjson_write
+from storage import ndjson_index, ndjson_write
 from storage.base import StorageCorrupt, StoredEvent
 from storage.ndjson import NdjsonStore
 from storage.ndjson_log import partition_path
@@ -179,6 +179,29 @@ async def test_write_on_loop_waits_for_a_held_lock_off_the_loop(tmp_path: Path) 
         if other.is_locked:
             other.release()
         await store.close()
+
+
+def page_size(directory: Path) -> int:
+    con = sqlite3.connect(directory / "index.sqlite3")
+    try:
+        return int(con.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        con.close()
+
+
+async def test_new_index_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    new, old = tmp_path / "new", tmp_path / "old"
+    old.mkdir()
+    sqlite3.connect(old / "index.sqlite3").execute("CREATE TABLE t (x)").connection.close()
+    for directory in (new, old):
+        store = await opened(directory)
+        try:
+            assert (await store.write_batch(0, [lifecycle(1)])).written == 5
+            assert (await store.verify_chain(0)).ok
+        finally:
+            await store.close()
+    assert page_size(new) == ndjson_index.PAGE_SIZE
+    assert page_size(old) == 4096
 
 
 async def test_reader_instance_sees_writer_instance(tmp_path: Path) -> None:
