@@ -138,18 +138,24 @@ _INSERT_EVENTS = (
 )
 _COLUMNS = 11
 _EVENT_ROW = "(" + ", ".join("?" * _COLUMNS) + ")"
-_ROWS_PER_INSERT = 64
+_MAX_ROWS_PER_INSERT = 256
+
+
+def rows_per_insert(con: sqlite3.Connection) -> int:
+    """Rows per INSERT: 256, fewer where SQLite allows fewer host parameters (999 before
+    3.32)."""
+    return min(_MAX_ROWS_PER_INSERT, con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
 
 
 def _insert_events(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     # Many rows per statement: executemany steps (and releases the GIL) once per row, and
-    # that per-row overhead was a quarter of the insert; 64 rows stay under the host
-    # parameter limit of old SQLite builds (999).
-    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    # that per-row overhead was a quarter of the insert.
+    per = rows_per_insert(con)
+    whole = len(rows) - len(rows) % per
     if whole:
-        sql = _INSERT_EVENTS + ", ".join([_EVENT_ROW] * _ROWS_PER_INSERT)
+        sql = _INSERT_EVENTS + ", ".join([_EVENT_ROW] * per)
         flat = list(chain.from_iterable(rows[:whole]))
-        width = _COLUMNS * _ROWS_PER_INSERT
+        width = _COLUMNS * per
         for start in range(0, len(flat), width):
             con.execute(sql, flat[start : start + width])
     if whole < len(rows):
@@ -169,8 +175,10 @@ def _store_artifacts(con: sqlite3.Connection, envelopes: Sequence[Envelope]) -> 
     rows = []
     for env in envelopes:
         bundle = env.bundle
+        if not bundle.artifacts:
+            continue
         attempt = _bundle_attempt(bundle)
-        for art in bundle.artifacts or []:
+        for art in bundle.artifacts:
             extra = art.model_extra or {}
             artifact_id = extra.get("artifact_id")
             rows.append(
@@ -184,6 +192,8 @@ def _store_artifacts(con: sqlite3.Connection, envelopes: Sequence[Envelope]) -> 
                     art.size,
                 )
             )
+    if not rows:
+        return
     con.executemany(
         "INSERT OR IGNORE INTO artifacts(bundle_id, attempt_id, artifact_id, sha256, kind, "
         "uri, size) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -56,19 +56,28 @@ async def test_index_behind_file_is_recovered(tmp_path: Path) -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("count", [1, 63, 64, 65, 130])
-async def test_every_event_of_a_batch_is_indexed_at_its_line(tmp_path: Path, count: int) -> None:
+def test_rows_per_insert_respects_the_host_parameter_limit() -> None:
+    con = sqlite3.connect(":memory:")
+    assert ndjson_write.rows_per_insert(con) == 256
+    con.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
+    assert ndjson_write.rows_per_insert(con) == 90
+    con.close()
+
+
+@pytest.mark.parametrize("offset", [-255, -1, 0, 1, 258])
+async def test_every_event_of_a_batch_is_indexed_at_its_line(tmp_path: Path, offset: int) -> None:
     """The index takes many rows per INSERT; batch sizes around that width all land whole."""
+    count = ndjson_write.rows_per_insert(sqlite3.connect(":memory:")) + offset
     store = await opened(tmp_path)
     try:
         events = [f.event("file.discovered", {"task_id": "t", "n": i}) for i in range(count)]
         envelope = f.envelope(f.body("repo-a", f"bundle-{count}", events), entry_id="1-0")
         assert (await store.write_batch(3, [envelope])).written == count
-        page = await store.list_events(limit=500)
+        page = await store.list_events(limit=1000)
         assert [(e.event_id, e.payload["n"], e.seq) for e in page.items] == [
             (ev["event_id"], i, i + 1) for i, ev in enumerate(events)
         ]
-        assert len((await store.list_events(task_id="t", limit=500)).items) == count
+        assert len((await store.list_events(task_id="t", limit=1000)).items) == count
         assert (await store.verify_chain(3)).checked == count
     finally:
         await store.close()
