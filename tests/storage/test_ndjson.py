@@ -213,6 +213,14 @@ async def test_new_index_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: 
     assert page_size(old) == 4096
 
 
+async def test_index_connection_has_a_large_page_cache(tmp_path: Path) -> None:
+    con = ndjson_index.connect(tmp_path)
+    try:
+        assert con.execute("PRAGMA cache_size").fetchone()[0] == -ndjson_index.CACHE_KIB
+    finally:
+        con.close()
+
+
 async def test_reader_instance_sees_writer_instance(tmp_path: Path) -> None:
     writer = await opened(tmp_path)
     reader = await opened(tmp_path)
