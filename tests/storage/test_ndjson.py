@@ -167,6 +167,31 @@ async def test_write_on_loop_writes_on_the_calling_thread(
         await store.close()
 
 
+async def test_write_on_loop_leaves_a_huge_batch_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that would block the loop for long (health probes) is written in a thread."""
+    store = NdjsonStore(tmp_path, write_on_loop=True)
+    await store.open()
+    threads: list[int] = []
+    real = ndjson_write.write_batch
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(ndjson_write, "write_batch", spy)
+    monkeypatch.setattr("storage.ndjson.LOOP_WRITE_MAX_EVENTS", 5)
+    try:
+        await store.write_batch(0, [lifecycle(1)])  # 5 events: on the loop
+        await store.write_batch(0, [lifecycle(2), lifecycle(3)])  # 10: in a thread
+        assert threads[0] == threading.get_ident()
+        assert threads[1] != threading.get_ident()
+        assert await store.count_events() == 15
+    finally:
+        await store.close()
+
+
 async def test_write_on_loop_waits_for_a_held_lock_off_the_loop(tmp_path: Path) -> None:
     """Another writer holds the directory lock: the batch waits in a thread, the loop runs."""
     store = NdjsonStore(tmp_path, write_on_loop=True)
