@@ -7,6 +7,7 @@ import builtins
 import multiprocessing
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,11 @@ async def test_file_grown_behind_the_index_refuses_the_batch(
         await store.close()
 
 
-async def test_write_on_loop_writes_on_the_calling_thread(
+@pytest.fixture
+async def loop_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[NdjsonStore, list[int]]]:
+    """A ``write_on_loop`` store, and the thread each of its batch writes ran on."""
     store = NdjsonStore(tmp_path, write_on_loop=True)
     await store.open()
     threads: list[int] = []
@@ -160,36 +163,31 @@ async def test_write_on_loop_writes_on_the_calling_thread(
 
     monkeypatch.setattr(ndjson_write, "write_batch", spy)
     try:
-        assert (await store.write_batch(0, [lifecycle(1)])).written == 5
-        assert threads == [threading.get_ident()]
-        assert (await store.verify_chain(0)).ok
+        yield store, threads
     finally:
         await store.close()
+
+
+async def test_write_on_loop_writes_on_the_calling_thread(
+    loop_writer: tuple[NdjsonStore, list[int]],
+) -> None:
+    store, threads = loop_writer
+    assert (await store.write_batch(0, [lifecycle(1)])).written == 5
+    assert threads == [threading.get_ident()]
+    assert (await store.verify_chain(0)).ok
 
 
 async def test_write_on_loop_leaves_a_huge_batch_to_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop_writer: tuple[NdjsonStore, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch that would block the loop for long (health probes) is written in a thread."""
-    store = NdjsonStore(tmp_path, write_on_loop=True)
-    await store.open()
-    threads: list[int] = []
-    real = ndjson_write.write_batch
-
-    def spy(*args: Any) -> Any:
-        threads.append(threading.get_ident())
-        return real(*args)
-
-    monkeypatch.setattr(ndjson_write, "write_batch", spy)
+    store, threads = loop_writer
     monkeypatch.setattr("storage.ndjson.LOOP_WRITE_MAX_EVENTS", 5)
-    try:
-        await store.write_batch(0, [lifecycle(1)])  # 5 events: on the loop
-        await store.write_batch(0, [lifecycle(2), lifecycle(3)])  # 10: in a thread
-        assert threads[0] == threading.get_ident()
-        assert threads[1] != threading.get_ident()
-        assert await store.count_events() == 15
-    finally:
-        await store.close()
+    await store.write_batch(0, [lifecycle(1)])  # 5 events: on the loop
+    await store.write_batch(0, [lifecycle(2), lifecycle(3)])  # 10: in a thread
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+    assert await store.count_events() == 15
 
 
 async def test_write_on_loop_waits_for_a_held_lock_off_the_loop(tmp_path: Path) -> None:
