@@ -8,7 +8,12 @@ same conformance suite against every implementation.
 Exception tree::
 
     StorageError                  base of everything a backend raises on purpose
-    ├── StorageUnavailable        cannot reach the database/files now; retry later
+    ├── StorageUnavailable        transient: cannot reach the database/files now (refused,
+    │                             reset, timeout, shutting down, serialization failure,
+    │                             deadlock, disk full); the same batch is retried later
+    ├── StorageDataError          permanent: the batch holds a value the backend refuses;
+    │                             the same batch fails again, so the consumer isolates the
+    │                             entries responsible and dead-letters only those
     └── StorageCorrupt            on-disk state contradicts itself; needs an operator
 """
 
@@ -39,6 +44,10 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now (database down, disk full); the batch may be retried."""
+
+
+class StorageDataError(StorageError):
+    """Data in the batch that this backend refuses; retrying the same batch cannot help."""
 
 
 class StorageCorrupt(StorageError):
@@ -113,12 +122,31 @@ class Conflict:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryOutcome:
+    """What happened to the events of one stream entry (one bundle, or one chunk of one).
+
+    ``stored`` counts events whose ``event_id`` was new, ``revisions`` events stored as a new
+    revision of a known ``event_id`` (different content), ``duplicates`` identical
+    re-deliveries that were dropped. ``?wait=`` answers with these per bundle.
+    """
+
+    stored: int = 0
+    revisions: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What one ``write_batch`` did; counts are of events, not bundles."""
+    """What one ``write_batch`` did; counts are of events, not bundles.
+
+    ``outcomes`` maps each envelope's ``entry_id`` to its :class:`EntryOutcome`.
+    """
 
     written: int = 0
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
+    revisions: int = 0
+    outcomes: dict[str, EntryOutcome] = field(default_factory=dict)
 
 
 @runtime_checkable
