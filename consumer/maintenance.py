@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, _entries
+from storage.lag import lag_of
 from storage.queue import GROUP, resolve
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,17 @@ async def trim_all(reader: Reader) -> int:
 
 
 async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:
-    """Per-partition lag (undelivered) and pending (unacked) gauges from XINFO GROUPS."""
+    """Per-partition lag (undelivered) and pending (unacked) gauges from XINFO GROUPS.
+
+    The lag is checked against the stream (:func:`storage.lag.lag_of`): Redis' counter can
+    be null or wrong after an AOF repair or an XSETID.
+    """
     for partition, stream in enumerate(reader.layout.streams()):
         info = await group_info(reader.redis, stream)
         if info is None:
             continue
-        lag = info.get("lag")
-        metrics.lag.labels(str(partition)).set(float(lag) if lag is not None else 0.0)
+        lag = await lag_of(reader.redis, stream, info)
+        metrics.lag.labels(str(partition)).set(float(lag))
         metrics.pending.labels(str(partition)).set(float(info["pending"]))
 
 

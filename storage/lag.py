@@ -4,12 +4,12 @@ Pipeline position: shared by ingest's backpressure (``ingest.backpressure``) and
 consumer's lag metric (``consumer.maintenance.record_lag``); both read the ``writers``
 group of one partition stream at a time (a cluster rejects cross-slot commands).
 
-XINFO GROUPS reports ``lag`` = entries-added − entries-read, and those counters can lie: an
+XINFO GROUPS reports ``lag`` = entries-added - entries-read, and those counters can lie: an
 AOF repair, an XSETID or a deleted entry leaves them inconsistent (a dev stack showed lag
 2,909 over empty streams whose group had delivered everything), or Redis reports null.
 So a non-zero or null lag is checked against the stream: a group whose last-delivered id
 reached the stream's last entry is caught up (lag 0); otherwise the lag is at most the
-entries in the stream that are not pending (``XLEN − pending``; undelivered entries are
+entries in the stream that are not pending (``XLEN - pending``; undelivered entries are
 never trimmed), and that count replaces a null or larger counter.
 """
 
