@@ -24,7 +24,7 @@ class ConsumerSettings(StorageSettings):
     batch: int = Field(200, ge=1, le=10_000, validation_alias="LEVIATHAN_CONSUMER_BATCH")
     """Most entries per batch, i.e. bundles (or chunks of one) per ``write_batch`` call."""
     batch_bytes: int = Field(
-        32 * 1024 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_CONSUMER_BATCH_BYTES"
+        8 * 1024 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_CONSUMER_BATCH_BYTES"
     )
     """Most entry bytes per batch: the reads of one batch stop before they could pass it
     (each asks for no more entries than fit at LEVIATHAN_STREAM_ENTRY_MAX_BYTES apiece), so

@@ -25,7 +25,7 @@ from ingest.errors import Unavailable
 # Peak memory of a request per decompressed body byte, measured with bench/bigbundle.py
 # (100,000 file.discovered events): the body, its orjson objects, one chunk of models and
 # the encoded entries.
-PEAK_FACTOR = 5
+PEAK_FACTOR = 6
 
 
 class Budget:
