@@ -51,7 +51,7 @@ class StorageSettings(BaseSettings):
     # shared: ingest splits bundles into entries of at most this size, and the consumer
     # sizes each XREADGROUP so that a batch stays within its byte bound
     entry_max_bytes: int = Field(
-        1024 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_STREAM_ENTRY_MAX_BYTES"
+        256 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_STREAM_ENTRY_MAX_BYTES"
     )
 
     @field_validator("redis_url")

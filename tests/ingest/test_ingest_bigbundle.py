@@ -258,7 +258,9 @@ async def test_a_wait_holds_the_budget_only_until_queued(
     task = asyncio.create_task(
         client.post(URL + "?wait=1", data=raw(big_body(CHUNK_EVENTS * 2)), headers=AUTH)
     )
-    while not await resolve(redis_client.exists(LAYOUT.stream(0), *LAYOUT.streams())):
+    for _ in range(500):
+        if await resolve(redis_client.exists(*LAYOUT.streams())):
+            break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     assert rt.budget.used == 0  # queued, now waiting for a consumer that never comes
