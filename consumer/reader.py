@@ -60,19 +60,20 @@ def _entry_bytes(fields: dict[bytes, bytes]) -> int:
 async def read_bounded(
     redis: Redis, settings: ConsumerSettings, stream: str, last_id: str
 ) -> list[Entry]:
-    """One batch of ``stream``: at most ``batch`` entries and ``batch_bytes`` bytes.
+    """One batch of ``stream``: at most ``batch`` entries and its share of ``batch_bytes``.
 
-    XREADGROUP has no byte limit, so a batch is read in rounds, each asking for no more
-    entries than the remaining allowance holds at the largest entry size ingest writes.
-    Small entries still come in one round; large ones in as many as the bound needs. Only
-    the first round blocks; later ones take what is there.
+    Every partition of the process holds a batch at once, so each may read
+    ``batch_bytes / partitions`` bytes (at least one entry). XREADGROUP has no byte limit:
+    a batch is read in rounds, each asking for no more entries than the remaining share
+    holds at the largest entry size ingest writes. Only the first round blocks.
     """
+    allowance = max(settings.batch_bytes // settings.partitions, settings.entry_max_bytes)
     entries: list[Entry] = []
     size = 0
     cursor = last_id
     block = settings.block_ms if last_id == ">" else None
     while True:
-        room = (settings.batch_bytes - size) // settings.entry_max_bytes
+        room = (allowance - size) // settings.entry_max_bytes
         count = min(settings.batch - len(entries), max(room, 1))
         reply = await resolve(
             redis.xreadgroup(
@@ -83,9 +84,8 @@ async def read_bounded(
         got = _entries(raw)
         entries.extend(got)
         size += sum(_entry_bytes(f) for _, f in got)
-        if len(raw) < count or len(entries) >= settings.batch:
-            return entries
-        if (settings.batch_bytes - size) // settings.entry_max_bytes < 1:
+        full = len(entries) >= settings.batch or allowance - size < settings.entry_max_bytes
+        if len(raw) < count or full:
             return entries
         block = None
         if cursor != ">":  # re-reading our pending list: continue after the last id seen

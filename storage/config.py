@@ -51,7 +51,11 @@ class StorageSettings(BaseSettings):
     # shared: ingest splits bundles into entries of at most this size, and the consumer
     # sizes each XREADGROUP so that a batch stays within its byte bound
     entry_max_bytes: int = Field(
-        256 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_STREAM_ENTRY_MAX_BYTES"
+        128 * 1024,
+        ge=16 * 1024,
+        validation_alias="LEVIATHAN_STREAM_ENTRY_MAX_BYTES",
+        description="Largest stream entry ingest writes (a bigger bundle becomes several "
+        "entries); consumers size their reads by it. Same value in every process.",
     )
 
     @field_validator("redis_url")

@@ -56,6 +56,21 @@ async def test_a_batch_of_large_entries_stays_within_its_byte_bound(
     assert [i for i, _ in pending] == ids[:3]
 
 
+async def test_the_byte_bound_is_shared_by_the_partitions(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """Every partition reader holds a batch at once: each gets its share of the bound."""
+    settings = make_settings(
+        tmp_path, partitions=2, batch=50, batch_bytes=600_000, entry_max_bytes=100_000
+    )
+    reader = Reader(fake_redis, ndjson_store, settings, ConsumerMetrics())
+    await ensure_group(fake_redis, reader.layout)
+    for partition in (0, 1):
+        await _add_raw(fake_redis, reader.layout.stream(partition), [95_000] * 5)
+    batches = [await reader.read_once(p) for p in (0, 1)]
+    assert [len(b) for b in batches] == [3, 3]
+
+
 async def test_small_entries_still_fill_a_batch(
     fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
 ) -> None:

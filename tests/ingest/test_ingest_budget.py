@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 from fakeredis import FakeAsyncRedis
 
@@ -128,4 +129,5 @@ async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
     assert rt.budget.used == 0
     resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
     assert resp.status == 202
-    assert len(await stream_entries(redis)) == 2
+    queued = {orjson.loads(f[b"bundle"])["bundle_id"] for _, (_, f) in await stream_entries(redis)}
+    assert queued == {"bundle-slow", "bundle-fast"}
