@@ -1,4 +1,4 @@
-"""The ingest aiohttp application: ``create_app(settings)`` (DESIGN §2, §5).
+"""The ingest aiohttp application: ``create_app(settings)`` (README: endpoints).
 
 Pipeline position: the HTTP front door. Builds the per-app Redis client, metrics registry,
 token set, group-commit publisher, lag gauge and commit listener; the cleanup_ctx checks

@@ -1,4 +1,4 @@
-"""Request body → validated bundle ready to queue, or a raised client error (DESIGN §2).
+"""Request body → validated bundle ready to queue, or a raised client error (README).
 
 Pipeline position: first step of ``POST /v1/events/ingest`` after auth. The server runs
 with ``auto_decompress=False`` (see :data:`ingest.app.HANDLER_ARGS`) so the raw bytes

@@ -1,4 +1,4 @@
-"""Validated bundle → stream entry fields, the ingest's fast path (DESIGN §3).
+"""Validated bundle → stream entry fields, the ingest's fast path (docs/design-notes.md, Queue).
 
 Pipeline position: between validation (``ingest.body``) and the group-commit XADD
 (``ingest.publisher``). It produces exactly the field map of ``storage.envelope.encode``

@@ -1,4 +1,4 @@
-"""Ingest and health handlers (DESIGN §2, §5).
+"""Ingest and health handlers (README: ingest contract, endpoints).
 
 Pipeline position: ``POST /v1/events/ingest`` = in-flight budget → body → backpressure
 check → entries → group-commit XADD into the bundle's partition (one MULTI/EXEC when the

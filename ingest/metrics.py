@@ -1,4 +1,4 @@
-"""Prometheus metrics of one ingest app (DESIGN §5), on its own CollectorRegistry.
+"""Prometheus metrics of one ingest app (docs/operations.md), on its own CollectorRegistry.
 
 Pipeline position: the request middleware, the ingest handler, the publisher and the lag
 gauge record here; ``GET /metrics`` renders it. A registry per app (never the global one)

@@ -1,4 +1,4 @@
-"""Group-commit publisher: many requests' XADDs in one Redis round trip (DESIGN §3).
+"""Group-commit publisher: many requests' XADDs in one Redis round trip (docs/design-notes.md).
 
 Pipeline position: the handler hands a validated envelope to :meth:`Publisher.publish`
 and awaits its own future; one background task drains everything pending (up to

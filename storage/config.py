@@ -1,7 +1,7 @@
 """Storage and queue settings shared by every process, and the backend factory.
 
 Pipeline position: each process's single settings class (``ingest.settings``,
-``consumer.settings``) inherits :class:`StorageSettings`, so env names (DESIGN §6) are
+``consumer.settings``) inherits :class:`StorageSettings`, so env names (docs/operations.md) are
 declared once. Nothing here reads the environment at import time; pydantic-settings reads
 it when ``__main__`` builds the settings object.
 """
@@ -20,7 +20,7 @@ from storage.queue import DEFAULT_PREFIX, StreamLayout
 
 
 class StorageSettings(BaseSettings):
-    """Backend, PostgreSQL, NDJSON and Redis stream settings (DESIGN §3, §4, §6)."""
+    """Backend, PostgreSQL, NDJSON and Redis stream settings (docs/operations.md, Configuration)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 

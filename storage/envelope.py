@@ -1,4 +1,4 @@
-"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (DESIGN §3).
+"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (docs/design-notes.md, Queue).
 
 Pipeline position: the only format shared by the two tiers through Redis. An entry is a
 flat field map ``{v, bundle, received_at, token}``; ``bundle`` holds the normalised bundle
