@@ -80,6 +80,21 @@ def _server_failure(log_path: Path, since: int, redis_dir: Path) -> str:
     return f"redis-server could not start: {why} (log: {log_path})"
 
 
+def _refuse_leftover(pidfile: Path, redis_dir: Path) -> None:
+    """A redis-server from an earlier ``dev`` that was killed may still append to the AOF;
+    a second server on the same files would damage it."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return  # no pidfile, or that process is gone
+    if b"redis-server" in cmdline:
+        raise QueueError(
+            f"a redis-server left by an earlier dev (pid {pid}) still uses {redis_dir}: "
+            f"stop it (kill {pid}) and start dev again"
+        )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -164,7 +179,10 @@ def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
     port = free_port()
     if binary is not None:
         redis_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = redis_dir / "redis.pid"
+        _refuse_leftover(pidfile, redis_dir)
         args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir)]
+        args += ["--pidfile", str(pidfile)]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         args += ["--maxmemory-policy", "noeviction", "--daemonize", "no"]
         log_path = redis_dir / "redis.log"

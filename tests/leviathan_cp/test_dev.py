@@ -142,6 +142,8 @@ def test_dev_stores_posted_bundle_and_exits_cleanly(tmp_path: Path, queue: str) 
         "everything accepted is stored, nothing is lost."
     )
     assert not (work / ".leviathan" / "dev.json").exists()
+    # redis-server removed its pidfile: the next dev here does not mistake it for a leftover
+    assert not (work / ".leviathan" / "redis" / "redis.pid").exists()
     stored = b"".join(p.read_bytes() for p in (work / ".leviathan" / "data").rglob("*.ndjson"))
     assert bundle["events"][0]["event_id"].encode() in stored
     assert b"late" + b"0" * 28 in stored
@@ -304,3 +306,39 @@ def test_a_taken_port_is_refused_before_anything_starts(
         "or set LEVIATHAN_API_PORT to a free port\n"
     )
     assert not (tmp_path / "work" / ".leviathan" / "redis").exists()
+
+
+def test_a_leftover_redis_server_on_the_queue_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dev killed with SIGKILL leaves its redis-server appending to the AOF."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not on PATH")
+    from leviathan_cp.dev import run
+
+    base = tmp_path / "work" / ".leviathan"
+    redis_dir = base / "redis"
+    redis_dir.mkdir(parents=True)
+    pidfile = redis_dir / "redis.pid"
+    leftover = subprocess.Popen(
+        [binary, "--port", str(_free_port()), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+         "--pidfile", str(pidfile), "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        monkeypatch.delenv("LEVIATHAN_REDIS_URL", raising=False)
+        monkeypatch.setenv("LEVIATHAN_API_PORT", str(_free_port()))
+        assert run(base, tmp_path) == 2
+    finally:
+        leftover.terminate()
+        leftover.wait(timeout=15)
+    err = capsys.readouterr().err
+    assert err == (
+        f"leviathan-cp dev: a redis-server left by an earlier dev (pid {leftover.pid}) still "
+        f"uses {redis_dir}: stop it (kill {leftover.pid}) and start dev again\n"
+    )
