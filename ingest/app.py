@@ -21,7 +21,7 @@ from ingest import console
 from ingest.auth import TokenSet
 from ingest.backpressure import LagGauge
 from ingest.deps import DEPS_KEY, QueryDeps
-from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
+from ingest.handlers import RAW_SLACK, Runtime, _check_lag, _measured_lag, ingest_routes
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import auth_middleware, error_middleware
 from ingest.openapi import openapi_routes
@@ -115,7 +115,18 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     )
     app[RUNTIME_KEY] = rt
     app[SETTINGS_KEY] = settings
-    app[DEPS_KEY] = QueryDeps(layout=settings.layout, redis=lambda: rt.redis, publish=rt.publish)
+
+    async def admit() -> None:  # the ingest path's backpressure, for requests it queues
+        lag = rt.lag.cached()
+        _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
+
+    app[DEPS_KEY] = QueryDeps(
+        layout=settings.layout,
+        redis=lambda: rt.redis,
+        publish=rt.publish,
+        admit=admit,
+        autonomy_config=settings.autonomy_config_path,
+    )
     app.cleanup_ctx.append(_lifecycle)
     _add_routes(app, rt)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -33,11 +34,20 @@ def bundle_publisher(publish: StreamPublish, layout: StreamLayout) -> Publish:
     return send
 
 
+async def always_admit() -> None:
+    """No backpressure (apps without a lag gauge, such as the query API's own tests)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueryDeps:
+    """``admit`` raises the ingest path's 503 when the queue is over its high-water mark;
+    ``autonomy_config`` is the YAML file ``GET /v1/autonomy/status`` reads."""
+
     layout: StreamLayout
     redis: Callable[[], Redis]
     publish: Publish
+    admit: Callable[[], Awaitable[None]] = always_admit
+    autonomy_config: Path = Path("/etc/leviathan/autonomy/dev.yaml")
 
 
 DEPS_KEY = web.AppKey("query_deps", QueryDeps)

@@ -109,7 +109,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
 
     @routes.post("/v1/events/ingest")
     async def ingest(request: web.Request) -> web.Response:
-        wait = _wait_param(request)
+        wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle, size = await read_bundle(
             request,
             max_raw,

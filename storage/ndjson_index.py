@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.topology import TopoRow
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
@@ -75,6 +76,16 @@ CREATE TABLE IF NOT EXISTS artifacts (
     UNIQUE (bundle_id, sha256, artifact_id)
 );
 CREATE INDEX IF NOT EXISTS artifacts_attempt ON artifacts(attempt_id);
+CREATE TABLE IF NOT EXISTS topology (
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL,
+    version_ts TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (target, kind, item)
+) WITHOUT ROWID;
 """
 
 INDEX_FILE = "index.sqlite3"
@@ -191,3 +202,27 @@ def read_graph(con: sqlite3.Connection) -> Graph:
     for row in con.execute("SELECT type, src_type, src, dst_type, dst FROM edges"):
         graph.edges.add(Edge(*row))
     return graph
+
+
+# SQLite compares TEXT bytewise (BINARY), i.e. by code point like Python: the same order
+# as storage.topology's versions, so the row kept is the one TopoRow.version picks.
+_UPSERT_TOPOLOGY = """
+INSERT INTO topology(target, kind, item, version_ts, event_id, digest, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(target, kind, item) DO UPDATE SET
+    version_ts = excluded.version_ts, event_id = excluded.event_id,
+    digest = excluded.digest, payload = excluded.payload
+WHERE (excluded.version_ts, excluded.event_id, excluded.digest)
+    > (topology.version_ts, topology.event_id, topology.digest)
+"""
+
+
+def merge_topology(con: sqlite3.Connection, rows: Sequence[TopoRow]) -> None:
+    """Keep, per topology item, the newest of the stored row and ``rows`` (in the
+    caller's transaction)."""
+    if rows:
+        con.executemany(
+            _UPSERT_TOPOLOGY,
+            [(r.target, r.kind, r.item, r.version_ts, r.event_id, r.digest,
+              orjson.dumps(r.payload).decode()) for r in rows],
+        )  # fmt: skip

@@ -118,12 +118,18 @@ async def test_verify_chain(make_app: AppFactory, aiohttp_client: AiohttpClient)
     ("path", "name"),
     [
         ("/v1/attempts?limit=0", "limit"),
-        ("/v1/attempts?limit=501", "limit"),
+        ("/v1/attempts?limit=1001", "limit"),
         ("/v1/attempts?limit=ten", "limit"),
         ("/v1/attempts?cursor=garbage", "cursor"),
         ("/v1/events?after=%21%21", "after"),
         ("/v1/events?limit=1001", "limit"),
         ("/v1/events/recent?limit=-1", "limit"),
+        ("/v1/events/recent?limit=1001", "limit"),
+        ("/v1/failures?limit=1001", "limit"),
+        ("/v1/topology/areas", "target"),
+        ("/v1/topology/summary?target=", "target"),
+        ("/v1/topology/subsystems?target=t&limit=5001", "limit"),
+        ("/v1/topology/dependencies?target=t&cursor=garbage", "cursor"),
         ("/v1/failures?limit=x", "limit"),
         ("/v1/tasks?limit=100000", "limit"),
         ("/v1/events/verify?partition=4", "partition"),
@@ -159,9 +165,12 @@ async def test_every_query_endpoint_needs_the_token(
     client = await aiohttp_client(make_app())
     for path in ["/v1/graph/summary", "/v1/attempts", "/v1/attempts/att-1", "/v1/failures",
                  "/v1/events/recent", "/v1/events", "/v1/events/verify", "/v1/tasks",
-                 "/v1/tasks/task-docs-1", "/v1/stats"]:  # fmt: skip
+                 "/v1/tasks/task-docs-1", "/v1/stats", "/v1/autonomy/status",
+                 "/v1/topology/summary?target=t", "/v1/topology/areas?target=t"]:  # fmt: skip
         resp = await client.get(path, headers={"Authorization": "Bearer wrong"})
         assert resp.status == 401, path
     resp = await client.post("/v1/attempts/att-1/invalidate", json={"reason": "r"})
+    assert resp.status == 401
+    resp = await client.post("/v1/backlog/suggest", json={"target": "leviathan-demo"})
     assert resp.status == 401
     assert (await client.get("/openapi.json")).status == 200
