@@ -252,17 +252,23 @@ def get_task(con: sqlite3.Connection, task_id: str) -> TaskDetail | None:
     )
 
 
+# Primary-key lookups and range scans of the topology table (plans checked in
+# tests/storage/test_topology.py): independent of the size of the event log.
+TOPOLOGY_SUMMARY_SQL = (
+    "SELECT payload, version_ts, event_id FROM topology WHERE target = ? AND kind = ? AND item = ''"
+)
+TOPOLOGY_COUNTS_SQL = "SELECT kind, count(*) FROM topology WHERE target = ? GROUP BY kind"
+TOPOLOGY_ITEMS_SQL = (
+    "SELECT item, payload FROM topology WHERE target = ? AND kind = ? AND item > ? "
+    "ORDER BY item LIMIT ?"
+)
+
+
 def topology_summary(con: sqlite3.Connection, target: str) -> TopologySummary | None:
-    row = con.execute(
-        "SELECT payload, version_ts, event_id FROM topology "
-        "WHERE target = ? AND kind = ? AND item = ''",
-        (target, SUMMARY),
-    ).fetchone()
+    row = con.execute(TOPOLOGY_SUMMARY_SQL, (target, SUMMARY)).fetchone()
     if row is None:
         return None
-    counts = con.execute(
-        "SELECT kind, count(*) FROM topology WHERE target = ? GROUP BY kind", (target,)
-    ).fetchall()
+    counts = con.execute(TOPOLOGY_COUNTS_SQL, (target,)).fetchall()
     return TopologySummary(
         target=target,
         payload=orjson.loads(row[0]),
@@ -277,9 +283,5 @@ def topology_items(
 ) -> Page[dict[str, Any]]:
     """Payloads of one kind of item of ``target``, by item key; keyset pages."""
     after = "" if cursor is None else str(decode_cursor(cursor, 1)[0])
-    rows = con.execute(
-        "SELECT item, payload FROM topology WHERE target = ? AND kind = ? AND item > ? "
-        "ORDER BY item LIMIT ?",
-        (target, kind, after, limit + 1),
-    ).fetchall()
+    rows = con.execute(TOPOLOGY_ITEMS_SQL, (target, kind, after, limit + 1)).fetchall()
     return topology_page([(item, orjson.loads(payload)) for item, payload in rows], limit)

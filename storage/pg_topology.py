@@ -50,17 +50,24 @@ async def upsert_topology(con: asyncpg.Connection, envelopes: Sequence[Envelope]
     await con.execute(UPSERT, *columns)
 
 
+# The read queries: primary-key lookups and range scans (tests/storage/test_topology.py
+# checks their plans), whatever the size of the event log.
+SUMMARY_SQL = (
+    "SELECT payload, version_ts, event_id FROM topology "
+    "WHERE target = $1 AND kind = $2 AND item = ''"
+)
+COUNTS_SQL = "SELECT kind, count(*) AS n FROM topology WHERE target = $1 GROUP BY kind"
+ITEMS_SQL = (
+    "SELECT item, payload FROM topology WHERE target = $1 AND kind = $2 AND item > $3 "
+    "ORDER BY item LIMIT $4"
+)
+
+
 async def summary(con: asyncpg.Connection, target: str) -> TopologySummary | None:
-    row = await con.fetchrow(
-        "SELECT payload, version_ts, event_id FROM topology "
-        "WHERE target = $1 AND kind = $2 AND item = ''",
-        target, SUMMARY,
-    )  # fmt: skip
+    row = await con.fetchrow(SUMMARY_SQL, target, SUMMARY)
     if row is None:
         return None
-    counts = await con.fetch(
-        "SELECT kind, count(*) AS n FROM topology WHERE target = $1 GROUP BY kind", target
-    )
+    counts = await con.fetch(COUNTS_SQL, target)
     return TopologySummary(
         target=target,
         payload=row["payload"],
@@ -75,9 +82,5 @@ async def items(
 ) -> Page[dict[str, Any]]:
     """Payloads of one kind of item of ``target``, by item key; keyset pages."""
     after = "" if cursor is None else str(decode_cursor(cursor, 1)[0])
-    rows = await con.fetch(
-        "SELECT item, payload FROM topology WHERE target = $1 AND kind = $2 AND item > $3 "
-        f"ORDER BY item LIMIT {int(limit) + 1}",
-        target, kind, after,
-    )  # fmt: skip
+    rows = await con.fetch(ITEMS_SQL, target, kind, after, limit + 1)
     return topology_page([(r["item"], r["payload"]) for r in rows], limit)
