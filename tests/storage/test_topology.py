@@ -304,3 +304,24 @@ def test_sqlite_compares_versions_as_python_does(tmp_path: Path) -> None:
         raise
     finally:
         con.close()
+
+
+async def test_ndjson_index_made_before_the_table_is_backfilled_on_open(tmp_path: Path) -> None:
+    store = NdjsonStore(tmp_path)
+    await store.open()
+    try:
+        await store.write_batch(0, [f.envelope(f.topology_run(at=60), entry_id="1-0")])
+        before = await index_of(store, ("leviathan-demo",))
+    finally:
+        await store.close()
+    con = sqlite3.connect(tmp_path / ndjson_index.INDEX_FILE)
+    con.execute("DROP TABLE topology")  # as an index written before the table existed
+    con.commit()
+    con.close()
+    again = NdjsonStore(tmp_path)
+    await again.open()
+    try:
+        assert await index_of(again, ("leviathan-demo",)) == before
+        assert before[("leviathan-demo", AREA)]
+    finally:
+        await again.close()
