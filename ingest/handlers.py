@@ -1,4 +1,4 @@
-"""Ingest and health handlers (DESIGN §2, §5).
+"""Ingest and health handlers (README "The contract").
 
 Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
 group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's

@@ -1,4 +1,4 @@
-"""Settings of the ingest process (DESIGN §6), built once in ``ingest.__main__``.
+"""Settings of the ingest process (docs/operations.md), built once in ``ingest.__main__``.
 
 Pipeline position: everything the HTTP tier needs besides the shared storage/queue
 settings it inherits. At least one token source is required; the token values never leave

@@ -1,4 +1,4 @@
-"""Conformance suite: what every EventStore backend must do (DESIGN §4, storage.base).
+"""Conformance suite: what every EventStore backend must do (storage.base).
 
 Runs against each backend through the ``store``/``store_factory`` fixtures; only the
 Protocol is used, except for the small per-backend tamper hooks at the bottom.
