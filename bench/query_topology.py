@@ -122,6 +122,12 @@ async def one_size(args: argparse.Namespace, size: int, measure: Any) -> None:
             explain_sqlite(tmp / "log")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if args.backend == "postgres":  # a million rows on a shared server: do not keep them
+            admin = await asyncpg.connect(args.admin_dsn)
+            try:
+                await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            finally:
+                await admin.close()
 
 
 async def run(args: argparse.Namespace, measure: Any) -> None:

@@ -34,8 +34,8 @@ class TopologySummaryBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     target_id: str
-    commit_sha: str | None = None
-    rules_version: str | None = None
+    commit_sha: Any = None  # as the worker sent them (a string from the original's)
+    rules_version: Any = None
     areas_count: int
     subsystems_count: int
     dependencies_count: int

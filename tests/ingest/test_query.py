@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from storage.config import StorageSettings, create_store
+from tests import factories as f
 from tests.ingest.query_support import AUTH, AppFactory
 
 pytestmark = pytest.mark.integration
@@ -174,3 +176,28 @@ async def test_every_query_endpoint_needs_the_token(
     resp = await client.post("/v1/backlog/suggest", json={"target": "leviathan-demo"})
     assert resp.status == 401
     assert (await client.get("/openapi.json")).status == 200
+
+
+async def test_topology_payloads_of_any_shape_are_served(
+    seeded: StorageSettings, make_app: AppFactory, aiohttp_client: AiohttpClient
+) -> None:
+    """Workers may send any JSON in a topo payload: odd types pass through, never a 500."""
+    odd = {"target_id": "odd", "commit_sha": 7, "rules_version": ["v", 1], "areas_count": "3",
+           "extra": {"nested": None}}  # fmt: skip
+    raw = f.body("odd", "bundle-odd", [
+        f.event("topo.indexed", odd, event_id="odd-1"),
+        f.event("topo.area.discovered", {"target_id": "odd", "area_id": 5}, event_id="odd-2"),
+    ])  # fmt: skip
+    store = create_store(seeded)
+    await store.open()
+    try:
+        await store.write_batch(0, [f.envelope(raw)])
+    finally:
+        await store.close()
+    client = await aiohttp_client(make_app(), headers=AUTH)
+    summary = await get_json(client, "/v1/topology/summary?target=odd")
+    assert (summary["commit_sha"], summary["rules_version"]) == (7, ["v", 1])
+    assert summary["areas_count"] == 1  # not an integer in the payload: the index's count
+    assert summary["extra"] == {"nested": None}
+    areas = await get_json(client, "/v1/topology/areas?target=odd")
+    assert areas["areas"] == [{"target_id": "odd", "area_id": 5}]
