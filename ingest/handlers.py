@@ -1,4 +1,4 @@
-"""Ingest and health handlers (DESIGN §2, §5).
+"""Ingest and health handlers (README "The contract").
 
 Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
 group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's
@@ -119,7 +119,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     @routes.post("/v1/events/ingest")
     @requires(Role.INGEST)
     async def ingest(request: web.Request) -> web.Response:
-        wait = _wait_param(request)
+        wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle, size = await read_bundle(
             request,
             max_raw,

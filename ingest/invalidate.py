@@ -1,12 +1,12 @@
 """POST /v1/attempts/{id}/invalidate: queue an ``attempt.invalidated`` event.
 
-Pipeline position: an operator's request enters the ingest tier like a worker's bundle; it
-is checked against storage (404 for an unknown attempt), turned into a one-event Bundle
-with ``bundle_id`` ``bundle-{attempt_id}`` (the workers' convention, so it lands in the
-attempt's partition after its other events) and queued through the same publisher as
-``POST /v1/events/ingest`` (backpressure included: 503 over the high-water mark); the
-envelope records the caller's token label, and the route needs the ``admin`` role. The
-consumer stores and projects it like any event.
+Pipeline position: an operator's request enters the ingest tier like a worker's bundle;
+its body is validated first (422), then the attempt is looked up (404 when unknown),
+turned into a one-event Bundle with ``bundle_id`` ``bundle-{attempt_id}`` (the workers'
+convention, so it lands in the attempt's partition after its other events) and queued
+through the same publisher as ``POST /v1/events/ingest`` (backpressure included: 503 over
+the high-water mark); the envelope records the caller's token label, and the route needs
+the ``admin`` role. The consumer stores and projects it like any event.
 
 The event_id is a random UUID: the event carries the request time, so a deterministic id
 would turn a client's retry into a *conflict* (same id, different content) that the
@@ -94,9 +94,9 @@ def build_bundle(attempt_id: str, reason: str, detail: AttemptDetail) -> Bundle:
 async def handle_invalidate(request: web.Request) -> web.Response:
     attempt_id = request.match_info["attempt_id"]
     store = request.app[STORE_KEY]
+    body = await _request_body(request)  # 422 before 404, as FastAPI clients expect
     if not await store.attempt_exists(attempt_id):
         not_found("attempt", attempt_id)
-    body = await _request_body(request)
     detail = await store.get_attempt(attempt_id)
     if detail is None:
         not_found("attempt", attempt_id)

@@ -103,6 +103,21 @@ class IngestSettings(StorageSettings):
         description="How long a measured queue lag is reused before it is measured again.",
     )
 
+    default_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        validation_alias="LEVIATHAN_INGEST_DEFAULT_WAIT_SECONDS",
+        description="Every ingest waits this long for storage as if ?wait= had been given "
+        "(an explicit ?wait= wins); 0 turns it off.",
+    )
+    autonomy_config_path: Path = Field(
+        Path("/etc/leviathan/autonomy/dev.yaml"),
+        validation_alias="LEVIATHAN_AUTONOMY_CONFIG_PATH",
+        description="YAML file whose autonomy_enabled GET /v1/autonomy/status reports "
+        "(re-read on every request; a missing file means enabled).",
+    )
+
     @model_validator(mode="after")
     def _one_token(self) -> IngestSettings:
         if self.token is None and self.tokens is None and self.token_file is None:

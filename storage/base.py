@@ -1,4 +1,4 @@
-"""The storage interface both backends implement (DESIGN §4), and its value types.
+"""The storage interface both backends implement (docs/design-notes.md), and its value types.
 
 Pipeline position: the consumer calls :meth:`EventStore.write_batch` once per batch read
 from one partition and acks only after it returned; the ingest tier's query API calls the
@@ -36,6 +36,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 
@@ -214,6 +215,17 @@ class EventStore(Protocol):
     async def get_task(self, task_id: str) -> TaskDetail | None: ...
 
     async def attempt_exists(self, attempt_id: str) -> bool: ...
+
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        """The newest ``topo.indexed`` of ``target`` and its item counts; None if none.
+
+        Served from the topology index (:mod:`storage.topology`), never a log scan.
+        """
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        """Newest payload of each ``kind`` item of ``target``, by item key; opaque cursor."""
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         """Walk ``partition``'s chain; with ``after`` (a prefix verified earlier) only the

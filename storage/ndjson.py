@@ -39,6 +39,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 T = TypeVar("T")
@@ -240,6 +241,14 @@ class NdjsonStore:
 
     async def attempt_exists(self, attempt_id: str) -> bool:
         return await self._run(lambda con: rd.node_props(con, "Attempt", attempt_id) is not None)
+
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        return await self._run(lambda con: rd.topology_summary(con, target))
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        return await self._run(lambda con: rd.topology_items(con, target, kind, limit, cursor))
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         path = log.partition_path(self.directory, partition)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from storage import pg_graph
+from storage import pg_graph, pg_topology
 from storage import pg_read as rd
 from storage import pg_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent
@@ -36,6 +36,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 __all__ = ["PostgresStore", "migrate"]
@@ -192,6 +193,14 @@ class PostgresStore:
             return found is not None
 
         return await self._with(query)
+
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        return await self._with(lambda con: pg_topology.summary(con, target))
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        return await self._with(lambda con: pg_topology.items(con, target, kind, limit, cursor))
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         # Streamed: the (synchronous) chain walk runs in a worker thread and pulls one
