@@ -24,6 +24,22 @@ tarball="$cache/bookworm-$key.tar"
 base="leviathan-ci/bookworm:$key"
 
 log() { printf '[ci-images] %s\n' "$*" >&2; }
+stand_ins=(python:3.11-slim redis:7.4-alpine postgres:16-alpine nginx:1.27-alpine)
+label='{{ index .Config.Labels "org.leviathan.ci-stand-in" }}'
+
+# Never shadow a real upstream image someone pulled: only a missing image or an earlier
+# stand-in (labelled) is (re)built. With all four upstream images present, nothing to do.
+replaceable() {
+  ! "$docker" image inspect "$1" >/dev/null 2>&1 \
+    || [ "$("$docker" image inspect -f "$label" "$1")" = 1 ]
+}
+todo=()
+for tag in "${stand_ins[@]}"; do
+  if replaceable "$tag"; then todo+=("$tag"); else log "keep $tag: the upstream image is here"; fi
+done
+if [ "${#todo[@]}" -eq 0 ]; then
+  exit 0
+fi
 
 if ! "$docker" image inspect "$base" >/dev/null 2>&1; then
   if [ ! -s "$tarball" ]; then
@@ -37,11 +53,11 @@ if ! "$docker" image inspect "$base" >/dev/null 2>&1; then
       tail -30 "$cache/debootstrap.log" >&2
       exit 1
     fi
-    # Daemons must not start inside the chroot; docs and apt lists only add weight.
+    # Apt lists, downloaded .debs and docs only add weight to every image.
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc \
       "$root"/usr/share/man "$root"/var/cache/apt/archives/*.deb
-    # The default cluster debootstrap's postgresql-common created is not used: the entrypoint
-    # makes the cluster in the volume, like the upstream image.
+    # Should postgresql-common have made a default cluster, drop it: the entrypoint makes
+    # the cluster in the volume on first start, like the upstream image.
     rm -rf "$root"/var/lib/postgresql/15/main "$root"/etc/postgresql/15/main
     rm -f "$root"/etc/nginx/sites-enabled/default
     tar -C "$root" -cf "$tarball.tmp" .
@@ -60,14 +76,10 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$here"/*.Dockerfile "$here"/*-entrypoint.sh "$ctx"/
 cp /etc/ssl/certs/ca-certificates.crt "$ctx"/host-ca-certificates.crt
 build() { # tag dockerfile
-  # Never shadow a real upstream image someone pulled: only a stand-in is replaced.
-  if "$docker" image inspect "$1" >/dev/null 2>&1 \
-    && [ "$("$docker" image inspect -f '{{ index .Config.Labels "org.leviathan.ci-stand-in" }}' "$1")" != 1 ]; then
-    log "keep $1: the upstream image is here"
-    return
+  if replaceable "$1"; then
+    log "build $1"
+    "$docker" build -q --build-arg "BASE=$base" -t "$1" -f "$ctx/$2" "$ctx" >/dev/null
   fi
-  log "build $1"
-  "$docker" build -q --build-arg "BASE=$base" -t "$1" -f "$ctx/$2" "$ctx" >/dev/null
 }
 build python:3.11-slim python.Dockerfile
 build redis:7.4-alpine redis.Dockerfile

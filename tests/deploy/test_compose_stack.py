@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +242,35 @@ def test_a_consumer_restart_under_load_loses_nothing(stack: Stack) -> None:
 def test_down_removes_containers_volumes_and_network(engine: Engine, stack: Stack) -> None:
     stack.compose("down", "-v", "--remove-orphans", "--timeout", "50", timeout=300)
     assert stack.resources() == {"container": [], "volume": [], "network": []}
+
+
+def test_outside_ci_a_missing_engine_skips_and_in_ci_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("LEVIATHAN_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        _need("no Docker engine")
+    for name, value in (("CI", "true"), ("LEVIATHAN_REQUIRE_SERVICES", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            with pytest.raises(pytest.fail.Exception, match="no Docker engine"):
+                _need("no Docker engine")
+
+
+def test_a_dockerd_that_cannot_start_is_reported_with_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No engine answers and dockerd dies at once (as without iptables): the reason surfaces."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "dockerd").write_text(
+        "#!/bin/sh\necho 'failed to start daemon: Error initializing network controller'\nexit 1\n"
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(EngineUnavailable, match="Error initializing network controller"):
+        Engine.ensure(tmp_path)
