@@ -1,4 +1,4 @@
-"""Ingest and health handlers (README: ingest contract, endpoints).
+"""Ingest and health handlers (README "The contract").
 
 Pipeline position: ``POST /v1/events/ingest`` = in-flight budget → body → backpressure
 check → entries → group-commit XADD into the bundle's partition (one MULTI/EXEC when the
@@ -28,6 +28,7 @@ from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
 from ingest.publisher import Publisher
+from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
 from storage.envelope import encode
@@ -59,6 +60,8 @@ class Runtime:
         return self.settings.max_body_bytes + RAW_SLACK
 
     async def publish(self, bundle: Bundle, token_label: str) -> str:
+        """Queue one bundle like POST /v1/events/ingest, backpressure included."""
+        await admit(self)
         layout = self.settings.layout
         partition = layout.partition_of(bundle.bundle_id)
         return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
@@ -127,6 +130,12 @@ async def _measured_lag(rt: Runtime) -> QueueState:
         raise Unavailable("The queue is unreachable.", rt.settings.retry_after_seconds) from None
 
 
+async def admit(rt: Runtime) -> None:
+    """Raise 503 while the queue is over a high-water mark (or its state is unknowable)."""
+    state = rt.lag.cached()  # the common case: no timer, no await
+    _check_queue(rt, state if state is not None else await _measured_lag(rt))
+
+
 async def _queue(
     rt: Runtime, request: web.Request, limits: Limits, layout: StreamLayout, streams: list[str]
 ) -> tuple[str, int, list[str], int]:
@@ -136,8 +145,7 @@ async def _queue(
     """
     async with rt.budget.reserve(_estimate(request)) as grant:
         prepared = await read_prepared(request, limits, grant)
-        state = rt.lag.cached()  # the common case: no timer, no await
-        _check_queue(rt, state if state is not None else await _measured_lag(rt))
+        await admit(rt)
         bundle_id, count = prepared.bundle_id, prepared.count
         partition = layout.partition_of(bundle_id)
         entries = prepared.entries(request[TOKEN_LABEL], limits.entry_max)
@@ -172,8 +180,9 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     )
 
     @routes.post("/v1/events/ingest")
+    @requires(Role.INGEST)
     async def ingest(request: web.Request) -> web.Response:
-        wait = _wait_param(request)
+        wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle_id, partition, ids, count = await _queue(rt, request, limits, layout, streams)
         rt.metrics.bundle_events.observe(count)
         if wait is not None and await _committed(rt, partition, ids, wait):
