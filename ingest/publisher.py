@@ -273,6 +273,8 @@ async def _read_transaction(conn: AbstractConnection, count: int) -> list[bytes]
         reply = await conn.read_response(disable_decoding=True)
     except ResponseError as exc:
         return error or exc
+    if reply is None:  # EXEC answered nil: the transaction was discarded
+        return error or ResponseError("EXEC discarded the transaction")
     failed = [r for r in reply if isinstance(r, ResponseError)]
     if failed:  # same stream, same checks: in practice all of them fail, or none
         log.error("EXEC added %d of %d entries", count - len(failed), count)
