@@ -11,10 +11,11 @@ import socket
 
 from pydantic import Field, model_validator
 
+from consumer.forwarder_settings import SpiderSettings
 from storage.config import StorageSettings
 
 
-class ConsumerSettings(StorageSettings):
+class ConsumerSettings(SpiderSettings, StorageSettings):
     """Every knob of one consumer process; each field names its environment variable."""
 
     consumer_name: str = Field(

@@ -56,6 +56,14 @@ class StreamLayout:
         """Dead-letter stream: undecodable, poison and conflicting entries, with a reason."""
         return f"{self.prefix}:dead"
 
+    def spider_dead(self, partition: int) -> str:
+        """Bundles Spider refused (a 4xx), with its answer; same slot as the partition."""
+        return f"{self.prefix}:spider-dead:{{{partition}}}"
+
+    def spider_lease(self, partition: int) -> str:
+        """Lease naming the one forwarder that sends this partition to Spider (keeps order)."""
+        return f"{self.prefix}:spider-lease:{{{partition}}}"
+
     @property
     def meta(self) -> str:
         """Hash holding the recorded partition count."""
