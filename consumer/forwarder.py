@@ -133,6 +133,9 @@ class Forwarder:
             except RedisError as exc:
                 logger.warning("spider forwarder: redis failed on partition %s: %s", partition, exc)
                 await self._pause(min(self.settings.spider_retry_max_s, 5.0))
+            except Exception:  # a bug must not end forwarding for good; entries stay pending
+                logger.exception("spider forwarder: partition %s failed; restarting it", partition)
+                await self._pause(self.settings.spider_retry_max_s)
 
     async def _renew(self, lease: Lock, partition: int) -> bool:
         try:
@@ -145,6 +148,7 @@ class Forwarder:
     async def _forward(self, part: PartitionStream, lease: Lock) -> None:
         """Send the partition while we hold its lease: pending entries first, then new ones."""
         await part.claim_all()
+        await part.forget_idle_consumers(int(self.settings.spider_lease_s * 1000))
         cursor = "0"
         while not self.stopping:
             if not await self._renew(lease, part.partition):

@@ -22,6 +22,7 @@ from consumer import forwarder_health
 from consumer.forwarder import Forwarder
 from consumer.forwarder_metrics import SpiderMetrics
 from consumer.forwarder_settings import ForwarderSettings
+from consumer.forwarder_stream import PartitionStream
 from storage.config import settings_error_line
 from storage.queue import PartitionMismatchError, ensure_partition_count
 
@@ -78,16 +79,45 @@ async def serve(settings: ForwarderSettings) -> int:
     return 0
 
 
+async def remove_group(settings: ForwarderSettings) -> int:
+    """Delete the forwarder's group from every partition; returns how many existed."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        removed = 0
+        for p in range(settings.partitions):
+            part = PartitionStream(
+                redis, settings.layout, p, settings.spider_group, settings.consumer_name, 0
+            )
+            removed += await part.destroy_group()
+        return removed
+    finally:
+        await redis.aclose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="leviathan-cp forward", description=__doc__.split("\n")[0]
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--remove-group",
+        action="store_true",
+        help="delete the forwarder's consumer group from every partition and exit (when "
+        "forwarding is switched off for good: trimming then no longer keeps unsent bundles)",
+    )
+    args = parser.parse_args(argv)
     try:
         settings = ForwarderSettings()
     except ValidationError as exc:
         print(settings_error_line(exc), file=sys.stderr)
         return 2
+    if args.remove_group:
+        try:
+            removed = asyncio.run(remove_group(settings))
+        except (RedisError, OSError) as exc:
+            print(f"cannot reach Redis: {exc}", file=sys.stderr)
+            return 1
+        print(f"removed group {settings.spider_group!r} from {removed} partition(s)")
+        return 0
     if settings.spider_url is None:
         print(
             "configuration error: LEVIATHAN_SPIDER_URL: Spider's base URL is required",

@@ -78,6 +78,22 @@ class PartitionStream:
                 return
             low = "(" + _text(rows[-1]["message_id"])
 
+    async def forget_idle_consumers(self, idle_ms: int) -> None:
+        """Delete group members with nothing pending that have not read for ``idle_ms``
+        (consumer pods come and go; only the lease holder reads, the rest would pile up)."""
+        for row in await resolve(self.redis.xinfo_consumers(self.stream, self.group)):
+            name = _text(row["name"])
+            if name != self.consumer and int(row["pending"]) == 0 and int(row["idle"]) > idle_ms:
+                await resolve(self.redis.xgroup_delconsumer(self.stream, self.group, name))
+
+    async def destroy_group(self) -> bool:
+        """Remove the group (and the partition's lease): forwarding switched off for good."""
+        await resolve(self.redis.delete(self.layout.spider_lease(self.partition)))
+        try:
+            return bool(await resolve(self.redis.xgroup_destroy(self.stream, self.group)))
+        except ResponseError:  # no such stream
+            return False
+
     async def read(self, cursor: str, count: int, block_ms: int) -> tuple[list[Entry], list[str]]:
         """One XREADGROUP: (entries, ids of pending entries that no longer exist)."""
         reply = await resolve(

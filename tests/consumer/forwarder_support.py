@@ -41,6 +41,8 @@ class SpiderSink:
     script: list[str] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     slow_s: float = 2.0
+    hanging: bool = False
+    """Every request answers only after ``slow_s`` (and is not accepted) while set."""
     accepted: list[Received] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -52,6 +54,8 @@ class SpiderSink:
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
         step = self.script.pop(0) if self.script else "ok"
+        if self.hanging:
+            step = "slow"
         self.answers.append(step)
         if step == "slow":
             await asyncio.sleep(self.slow_s)  # the forwarder gave up long ago: not accepted
