@@ -183,6 +183,8 @@ class Forwarder:
         delay = self.settings.spider_retry_min_s
         token = f"{part.partition}:{entry_id}"
         while True:
+            if not await self._renew(lease, part.partition):  # each POST may take the timeout
+                return Outcome.ABANDONED
             started = time.perf_counter()
             answer = await self.client.post(body, token)
             self.metrics.post_seconds.observe(time.perf_counter() - started)
@@ -193,8 +195,6 @@ class Forwarder:
             if await self._pause(delay * random.uniform(0.5, 1.0)):
                 return Outcome.ABANDONED
             delay = min(delay * 2, self.settings.spider_retry_max_s)
-            if not await self._renew(lease, part.partition):
-                return Outcome.ABANDONED
             if await self._bound_backlog(part):
                 return Outcome.SKIPPED  # the oldest pending entry, this one, was given up
 

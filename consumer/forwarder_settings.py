@@ -25,7 +25,7 @@ class SpiderSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     spider_enabled: bool = Field(False, validation_alias="LEVIATHAN_SPIDER_ENABLED")
-    """Forward bundles to Spider from the consumer process (``leviathan-cp forward``: always)."""
+    """``true``: the consumer process also forwards every bundle to Spider."""
     spider_url: str | None = Field(None, validation_alias="LEVIATHAN_SPIDER_URL")
     """Base URL of the Spider node; bundles are POSTed to ``{url}/v1/events/ingest``."""
     spider_token: SecretStr | None = Field(None, validation_alias="LEVIATHAN_SPIDER_TOKEN")
@@ -67,6 +67,12 @@ class SpiderSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("spider_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty value (a blank Secret key) means no token, not ``Bearer ``."""
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("spider_start")
     @classmethod

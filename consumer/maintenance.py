@@ -1,4 +1,4 @@
-"""Periodic stream upkeep: trimming, stale consumers, lag metrics (DESIGN §3).
+"""Periodic stream upkeep: trimming, stale consumers, lag metrics (docs/operations.md).
 
 Pipeline position: run by the consumer's arq cron jobs next to the read loop. Trimming
 only ever removes entries every group of the stream acked (``writers`` and the Spider

@@ -1,4 +1,4 @@
-"""Settings of the consumer process (DESIGN §3, §6).
+"""Settings of the consumer process (docs/operations.md, "Configuration").
 
 Pipeline position: built once by ``consumer.__main__`` from the environment and passed to
 the worker, reader, maintenance and health server. Inherits the storage and stream settings

@@ -13,7 +13,7 @@ from collections.abc import Callable
 USAGE = """usage: leviathan-cp <command> [args]
 
 commands:
-  ingest     run the HTTP ingest + query tier (DESIGN §5)
+  ingest     run the HTTP ingest + query tier
   consumer   run the stream consumer (writes batches to storage)
   forward    forward every accepted bundle to Spider (LEVIATHAN_SPIDER_URL)
   dev        run ingest + consumer locally on embedded defaults

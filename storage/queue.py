@@ -1,4 +1,4 @@
-"""Stream layout shared by ingest (producer) and consumer (DESIGN §3).
+"""Stream layout shared by ingest (producer) and consumer (README.md, "Architecture").
 
 Pipeline position: names every Redis key both tiers touch, routes a bundle to its
 partition, and guards the recorded partition count. Keys of one partition carry a literal

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from consumer import maintenance
 from consumer.__main__ import main as consumer_main
 from consumer.forwarder_health import create_app
-from consumer.forwarder_http import classify
+from consumer.forwarder_http import SpiderClient, classify
 from consumer.forwarder_main import main as forward_main
 from consumer.forwarder_stream import PartitionStream
 from storage.queue import GROUP, StreamLayout, resolve
@@ -169,3 +169,12 @@ def test_remove_group_deletes_the_group_and_leases(
     assert forward_main(["--remove-group"]) == 0
     assert capsys.readouterr().out.strip() == "removed group 'spider' from 2 partition(s)"
     assert asyncio.run(groups_and_lease()) == ([[], []], 0)
+
+
+def test_blank_token_sends_no_authorization_and_url_is_normalised() -> None:
+    settings = spider_settings("http://spider:8080/", spider_token=" ")
+    assert settings.spider_token is None
+    assert settings.spider_ingest_url == "http://spider:8080/v1/events/ingest"
+    assert "Authorization" not in SpiderClient(settings).headers
+    with_token = spider_settings("https://spider", spider_token="t")
+    assert SpiderClient(with_token).headers["Authorization"] == "Bearer t"
