@@ -41,6 +41,44 @@ from storage.queue import StreamLayout
 logger = logging.getLogger(__name__)
 
 
+RENEW_EVERY_S = 2.0
+"""A lease is renewed at most this often (one Redis round trip less per POST)."""
+
+
+@dataclass
+class Lease:
+    """The right to send one partition: a redis-py lock, renewed while we work."""
+
+    lock: Lock
+    partition: int
+    renewed_at: float = 0.0
+
+    async def take(self) -> bool:
+        """True when we hold the lease (still, or now)."""
+        if await self.lock.owned() or await self.lock.acquire():
+            self.renewed_at = time.monotonic()
+            return True
+        return False
+
+    async def renew(self) -> bool:
+        """Extend the lease to its full TTL; False when it was lost (expired and taken).
+
+        The TTL outlives ``RENEW_EVERY_S`` plus the longest step between two calls."""
+        if time.monotonic() - self.renewed_at < RENEW_EVERY_S:
+            return True
+        try:
+            await self.lock.reacquire()
+        except LockError:
+            logger.warning("spider forwarder: lost the lease of partition %s", self.partition)
+            return False
+        self.renewed_at = time.monotonic()
+        return True
+
+    async def release(self) -> None:
+        with contextlib.suppress(LockError, RedisError):
+            await self.lock.release()
+
+
 class Outcome(enum.Enum):
     DONE = "done"  # acked: sent, or dead-lettered
     SKIPPED = "skipped"  # the backlog bound gave it up while it was being retried
@@ -106,13 +144,14 @@ class Forwarder:
 
     async def run_partition(self, partition: int) -> None:
         part = self.part(partition)
-        lease = Lock(
+        lock = Lock(
             self.redis,
             self.layout.spider_lease(partition),
             timeout=self.settings.spider_lease_s,
             blocking=False,
             thread_local=False,
         )
+        lease = Lease(lock, partition)
         created = False
         while not self.stopping:
             self.heartbeat = time.monotonic()
@@ -120,7 +159,7 @@ class Forwarder:
                 if not created:
                     await part.ensure_group(self.settings.spider_start)
                     created = True
-                if not (await lease.owned() or await lease.acquire()):
+                if not await lease.take():
                     # another process forwards this partition; stand by to take over
                     await self._pause(self.settings.spider_lease_s / 3)
                     continue
@@ -128,8 +167,7 @@ class Forwarder:
                     await self._forward(part, lease)
                 finally:
                     if self.stopping:  # hand over at once instead of after the lease expires
-                        with contextlib.suppress(LockError, RedisError):
-                            await lease.release()
+                        await lease.release()
             except RedisError as exc:
                 logger.warning("spider forwarder: redis failed on partition %s: %s", partition, exc)
                 await self._pause(min(self.settings.spider_retry_max_s, 5.0))
@@ -137,21 +175,13 @@ class Forwarder:
                 logger.exception("spider forwarder: partition %s failed; restarting it", partition)
                 await self._pause(self.settings.spider_retry_max_s)
 
-    async def _renew(self, lease: Lock, partition: int) -> bool:
-        try:
-            await lease.reacquire()
-            return True
-        except LockError:
-            logger.warning("spider forwarder: lost the lease of partition %s", partition)
-            return False
-
-    async def _forward(self, part: PartitionStream, lease: Lock) -> None:
+    async def _forward(self, part: PartitionStream, lease: Lease) -> None:
         """Send the partition while we hold its lease: pending entries first, then new ones."""
         await part.claim_all()
         await part.forget_idle_consumers(int(self.settings.spider_lease_s * 1000))
         cursor = "0"
         while not self.stopping:
-            if not await self._renew(lease, part.partition):
+            if not await lease.renew():
                 return
             await self._bound_backlog(part)
             entries, gone = await part.read(
@@ -171,7 +201,7 @@ class Forwarder:
                     break
 
     async def _deliver(
-        self, part: PartitionStream, lease: Lock, entry_id: str, fields: dict[bytes, bytes]
+        self, part: PartitionStream, lease: Lease, entry_id: str, fields: dict[bytes, bytes]
     ) -> Outcome:
         """POST one entry until Spider accepts or refuses it."""
         body = fields.get(b"bundle")
@@ -183,7 +213,7 @@ class Forwarder:
         delay = self.settings.spider_retry_min_s
         token = f"{part.partition}:{entry_id}"
         while True:
-            if not await self._renew(lease, part.partition):  # each POST may take the timeout
+            if not await lease.renew():  # a POST may take the whole timeout
                 return Outcome.ABANDONED
             started = time.perf_counter()
             answer = await self.client.post(body, token)
@@ -280,6 +310,15 @@ class Running:
         await self.forwarder.redis.aclose()
 
 
+def redis_client(url: str, settings: SpiderSettings) -> Redis:
+    """The forwarder's own Redis client; a Redis that stops answering fails its commands
+    after a few seconds (beyond the blocking read) instead of hanging a partition loop."""
+    client: Redis = Redis.from_url(
+        url, socket_timeout=settings.spider_block_ms / 1000 + 5, socket_connect_timeout=5
+    )
+    return client
+
+
 def start_beside(
     settings: SpiderSettings,
     redis_url: str,
@@ -292,7 +331,7 @@ def start_beside(
     if not settings.spider_enabled:
         return None
     forwarder = Forwarder(
-        Redis.from_url(redis_url), layout, settings, consumer_name, SpiderMetrics(registry)
+        redis_client(redis_url, settings), layout, settings, consumer_name, SpiderMetrics(registry)
     )
     task = asyncio.create_task(forwarder.run(), name="spider-forwarder")
     logger.info(

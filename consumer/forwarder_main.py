@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumer import forwarder_health
-from consumer.forwarder import Forwarder
+from consumer.forwarder import Forwarder, redis_client
 from consumer.forwarder_metrics import SpiderMetrics
 from consumer.forwarder_settings import ForwarderSettings
 from consumer.forwarder_stream import PartitionStream
@@ -45,7 +45,7 @@ async def _partition_count(fwd: Forwarder) -> bool:
 
 async def serve(settings: ForwarderSettings) -> int:
     fwd = Forwarder(
-        Redis.from_url(settings.redis_url),
+        redis_client(settings.redis_url, settings),
         settings.layout,
         settings,
         settings.consumer_name,

@@ -99,8 +99,9 @@ class SpiderSettings(BaseSettings):
 
     @property
     def spider_lease_s(self) -> float:
-        """A partition's forwarding lease outlives the longest step between two renewals
-        (one read, one POST, one backoff sleep), so a live holder never loses it."""
+        """A partition's forwarding lease outlives the renewal period (2 s) plus the longest
+        step between two renewals (one read, or one POST and one backoff sleep), so a live
+        holder never loses it."""
         return self.spider_block_ms / 1000 + self.spider_timeout_s + self.spider_retry_max_s + 10
 
     @property

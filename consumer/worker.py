@@ -118,8 +118,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         return
     d = deps(ctx)
     spider: forwarder.Running | None = ctx.get(SPIDER)
-    if spider is not None:  # its own Redis client and HTTP session; at most one POST to wait for
-        await spider.stop(d.settings.spider_stop_s)
+    if spider is not None:
+        spider.forwarder.stop()  # drains beside the read loop: at most one POST per partition
     d.reader.stop()
     try:
         # the read loop returns after its in-flight batch is written and acked
@@ -128,6 +128,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         logger.warning("read loop did not finish in time; its batch stays pending for a retry")
     except Exception:
         logger.exception("read loop failed")
+    if spider is not None:
+        await spider.stop(d.settings.spider_stop_s)
     await d.health.cleanup()
     await d.store.close()
     await d.redis.aclose()
