@@ -166,6 +166,10 @@ class Forwarder:
                 try:
                     await self._forward(part, lease)
                 finally:
+                    # the next holder reports this partition's lag; a stale gauge here would
+                    # add to its value in a sum over processes
+                    with contextlib.suppress(KeyError):
+                        self.metrics.lag.remove(str(partition))
                     if self.stopping:  # hand over at once instead of after the lease expires
                         await lease.release()
             except RedisError as exc:
@@ -211,17 +215,19 @@ class Forwarder:
             self.metrics.dead_lettered.inc()
             return Outcome.DONE
         delay = self.settings.spider_retry_min_s
-        token = f"{part.partition}:{entry_id}"
+        ref = f"{part.partition}:{entry_id}"
+        attempt = 0
         while True:
+            attempt += 1
             if not await lease.renew():  # a POST may take the whole timeout
                 return Outcome.ABANDONED
             started = time.perf_counter()
-            answer = await self.client.post(body, token)
+            answer = await self.client.post(body, ref)
             self.metrics.post_seconds.observe(time.perf_counter() - started)
             self.heartbeat = time.monotonic()
             if answer.kind != "retry":
                 return await self._answered(part, entry_id, fields, answer)
-            self._failed(answer, token, delay)
+            self._failed(answer, ref, attempt, delay)
             if await self._pause(delay * random.uniform(0.5, 1.0)):
                 return Outcome.ABANDONED
             delay = min(delay * 2, self.settings.spider_retry_max_s)
@@ -253,17 +259,19 @@ class Forwarder:
         self.metrics.dead_lettered.inc()
         return Outcome.DONE
 
-    def _failed(self, answer: Answer, token: str, delay: float) -> None:
+    def _failed(self, answer: Answer, ref: str, attempt: int, delay: float) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         self.metrics.up.set(0)
         self.metrics.failed.labels(answer.reason).inc()
-        logger.warning(
-            "spider forwarder: POST of entry %s failed (%s), retry in about %.1fs",
-            token,
-            answer.describe(),
-            delay,
-        )
+        if attempt & (attempt - 1) == 0:  # attempts 1, 2, 4, 8, …: a week down is not a flood
+            logger.warning(
+                "spider forwarder: POST of entry %s failed (%s; attempt %d), retry in about %.1fs",
+                ref,
+                answer.describe(),
+                attempt,
+                delay,
+            )
 
     async def _bound_backlog(self, part: PartitionStream) -> int:
         """Skip the oldest unsent entries beyond the configured backlog; returns how many."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,18 @@ async def test_backlog_bound_skips_the_oldest_counts_and_logs_once(
 
     assert [r.entry_id for r in sink.accepted] == ids[15:]
     assert metric(fwd, "leviathan_spider_skipped_total") == 15
+    # failed attempts are logged at 1, 2, 4, 8, …, not each one
+    logged: dict[str, list[int]] = {}
+    for record in caplog.records:
+        match = re.search(r"POST of entry (\S+) failed .*attempt (\d+)\)", record.getMessage())
+        if match:
+            logged.setdefault(match.group(1), []).append(int(match.group(2)))
+    assert set(logged) == {f"0:{ids[15]}"}  # skipped before the first read
+    for attempts in logged.values():
+        assert attempts == [2**i for i in range(len(attempts))]
+    assert sum(len(a) for a in logged.values()) < metric(
+        fwd, "leviathan_spider_failed_total", reason="connection"
+    )
     lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert lines == [
         f"spider forwarder: partition 0 held 20 unsent bundles, over "
@@ -274,6 +287,10 @@ async def test_two_forwarders_share_partitions_and_a_crashed_holder_is_taken_ove
         await one.client.close()
         await sink.stop()
     assert metric(two, "leviathan_spider_forwarded_total") >= 20
+    # the dead holder no longer reports a lag for partitions it does not send
+    for label in ("0", "1"):
+        lag = one.metrics.registry.get_sample_value("leviathan_spider_lag", {"partition": label})
+        assert lag is None
     got = sink.by_partition()
     for p in range(2):
         assert set(got[p]) == set(expected[p])
