@@ -26,6 +26,7 @@ from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
 from ingest.publisher import Publisher
+from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
 from storage.envelope import encode
@@ -55,6 +56,8 @@ class Runtime:
         return self.settings.max_body_bytes + RAW_SLACK
 
     async def publish(self, bundle: Bundle, token_label: str) -> str:
+        """Queue one bundle like POST /v1/events/ingest, backpressure included."""
+        await admit(self)
         layout = self.settings.layout
         partition = layout.partition_of(bundle.bundle_id)
         return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
@@ -100,6 +103,12 @@ async def _measured_lag(rt: Runtime) -> int:
         raise Unavailable("The queue is unreachable.", rt.settings.retry_after_seconds) from None
 
 
+async def admit(rt: Runtime) -> None:
+    """Raise 503 while the queue is over its high-water mark (or its lag is unknowable)."""
+    lag = rt.lag.cached()
+    _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
+
+
 def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     routes = web.RouteTableDef()
     settings = rt.settings
@@ -108,6 +117,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     max_raw = rt.max_raw
 
     @routes.post("/v1/events/ingest")
+    @requires(Role.INGEST)
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request)
         bundle, size = await read_bundle(

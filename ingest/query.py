@@ -15,6 +15,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from ingest.chaincheck import PREFIXES_KEY
 from ingest.deps import DEPS_KEY
 from ingest.invalidate import handle_invalidate
 from ingest.params import bad_param, int_param, limit_param, not_found, str_param
@@ -111,14 +112,17 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 async def verify_chain(request: web.Request) -> web.Response:
-    """One partition's ChainStatus, or (without ``partition``) a list for every partition."""
-    store = request.app[STORE_KEY]
+    """One partition's ChainStatus, or (without ``partition``) a list for every partition.
+
+    Incremental: each partition's check resumes where the last good one ended
+    (:mod:`ingest.chaincheck`)."""
+    store, prefixes = request.app[STORE_KEY], request.app[PREFIXES_KEY]
     if request.query.get("partition", "") == "":
-        statuses = [await store.verify_chain(p) for p in await store.partitions()]
+        statuses = [await prefixes.check(store, p) for p in await store.partitions()]
         return _json(orjson.dumps([s.model_dump(mode="json") for s in statuses]).decode())
     partitions = request.app[DEPS_KEY].layout.partitions
     partition = int_param(request, "partition", default=None, lo=0, hi=partitions - 1)
-    return _json((await store.verify_chain(partition)).model_dump_json())
+    return _json((await prefixes.check(store, partition)).model_dump_json())
 
 
 def query_routes() -> list[web.RouteDef]:

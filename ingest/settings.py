@@ -1,4 +1,4 @@
-"""Settings of the ingest process (DESIGN §6), built once in ``ingest.__main__``.
+"""Settings of the ingest process (docs/operations.md), built once in ``ingest.__main__``.
 
 Pipeline position: everything the HTTP tier needs besides the shared storage/queue
 settings it inherits. At least one token source is required; the token values never leave
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from ingest.roles import parse_entry, parse_list
 from storage.config import StorageSettings
 
 MIB = 1024 * 1024
@@ -22,19 +23,22 @@ class IngestSettings(StorageSettings):
     token: SecretStr | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN",
-        description="A bearer token accepted by the API.",
+        description="A bearer token accepted by the API: 'TOKEN' (every role) or "
+        "'TOKEN ROLE+ROLE' with roles ingest, read, admin.",
     )
     tokens: SecretStr | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKENS",
-        description="Comma-separated list of further accepted tokens (rotation).",
+        description="Comma-separated list of further accepted tokens (rotation), each "
+        "'TOKEN' or 'TOKEN ROLE+ROLE'.",
     )
     token_file: Path | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN_FILE",
         description=(
-            "File with one token per line; re-read when its mtime changes. At start the "
-            "token variables together must hold at least one token."
+            "File with one token entry per line ('TOKEN' or 'TOKEN ROLE+ROLE'); re-read "
+            "when its mtime changes. At start the token variables together must hold at "
+            "least one token."
         ),
     )
     host: str = Field(
@@ -106,4 +110,13 @@ class IngestSettings(StorageSettings):
                 "LEVIATHAN_CONTROL_PLANE_TOKEN is required (or LEVIATHAN_CONTROL_PLANE_TOKENS "
                 "or LEVIATHAN_CONTROL_PLANE_TOKEN_FILE)"
             )
+        try:
+            if self.token is not None and self.token.get_secret_value().strip():
+                parse_entry(self.token.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKEN: {exc}") from None
+        try:
+            parse_list(self.tokens.get_secret_value() if self.tokens is not None else "")
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKENS: {exc}") from None
         return self

@@ -18,7 +18,7 @@ commands:
   forward    forward every accepted bundle to Spider (LEVIATHAN_SPIDER_URL)
   dev        run ingest + consumer locally on embedded defaults
   migrate    apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)
-  verify     verify every partition's hash chain; exit 1 if one is broken
+  verify     check every partition's hash chain (--full: from the start); exit 1 if broken
   dlq        list / replay / drop dead-lettered stream entries
   bench      load generator against a running ingest tier
 """
@@ -44,7 +44,9 @@ def _forward(argv: list[str]) -> int:
 
 def _dlq(argv: list[str]) -> int:
     from consumer.dlq import main
+    from leviathan_cp import devstate
 
+    devstate.apply("dlq")
     return int(main(argv) or 0)
 
 

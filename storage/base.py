@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from storage.chain import ChainPoint
 from storage.envelope import Envelope
 from storage.projection import Graph
 from storage.views import (
@@ -214,7 +215,10 @@ class EventStore(Protocol):
 
     async def attempt_exists(self, attempt_id: str) -> bool: ...
 
-    async def verify_chain(self, partition: int) -> ChainStatus: ...
+    async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
+        """Walk ``partition``'s chain; with ``after`` (a prefix verified earlier) only the
+        events past it, after checking the stored event at ``after.seq`` still has
+        ``after.hash``. ``checked`` counts the prefix too."""
 
     async def partitions(self) -> list[int]:
         """Partitions that have at least one stored event."""

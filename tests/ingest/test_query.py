@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from ingest.store_ctx import STORE_KEY
+from storage.chain import ChainPoint
+from storage.views import ChainStatus
 from tests.ingest.query_support import AUTH, AppFactory
 
 pytestmark = pytest.mark.integration
@@ -112,6 +115,27 @@ async def test_verify_chain(make_app: AppFactory, aiohttp_client: AiohttpClient)
     assert sum(s["checked"] for s in every) == 28
     one = await get_json(client, f"/v1/events/verify?partition={every[0]['partition']}")
     assert one == every[0]
+
+
+async def test_verify_endpoint_resumes_after_the_verified_prefix(
+    make_app: AppFactory, aiohttp_client: AiohttpClient
+) -> None:
+    app = make_app()
+    client = await aiohttp_client(app, headers=AUTH)
+    first = await get_json(client, "/v1/events/verify")
+    store = app[STORE_KEY]
+    resumed_from: list[ChainPoint | None] = []
+    walk = store.verify_chain
+
+    async def spy(partition: int, after: ChainPoint | None = None) -> ChainStatus:
+        resumed_from.append(after)
+        return await walk(partition, after)
+
+    store.verify_chain = spy  # type: ignore[method-assign]
+    second = await get_json(client, "/v1/events/verify")
+    assert second == first
+    # each partition's check started at the end of the previous one, not at the genesis
+    assert resumed_from == [ChainPoint(s["checked"], s["last_hash"]) for s in first]
 
 
 @pytest.mark.parametrize(
