@@ -38,7 +38,9 @@ def _consumer(argv: list[str]) -> int:
 
 def _forward(argv: list[str]) -> int:
     from consumer.forwarder_main import main
+    from leviathan_cp import devstate
 
+    devstate.apply("forward")
     return main(argv)
 
 
