@@ -60,28 +60,46 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def trim_partition(redis: Redis, stream: str) -> int:
+def _abandoned(row: dict[Any, Any], abandon_after: int | None) -> bool:
+    """A group other than ``writers`` this far behind is one nobody reads any more: a
+    running Spider forwarder keeps its own backlog below LEVIATHAN_SPIDER_MAX_BACKLOG."""
+    if abandon_after is None or _text(row["name"]) == GROUP or row.get("lag") is None:
+        return False
+    return int(row["pending"]) + int(row["lag"]) > abandon_after
+
+
+async def trim_partition(redis: Redis, stream: str, abandon_after: int | None = None) -> int:
     """Trim the prefix every group of the stream has acked (the writers and the Spider
-    forwarder alike); returns the number of entries removed."""
+    forwarder alike); returns the number of entries removed.
+
+    A group other than ``writers`` more than ``abandon_after`` entries behind is left out,
+    so a forwarder switched off without removing its group cannot grow Redis for ever.
+    """
     try:
         groups = await resolve(redis.xinfo_groups(stream))
     except ResponseError:  # no such stream
         return 0
-    if not groups:
-        return 0
     keep: list[str] = []
     for row in groups:
+        if _abandoned(dict(row), abandon_after):
+            continue
         min_id = await _keep_from(redis, stream, dict(row))
         if min_id is None:
             return 0
         keep.append(min_id)
+    if not keep:
+        return 0
     # MINID keeps this entry and everything after it
     min_id = min(keep, key=_id_key)
     return int(await resolve(redis.xtrim(stream, minid=min_id, approximate=False)))
 
 
 async def trim_all(reader: Reader) -> int:
-    return sum([await trim_partition(reader.redis, s) for s in reader.layout.streams()], start=0)
+    # twice the forwarder's bound: a live forwarder skips down to the bound on every retry
+    cap = 2 * reader.settings.spider_max_backlog
+    return sum(
+        [await trim_partition(reader.redis, s, cap) for s in reader.layout.streams()], start=0
+    )
 
 
 async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:

@@ -178,3 +178,20 @@ def test_blank_token_sends_no_authorization_and_url_is_normalised() -> None:
     assert "Authorization" not in SpiderClient(settings).headers
     with_token = spider_settings("https://spider", spider_token="t")
     assert SpiderClient(with_token).headers["Authorization"] == "Bearer t"
+
+
+@pytest.mark.integration
+async def test_trim_leaves_out_a_forwarder_group_nobody_reads(redis_client: Redis) -> None:
+    layout = StreamLayout(partitions=1)
+    stream = layout.stream(0)
+    await prefill(redis_client, layout, bundles(25))
+    await resolve(redis_client.xgroup_create(stream, GROUP, id="0"))
+    reply = await resolve(redis_client.xreadgroup(GROUP, "c1", {stream: ">"}))
+    ids = [i for i, _ in reply[0][1]]
+    await resolve(redis_client.xack(stream, GROUP, *ids))
+    await PartitionStream(redis_client, layout, 0, "spider", "f1", 10).ensure_group("earliest")
+    # 25 unsent: within the bound, the forwarder's group keeps them all
+    assert await maintenance.trim_partition(redis_client, stream, abandon_after=30) == 0
+    # past it: a running forwarder would have skipped them, so nobody reads this group
+    assert await maintenance.trim_partition(redis_client, stream, abandon_after=20) == 25
+    assert await resolve(redis_client.xlen(stream)) == 0
