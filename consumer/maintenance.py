@@ -1,10 +1,11 @@
-"""Periodic stream upkeep: trimming, stale consumers, lag metrics (DESIGN §3).
+"""Periodic stream upkeep: trimming, stale consumers, lag metrics (docs/operations.md).
 
 Pipeline position: run by the consumer's arq cron jobs next to the read loop. Trimming
-only ever removes entries the group acked: XTRIM MINID at the oldest pending id, or just
-past the group's last-delivered id when nothing is pending, so an unacked or undelivered
-entry is never trimmed. A stale consumer is deleted only after its pending entries were
-claimed and processed, so it neither loses work nor pins trimming.
+only ever removes entries every group of the stream acked (``writers`` and the Spider
+forwarder's): XTRIM MINID at the oldest id any group still needs, its oldest pending id or
+just past its last-delivered id, so an unacked or undelivered entry is never trimmed. A
+stale consumer is deleted only after its pending entries were claimed and processed, so it
+neither loses work nor pins trimming.
 """
 
 from __future__ import annotations
@@ -43,24 +44,62 @@ async def group_info(redis: Redis, stream: str) -> dict[str, Any] | None:
     return None
 
 
-async def trim_partition(redis: Redis, stream: str) -> int:
-    """Trim the acked prefix of one stream; returns the number of entries removed."""
-    info = await group_info(redis, stream)
-    if info is None:
+async def _keep_from(redis: Redis, stream: str, row: dict[Any, Any]) -> str | None:
+    """The oldest id one group still needs: its oldest pending entry, else the one after
+    its last-delivered id; None when it needs the whole stream (nothing delivered yet)."""
+    name = _text(row["name"])
+    if int(row["pending"]) > 0:
+        summary = await resolve(redis.xpending(stream, name))
+        return _text(summary["min"])
+    last = _text(row["last-delivered-id"])
+    return None if last == "0-0" else _next_id(last)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _abandoned(row: dict[Any, Any], abandon_after: int | None) -> bool:
+    """A group other than ``writers`` this far behind is one nobody reads any more: a
+    running Spider forwarder keeps its own backlog below LEVIATHAN_SPIDER_MAX_BACKLOG."""
+    if abandon_after is None or _text(row["name"]) == GROUP or row.get("lag") is None:
+        return False
+    return int(row["pending"]) + int(row["lag"]) > abandon_after
+
+
+async def trim_partition(redis: Redis, stream: str, abandon_after: int | None = None) -> int:
+    """Trim the prefix every group of the stream has acked (the writers and the Spider
+    forwarder alike); returns the number of entries removed.
+
+    A group other than ``writers`` more than ``abandon_after`` entries behind is left out,
+    so a forwarder switched off without removing its group cannot grow Redis for ever.
+    """
+    try:
+        groups = await resolve(redis.xinfo_groups(stream))
+    except ResponseError:  # no such stream
         return 0
-    if int(info["pending"]) > 0:
-        summary = await resolve(redis.xpending(stream, GROUP))
-        min_id = _text(summary["min"])  # MINID keeps this entry and everything after it
-    else:
-        last = _text(info["last-delivered-id"])
-        if last == "0-0":
+    keep: list[str] = []
+    for row in groups:
+        if _abandoned(dict(row), abandon_after):
+            continue
+        min_id = await _keep_from(redis, stream, dict(row))
+        if min_id is None:
             return 0
-        min_id = _next_id(last)
+        keep.append(min_id)
+    if not keep:
+        return 0
+    # MINID keeps this entry and everything after it
+    min_id = min(keep, key=_id_key)
     return int(await resolve(redis.xtrim(stream, minid=min_id, approximate=False)))
 
 
 async def trim_all(reader: Reader) -> int:
-    return sum([await trim_partition(reader.redis, s) for s in reader.layout.streams()], start=0)
+    # twice the forwarder's bound: a live forwarder skips down to the bound on every retry
+    cap = 2 * reader.settings.spider_max_backlog
+    return sum(
+        [await trim_partition(reader.redis, s, cap) for s in reader.layout.streams()], start=0
+    )
 
 
 async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:

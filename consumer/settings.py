@@ -1,4 +1,4 @@
-"""Settings of the consumer process (DESIGN §3, §6).
+"""Settings of the consumer process (docs/operations.md, "Configuration").
 
 Pipeline position: built once by ``consumer.__main__`` from the environment and passed to
 the worker, reader, maintenance and health server. Inherits the storage and stream settings
@@ -11,10 +11,11 @@ import socket
 
 from pydantic import Field, model_validator
 
+from consumer.forwarder_settings import SpiderSettings
 from storage.config import StorageSettings
 
 
-class ConsumerSettings(StorageSettings):
+class ConsumerSettings(SpiderSettings, StorageSettings):
     """Every knob of one consumer process; each field names its environment variable."""
 
     consumer_name: str = Field(

@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumer import health, maintenance
+from consumer import forwarder, health, maintenance
 from consumer.dlq import replay
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
@@ -43,6 +43,7 @@ from storage.config import create_store
 from storage.queue import PartitionMismatchError, ensure_partition_count
 
 logger = logging.getLogger(__name__)
+SPIDER = "spider"  # ctx key of the Spider forwarder running beside the read loop, if enabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,9 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
         reader = Reader(redis=redis, store=store, settings=settings, metrics=metrics)
         runner = await health.start(reader, metrics)
         task = asyncio.create_task(reader.run(), name="consumer-read-loop")
+        ctx[SPIDER] = forwarder.start_beside(
+            settings, settings.redis_url, settings.layout, settings.consumer_name, metrics.registry
+        )
         ctx["deps"] = Deps(settings, redis, store, reader, metrics, task, runner)
         tune_gc()
         logger.info(
@@ -113,6 +117,9 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     if "deps" not in ctx:
         return
     d = deps(ctx)
+    spider: forwarder.Running | None = ctx.get(SPIDER)
+    if spider is not None:
+        spider.forwarder.stop()  # drains beside the read loop: at most one POST per partition
     d.reader.stop()
     try:
         # the read loop returns after its in-flight batch is written and acked
@@ -121,6 +128,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         logger.warning("read loop did not finish in time; its batch stays pending for a retry")
     except Exception:
         logger.exception("read loop failed")
+    if spider is not None:
+        await spider.stop(d.settings.spider_stop_s)
     await d.health.cleanup()
     await d.store.close()
     await d.redis.aclose()

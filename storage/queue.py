@@ -1,4 +1,4 @@
-"""Stream layout shared by ingest (producer) and consumer (DESIGN §3).
+"""Stream layout shared by ingest (producer) and consumer (README.md, "Architecture").
 
 Pipeline position: names every Redis key both tiers touch, routes a bundle to its
 partition, and guards the recorded partition count. Keys of one partition carry a literal
@@ -55,6 +55,14 @@ class StreamLayout:
     def dead(self) -> str:
         """Dead-letter stream: undecodable, poison and conflicting entries, with a reason."""
         return f"{self.prefix}:dead"
+
+    def spider_dead(self, partition: int) -> str:
+        """Bundles Spider refused (a 4xx), with its answer; same slot as the partition."""
+        return f"{self.prefix}:spider-dead:{{{partition}}}"
+
+    def spider_lease(self, partition: int) -> str:
+        """Lease naming the one forwarder that sends this partition to Spider (keeps order)."""
+        return f"{self.prefix}:spider-lease:{{{partition}}}"
 
     @property
     def meta(self) -> str:
