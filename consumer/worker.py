@@ -1,7 +1,8 @@
 """The arq worker hosting the consumer process (the only module importing arq).
 
 Pipeline position: ``consumer.__main__`` builds :class:`ConsumerSettings` and calls
-:func:`run`. arq owns the process: Redis pool, health key (``--check``), cron jobs for
+:func:`run`. arq owns the process: Redis pool, health key (``--check``: written by arq's own
+loop, so like /healthz it reflects the process, not storage), cron jobs for
 reclaim/trim/lag/stale consumers and jobs for operator work (replay dead letters, rebuild
 the graph). arq reads no streams, so the read loop is a long-running task started in
 ``on_startup`` and stopped in ``on_shutdown``: on SIGTERM arq cancels its own main task
@@ -96,7 +97,7 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
         metrics = ConsumerMetrics()
         reader = Reader(redis=redis, store=store, settings=settings, metrics=metrics)
         runner = await health.start(reader, metrics)
-        task = asyncio.create_task(reader.run(), name="consumer-read-loop")
+        task = reader.start()
         ctx["deps"] = Deps(settings, redis, store, reader, metrics, task, runner)
         tune_gc()
         logger.info(
@@ -144,7 +145,7 @@ async def stale_consumers_job(ctx: dict[str, Any]) -> list[str]:
 
 
 async def replay_dead_letters(ctx: dict[str, Any], ids: list[str] | None = None) -> int:
-    """Operator job: put dead entries back on their partition streams."""
+    """Operator job: put dead entries (all, or ``dlq list`` handles) back on their streams."""
     d = deps(ctx)
     return (await replay(d.redis, d.settings.layout, ids)).replayed
 

@@ -1,4 +1,4 @@
-"""Ingest and health handlers (DESIGN §2, §5).
+"""Ingest and health handlers (the HTTP contract is summarised in README.md and docs/).
 
 Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
 group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ingest import waiters
 from ingest.backpressure import LagGauge
 from ingest.body import read_bundle
 from ingest.entry import entry_fields
@@ -126,8 +127,10 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
         count = len(bundle.events)
         rt.metrics.bundle_bytes.observe(size)
         rt.metrics.bundle_events.observe(count)
-        if wait is not None and await rt.waiters.wait(partition, entry_id, wait):
-            return json_bytes({"status": "ok", "bundle_id": bundle.bundle_id, "ingested": count})
+        if wait is not None:
+            counts = await rt.waiters.wait_all([(partition, entry_id)], wait)
+            if counts is not None:
+                return json_bytes(waiters.answer(bundle.bundle_id, count, counts))
         body = {"status": "accepted", "bundle_id": bundle.bundle_id, "ingested": count}
         return json_bytes(body, status=202)
 

@@ -70,9 +70,15 @@ class InvalidateAccepted(Accepted):
 
 
 class IngestOk(BaseModel):
-    status: Literal["ok"]
+    """``?wait=`` answer once the consumers finished every entry of the bundle."""
+
+    status: Literal["ok", "partial"]  # partial: some events went to a dead stream
     bundle_id: str
     ingested: int
+    stored: int
+    revisions: int
+    duplicates: int
+    dead_lettered: int
 
 
 class ErrorItem(BaseModel):

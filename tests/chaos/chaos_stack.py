@@ -26,6 +26,12 @@ from tests.chaos.chaos_support import Child, tier_argv
 from tests.consumer.process_support import backlog, free_port
 
 TOKEN = "chaos-token-0123456789abcdef"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 PARTITIONS = 4
 
 
@@ -153,9 +159,16 @@ class Stack:
             await redis.aclose()
 
     async def dead_letters(self) -> int:
+        return len(await self.dead_entries())
+
+    async def dead_entries(self) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every entry of every dead stream (the partitions' and the old single one)."""
         redis = Redis.from_url(self.redis_url)
         try:
-            return int(await resolve(redis.xlen(self.layout.dead)))
+            out = []
+            for key in [*self.layout.dead_streams(), self.layout.legacy_dead]:
+                out += [(_text(i), f) for i, f in await resolve(redis.xrange(key))]
+            return out
         finally:
             await redis.aclose()
 
