@@ -146,6 +146,30 @@ class Stack:
         finally:
             await redis.aclose()
 
+    async def backlog(self) -> int:
+        """Entries not yet committed: undelivered plus delivered-but-unacked."""
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return await backlog(redis, self.layout)
+        finally:
+            await redis.aclose()
+
+    async def wait_holding(self, seconds: float) -> bool:
+        """Until the consumer holds delivered, unacked entries (True), polled every 2 ms on one
+        connection, or ``seconds`` passed (False)."""
+        redis = Redis.from_url(self.redis_url)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                for stream in self.layout.streams():
+                    with contextlib.suppress(ResponseError):
+                        if int((await redis.xpending(stream, GROUP))["pending"]) > 0:
+                            return True
+                await asyncio.sleep(0.002)
+            return False
+        finally:
+            await redis.aclose()
+
     async def pending(self) -> int:
         """Entries delivered to the consumer but not acked (e.g. held by a killed one)."""
         redis = Redis.from_url(self.redis_url)
@@ -171,6 +195,15 @@ class Stack:
             return out
         finally:
             await redis.aclose()
+
+    async def probe_consumer(self, path: str) -> tuple[int, str]:
+        """GET one of the consumer's own endpoints (/healthz, /readyz, /metrics)."""
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{self.consumer_url}{path}") as resp,
+        ):
+            return resp.status, await resp.text()
 
     async def stop(self) -> dict[str, int | None]:
         """SIGTERM both tiers (in parallel, bounded); their exit codes."""
