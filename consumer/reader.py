@@ -139,6 +139,7 @@ class Reader:
         async def stored(batch: Sequence[Envelope], result: BatchResult) -> None:
             counts = entry_counts(batch, result)
             ledger.stored.extend(zip([e.entry_id for e in batch], counts, strict=True))
+            ledger.totals += EntryCounts(result.written, result.revisions, result.duplicates)
             self._record_stored(result)
             await self._flush(partition, ledger)
 
@@ -210,8 +211,6 @@ class Reader:
             ledger.stored = []
             ledger.finished.update(ids)
             state.finished(ids)
-            for c in counts:
-                ledger.totals += c
 
     def _failed(self, partition: int, left: int, exc: BaseException, delay: float) -> None:
         kind = "Redis" if isinstance(exc, RedisError | OSError) else "storage"
@@ -287,7 +286,7 @@ class Reader:
             except (RedisError, OSError) as exc:
                 # a read failed: what it may have delivered is in our pending list; re-read
                 logger.warning("redis failed on partition %s: %s", partition, exc)
-                cursor = "0"
+                cursor, state.resumed = "0", False
                 await asyncio.sleep(self.settings.retry_max_s)
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
@@ -325,11 +324,10 @@ class Reader:
             "creating the consumer group", lambda: ensure_group(self.redis, self.layout)
         ):
             return
+        # the keep-alive outlives the partition tasks: a batch still being retried after
+        # stop() (until the shutdown timeout) must not be claimed meanwhile
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
-            for state in self.states:
-                state.task = tg.create_task(
-                    self.run_partition(state.partition), name=f"partition-{state.partition}"
-                )
             tg.create_task(
                 keepalive.run(
                     self.redis,
@@ -337,10 +335,19 @@ class Reader:
                     self.settings.consumer_name,
                     self.states,
                     self.settings.keepalive_s,
-                    self._stopping,
+                    done,
                 ),
                 name="keepalive",
             )
+            try:
+                async with asyncio.TaskGroup() as partitions:
+                    for state in self.states:
+                        state.task = partitions.create_task(
+                            self.run_partition(state.partition),
+                            name=f"partition-{state.partition}",
+                        )
+            finally:
+                done.set()
 
     # -- health ----------------------------------------------------------------------
     def dead_tasks(self) -> list[str]:
@@ -434,16 +441,20 @@ class Reader:
         cursor: str | bytes = "0-0"
         total = 0
         while len(state.handoff) < MAX_HANDOFF:
-            reply = await resolve(
-                self.redis.xautoclaim(
-                    stream,
-                    GROUP,
-                    self.settings.consumer_name,
-                    min_idle_time=self.settings.claim_idle_ms,
-                    start_id=cursor,
-                    count=self.settings.batch,
+            try:
+                reply = await resolve(
+                    self.redis.xautoclaim(
+                        stream,
+                        GROUP,
+                        self.settings.consumer_name,
+                        min_idle_time=self.settings.claim_idle_ms,
+                        start_id=cursor,
+                        count=self.settings.batch,
+                    )
                 )
-            )
+            except ResponseError as exc:  # stream or group deleted by an operator meanwhile
+                logger.warning("reclaim of partition %s skipped: %s", partition, exc)
+                break
             cursor, claimed = reply[0], _entries(reply[1])
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:

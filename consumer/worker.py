@@ -18,9 +18,9 @@ import dataclasses
 import gc
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import arq.worker
 import orjson
@@ -127,21 +127,36 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     await d.redis.aclose()
 
 
+T = TypeVar("T")
+
+
+async def _routine(what: str, step: Awaitable[T], fallback: T) -> T:
+    """Run one maintenance step; Redis being away costs one log line, not a traceback per
+    cron run (the read loop reports the outage, and the next run tries again)."""
+    try:
+        return await step
+    except (RedisError, OSError) as exc:
+        logger.warning("%s skipped, Redis unavailable: %s", what, type(exc).__name__)
+        return fallback
+
+
 async def reclaim_job(ctx: dict[str, Any]) -> int:
-    return await deps(ctx).reader.reclaim_all()
+    return await _routine("reclaim", deps(ctx).reader.reclaim_all(), 0)
 
 
 async def trim_job(ctx: dict[str, Any]) -> int:
-    return await maintenance.trim_all(deps(ctx).reader)
+    return await _routine("trim", maintenance.trim_all(deps(ctx).reader), 0)
 
 
 async def lag_job(ctx: dict[str, Any]) -> None:
     d = deps(ctx)
-    await maintenance.record_lag(d.reader, d.metrics)
+    await _routine("lag metrics", maintenance.record_lag(d.reader, d.metrics), None)
 
 
 async def stale_consumers_job(ctx: dict[str, Any]) -> list[str]:
-    return await maintenance.remove_stale_consumers(deps(ctx).reader)
+    return await _routine(
+        "stale consumer removal", maintenance.remove_stale_consumers(deps(ctx).reader), []
+    )
 
 
 async def replay_dead_letters(ctx: dict[str, Any], ids: list[str] | None = None) -> int:
