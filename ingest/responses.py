@@ -1,4 +1,4 @@
-"""Response wrapper models of the ingest tier's HTTP API (DESIGN §2, §5).
+"""Response wrapper models of the ingest tier's HTTP API (shapes listed in README.md).
 
 Pipeline position: the query handlers serialise these and :mod:`ingest.openapi` generates
 the document from them, so each wire shape is declared once. Item models come from
