@@ -1,4 +1,5 @@
-"""A live consumer keeps what it works on; only a stopped consumer's entries are claimed.
+"""A live consumer keeps what it works on; only a stopped consumer's entries are claimed;
+one unstorable entry no longer takes its batch and partition down with it.
 
 Real Redis (XAUTOCLAIM, XCLAIM JUSTID and delivery counts as the server keeps them) and a
 real NDJSON store behind a switch that makes it unavailable. The outage lasts several claim
@@ -16,9 +17,16 @@ from redis.asyncio import Redis
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from storage.base import EventStore
+from storage.config import create_store
 from storage.queue import GROUP, resolve
 from tests import factories as f
-from tests.consumer.conftest import FlakyStore, add_bundles, make_settings
+from tests.consumer.conftest import (
+    FlakyStore,
+    RefusingStore,
+    SettingsFactory,
+    add_bundles,
+    make_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +116,56 @@ async def test_entries_of_a_consumer_that_stopped_are_claimed_after_the_claim_id
     await survivor.handle_batch(0, survivor.states[0].handoff.popleft())
     assert await ndjson_store.count_events() == 5
     assert await deliveries(redis_client, stream) == {}
+
+
+async def test_one_unstorable_bundle_among_healthy_ones_while_reclaim_runs(
+    backend_settings: SettingsFactory, redis_client: Redis
+) -> None:
+    """The whole loop as the process runs it (partition task, keep-alive, reclaim every
+    100 ms with a 200 ms claim idle and at most 2 deliveries), 1 refused bundle among 7 in
+    one partition, then more bundles: only the refused one is dead, the rest stored once,
+    the later ones read and stored too."""
+    settings = backend_settings(
+        partitions=1, claim_idle_ms=CLAIM_IDLE_MS, max_deliveries=2, batch=50
+    )
+    inner = create_store(settings)
+    await inner.open()
+    store = RefusingStore(inner, {"bundle-bad"})
+    reader = Reader(redis_client, store, settings, ConsumerMetrics())
+    task = reader.start()
+
+    async def reclaiming() -> None:
+        while True:
+            await reader.reclaim_all()
+            await asyncio.sleep(0.1)
+
+    cron = asyncio.create_task(reclaiming())
+    try:
+        raws = [f.attempt_lifecycle(f"h{i}", "t") for i in range(3)]
+        raws.append(f.attempt_lifecycle("bad", "t"))
+        raws += [f.attempt_lifecycle(f"h{i}", "t") for i in range(3, 6)]
+        await add_bundles(redis_client, settings.layout, raws)
+        await asyncio.sleep(1.0)  # five claim idle times
+        later = [f.attempt_lifecycle(f"later{i}", "t") for i in range(3)]
+        await add_bundles(redis_client, settings.layout, later)
+
+        async def stored() -> set[str]:
+            return {e.bundle_id async for e in inner.iter_events()}
+
+        expected = {r["bundle_id"] for r in raws + later} - {"bundle-bad"}
+        for _ in range(100):
+            if await stored() == expected:
+                break
+            await asyncio.sleep(0.05)
+        assert await stored() == expected
+        events = [e.event_id async for e in inner.iter_events()]
+        assert len(events) == len(set(events)) == 5 * len(expected)
+        dead = await resolve(redis_client.xrange(settings.layout.dead_stream(0)))
+        assert [d[b"dead_reason"].split(b":")[0] for _, d in dead] == [b"unstorable"]
+        assert reader.metrics.reclaimed._value.get() == 0  # nothing of ours was claimed
+    finally:
+        cron.cancel()
+        reader.stop()
+        await asyncio.wait_for(task, 5)
+        await asyncio.gather(cron, return_exceptions=True)
+        await inner.close()
