@@ -1,4 +1,4 @@
-"""Query API latency over a large PostgreSQL store (issue 5 targets: p99 <= 50 ms).
+"""Query API latency over a large PostgreSQL store (target: p99 <= 50 ms).
 
 Pipeline position: the ingest tier's read side end to end: real aiohttp app (query routes
 + store cleanup_ctx) over HTTP on localhost, PostgresStore, real PostgreSQL. Run
@@ -12,6 +12,9 @@ bootstrap bursts of 1,000 events per call for the rest — into a fresh database
 ``/v1/attempts/{id}`` (random ids) and ``/v1/events?limit=100&after=<random cursor>`` are
 printed, followed by EXPLAIN (ANALYZE, BUFFERS) of the SQL those endpoints run (the same
 statements as storage/pg_read.py and storage/postgres.py, repeated here to be explained).
+
+``--topology`` measures the topology endpoints instead, at each of ``--sizes`` on
+``--backend`` (see :mod:`bench.query_topology`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench import query_topology
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.query import query_routes
 from ingest.store_ctx import store_ctx
@@ -108,7 +112,8 @@ async def timed(
     return pct(samples, 0.5), pct(samples, 0.99), statistics.fmean(samples)
 
 
-async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max_gid: int) -> None:
+async def serve_and_time(settings: StorageSettings, cases: dict[str, list[str]]) -> None:
+    """p50/p99/mean of each case's paths against a query app over ``settings``."""
     app = web.Application()
 
     async def no_publish(*_: Any) -> str:
@@ -123,6 +128,19 @@ async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     base = f"http://127.0.0.1:{port}"
+    n = len(next(iter(cases.values())))
+    try:
+        async with aiohttp.ClientSession() as http:
+            await timed(http, base, [p[0] for p in cases.values()])  # warm pool and caches
+            print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
+            for name, paths in cases.items():
+                p50, p99, mean = await timed(http, base, paths)
+                print(f"{name:32} {p50:8.2f} {p99:8.2f} {mean:8.2f}")
+    finally:
+        await runner.cleanup()
+
+
+async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max_gid: int) -> None:
     rng = random.Random(5)
     cases = {
         "/v1/graph/summary": ["/v1/graph/summary"] * n,
@@ -133,15 +151,7 @@ async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max
             for _ in range(n)
         ],
     }
-    try:
-        async with aiohttp.ClientSession() as http:
-            await timed(http, base, [p[0] for p in cases.values()])  # warm pool and caches
-            print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
-            for name, paths in cases.items():
-                p50, p99, mean = await timed(http, base, paths)
-                print(f"{name:32} {p50:8.2f} {p99:8.2f} {mean:8.2f}")
-    finally:
-        await runner.cleanup()
+    await serve_and_time(settings, cases)
 
 
 async def explain(db_dsn: str, attempt_id: str, gid: int) -> None:
@@ -182,7 +192,13 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--fresh", action="store_true", help="drop and re-seed the database")
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--topology", action="store_true", help="time the topology endpoints")
+    parser.add_argument("--backend", choices=["ndjson", "postgres"], default="ndjson")
+    parser.add_argument("--sizes", default="1000,1000000", help="log sizes for --topology")
     args = parser.parse_args()
+    if args.topology:
+        await query_topology.run(args, serve_and_time)
+        return
 
     await prepare_db(args.admin_dsn, args.fresh)
     settings = StorageSettings(

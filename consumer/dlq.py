@@ -194,8 +194,8 @@ async def _run(args: argparse.Namespace, redis_url: str, layout: StreamLayout) -
     redis = Redis.from_url(redis_url)
     try:
         if args.cmd == "list":
-            for line in await listing(redis, layout, args.limit):
-                print(line)
+            lines = await listing(redis, layout, args.limit)
+            print("\n".join(lines) if lines else "no dead letters (every dead stream is empty)")
             return 0
         ids = None if args.all else list(args.ids)
         if args.cmd == "replay":

@@ -1,4 +1,4 @@
-"""The ingest aiohttp application: ``create_app(settings)`` (DESIGN §2, §5).
+"""The ingest aiohttp application: ``create_app(settings)`` (README "The contract").
 
 Pipeline position: the HTTP front door. Builds the per-app Redis client, metrics registry,
 token set, group-commit publisher, lag gauge and commit listener; the cleanup_ctx checks
@@ -35,7 +35,7 @@ from storage.queue import ensure_partition_count
 log = logging.getLogger(__name__)
 
 # aiohttp would otherwise inflate gzip bodies itself, unbounded, and a corrupt stream
-# surfaced as a 500 (issue 2). Pass as keyword arguments to AppRunner or web.run_app
+# surfaced as a 500. Pass as keyword arguments to AppRunner or web.run_app
 # (both forward them to the request handler) or TestServer.start_server.
 HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
 GC_GEN0_THRESHOLD = 20_000  # default 700: a 20-event bundle allocates thousands of objects
@@ -115,7 +115,13 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     )
     app[RUNTIME_KEY] = rt
     app[SETTINGS_KEY] = settings
-    app[DEPS_KEY] = QueryDeps(layout=settings.layout, redis=lambda: rt.redis, publish=rt.publish)
+
+    app[DEPS_KEY] = QueryDeps(
+        layout=settings.layout,
+        redis=lambda: rt.redis,
+        publish=rt.publish,
+        autonomy_config=settings.autonomy_config_path,
+    )
     app.cleanup_ctx.append(_lifecycle)
     _add_routes(app, rt)
     return app

@@ -1,10 +1,13 @@
-"""Operator console routes (issue 8): the static page that polls the read API.
+"""Operator console routes: the static page that polls the read API.
 
-Pipeline position: ingest tier, read side, for humans. ``GET /console`` serves the page and
-``GET /console/{file}`` its script and stylesheet, read from the installed package
-(``ingest/static``) so a wheel install works without a source tree. These routes carry no
-auth: the page itself holds nothing secret and asks the operator for the bearer token, which
-it sends on every JSON call it makes.
+Pipeline position: ingest tier, read side, for humans. ``GET /`` redirects to ``GET
+/console``, which serves the page; ``GET /console/{file}`` its script and stylesheet, read
+from the installed package (``ingest/static``) so a wheel install works without a source
+tree. These routes carry no auth: the page itself holds nothing secret and asks the operator
+for the bearer token (or takes it from the URL fragment ``#token=…`` that ``leviathan-cp
+dev`` prints: a fragment is never sent to a server), which it sends on every JSON call it
+makes. ``/favicon.ico`` is an empty 204 so a browser's automatic request is not logged as a
+failed login.
 """
 
 from __future__ import annotations
@@ -55,7 +58,17 @@ async def console_asset(request: web.Request) -> web.Response:
     return _asset(name)
 
 
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/console")
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
 routes = [
+    web.get("/", root),
+    web.get("/favicon.ico", favicon),
     web.get("/console", console_page),
     web.get("/console/{file}", console_asset),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -35,9 +36,13 @@ def bundle_publisher(publish: StreamPublish, layout: StreamLayout) -> Publish:
 
 @dataclass(frozen=True, slots=True)
 class QueryDeps:
+    """``publish`` applies the ingest path's backpressure (503 over the high-water mark);
+    ``autonomy_config`` is the YAML file ``GET /v1/autonomy/status`` reads."""
+
     layout: StreamLayout
     redis: Callable[[], Redis]
     publish: Publish
+    autonomy_config: Path = Path("/etc/leviathan/autonomy/dev.yaml")
 
 
 DEPS_KEY = web.AppKey("query_deps", QueryDeps)

@@ -52,6 +52,13 @@ class Unauthorized(IngestError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(IngestError):
+    """A valid token without the role the route requires (``ingest.roles``)."""
+
+    status = 403
+    reason = "forbidden"
+
+
 class RequestTimeout(IngestError):
     """The body did not arrive in time; the connection is closed, its rest unread."""
 

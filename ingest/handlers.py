@@ -1,4 +1,4 @@
-"""Ingest and health handlers (the HTTP contract is summarised in README.md and docs/).
+"""Ingest and health handlers (README "The contract").
 
 Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
 group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's
@@ -27,6 +27,7 @@ from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
 from ingest.publisher import Publisher
+from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
 from storage.envelope import encode
@@ -56,6 +57,8 @@ class Runtime:
         return self.settings.max_body_bytes + RAW_SLACK
 
     async def publish(self, bundle: Bundle, token_label: str) -> str:
+        """Queue one bundle like POST /v1/events/ingest, backpressure included."""
+        await admit(self)
         layout = self.settings.layout
         partition = layout.partition_of(bundle.bundle_id)
         return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
@@ -101,6 +104,12 @@ async def _measured_lag(rt: Runtime) -> int:
         raise Unavailable("The queue is unreachable.", rt.settings.retry_after_seconds) from None
 
 
+async def admit(rt: Runtime) -> None:
+    """Raise 503 while the queue is over its high-water mark (or its lag is unknowable)."""
+    lag = rt.lag.cached()
+    _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
+
+
 def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     routes = web.RouteTableDef()
     settings = rt.settings
@@ -109,8 +118,9 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     max_raw = rt.max_raw
 
     @routes.post("/v1/events/ingest")
+    @requires(Role.INGEST)
     async def ingest(request: web.Request) -> web.Response:
-        wait = _wait_param(request)
+        wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle, size = await read_bundle(
             request,
             max_raw,

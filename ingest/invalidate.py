@@ -1,10 +1,12 @@
-"""POST /v1/attempts/{id}/invalidate: queue an ``attempt.invalidated`` event (DESIGN §2, §5).
+"""POST /v1/attempts/{id}/invalidate: queue an ``attempt.invalidated`` event.
 
-Pipeline position: an operator's request enters the ingest tier like a worker's bundle; it
-is checked against storage (404 for an unknown attempt), turned into a one-event Bundle
-with ``bundle_id`` ``bundle-{attempt_id}`` (the workers' convention, so it lands in the
-attempt's partition after its other events) and queued through the same publisher as
-``POST /v1/events/ingest``; the consumer stores and projects it like any event.
+Pipeline position: an operator's request enters the ingest tier like a worker's bundle;
+its body is validated first (422), then the attempt is looked up (404 when unknown),
+turned into a one-event Bundle with ``bundle_id`` ``bundle-{attempt_id}`` (the workers'
+convention, so it lands in the attempt's partition after its other events) and queued
+through the same publisher as ``POST /v1/events/ingest`` (backpressure included: 503 over
+the high-water mark); the envelope records the caller's token label, and the route needs
+the ``admin`` role. The consumer stores and projects it like any event.
 
 The event_id is a random UUID: the event carries the request time, so a deterministic id
 would turn a client's retry into a *conflict* (same id, different content) that the
@@ -24,8 +26,10 @@ from pydantic import ValidationError
 
 from ingest.deps import DEPS_KEY
 from ingest.errors import BadRequest, PayloadTooLarge, RequestTimeout, Unprocessable
+from ingest.middlewares import TOKEN_LABEL
 from ingest.params import not_found
 from ingest.responses import InvalidateAccepted
+from ingest.roles import Role, requires
 from ingest.store_ctx import STORE_KEY
 from storage.schema import Bundle, InvalidateRequest
 from storage.views import AttemptDetail
@@ -86,17 +90,18 @@ def build_bundle(attempt_id: str, reason: str, detail: AttemptDetail) -> Bundle:
     )
 
 
+@requires(Role.ADMIN)
 async def handle_invalidate(request: web.Request) -> web.Response:
     attempt_id = request.match_info["attempt_id"]
     store = request.app[STORE_KEY]
+    body = await _request_body(request)  # 422 before 404, as FastAPI clients expect
     if not await store.attempt_exists(attempt_id):
         not_found("attempt", attempt_id)
-    body = await _request_body(request)
     detail = await store.get_attempt(attempt_id)
     if detail is None:
         not_found("attempt", attempt_id)
     bundle = build_bundle(attempt_id, body.reason, detail)
-    await request.app[DEPS_KEY].publish(bundle, "invalidate")
+    await request.app[DEPS_KEY].publish(bundle, request[TOKEN_LABEL])
     answer = InvalidateAccepted(
         status="accepted",
         bundle_id=bundle.bundle_id,

@@ -1,9 +1,11 @@
-"""Error, metrics and auth middlewares of the ingest app (DESIGN §2, §5).
+"""Error, metrics and auth middlewares of the ingest app (docs/operations.md).
 
-Pipeline position: every request passes errors → auth → handler. The error middleware is
-the only place a client error becomes a response: ``{"detail", "errors"}`` JSON with the
-right status and headers; an unexpected exception is logged and answered with a generic
-500 that reveals nothing. It also records every request's final status and latency.
+Pipeline position: every request passes errors → auth → handler. Auth checks the bearer
+token and then the role the matched route requires (:func:`ingest.roles.required_role`). The
+error middleware is the only place a client error becomes a response: ``{"detail",
+"errors"}`` JSON with the right status and headers; an unexpected exception is logged and
+answered with a generic 500 that reveals nothing. It also records every request's final
+status and latency.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
 from ingest.auth import TokenSet
-from ingest.errors import IngestError, Unauthorized, Unavailable
+from ingest.errors import Forbidden, IngestError, Unauthorized, Unavailable
 from ingest.metrics import IngestMetrics
+from ingest.roles import required_role
 from storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/console"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/console", "/favicon.ico"}
+)
 # The console's static files carry no data; the page asks for the token and sends it with
 # every API call, so the page itself must load without one.
 PUBLIC_PREFIXES = ("/console/",)
@@ -134,10 +139,19 @@ def auth_middleware(tokens: TokenSet) -> Middleware:
         presented = presented.strip()
         if not presented or scheme.lower() != "bearer":
             raise Unauthorized("A bearer token is required.")
-        label = tokens.label_for(presented)
-        if label is None:
+        grant = tokens.grant_for(presented)
+        if grant is None:
             raise Unauthorized("The bearer token is not valid.")
-        request[TOKEN_LABEL] = label
+        match = request.match_info
+        if match.http_exception is None:  # an unknown path or method stays a 404/405
+            role = required_role(match.route.handler, request.method)
+            if role not in grant.roles:
+                held = "+".join(sorted(grant.roles)) or "none"
+                raise Forbidden(
+                    f"This token ({grant.label}, roles: {held}) lacks the {role} role "
+                    f"that {request.method} {_route(request)} requires."
+                )
+        request[TOKEN_LABEL] = grant.label
         return await handler(request)
 
     return auth

@@ -15,6 +15,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ingest import responses as r
+from ingest import topology as topo
+from ingest.autonomy import AutonomyStatus
+from ingest.backlog import BacklogSuggestRequest, BacklogSuggestResponse
 from ingest.query import LIMITS
 from storage import views as v
 from storage.schema import Bundle, InvalidateRequest
@@ -38,6 +41,13 @@ _MODELS: list[type[BaseModel]] = [
     r.IngestOk,
     r.ErrorBody,
     r.Health,
+    AutonomyStatus,
+    BacklogSuggestRequest,
+    BacklogSuggestResponse,
+    topo.TopologySummaryBody,
+    topo.TopologyAreas,
+    topo.TopologySubsystems,
+    topo.TopologyDependencies,
 ]
 
 
@@ -98,12 +108,71 @@ def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *codes:
     }
 
 
+def _topology() -> dict[str, Any]:
+    target = {
+        "name": "target",
+        "in": "query",
+        "required": True,
+        "description": "the target (repository) id",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    }
+    default, maximum = topo.LIMIT
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"page size (default {default}, max {maximum})",
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    }
+    cursor = _str_q("cursor", "next_cursor of the previous page")
+    paths = {
+        "/v1/topology/summary": _get(
+            "newest topo.indexed summary of a target (404 when none)",
+            _ref(topo.TopologySummaryBody),
+            [target],
+            404,
+            422,
+        )
+    }
+    for name, model in (
+        ("areas", topo.TopologyAreas),
+        ("subsystems", topo.TopologySubsystems),
+        ("dependencies", topo.TopologyDependencies),
+    ):
+        paths[f"/v1/topology/{name}"] = _get(
+            f"discovered {name} of a target, by id", _ref(model), [target, limit, cursor], 422
+        )
+    return paths
+
+
+def _operator() -> dict[str, Any]:
+    return {
+        "/v1/autonomy/status": _get(
+            "autonomy switch from the operators' YAML file", _ref(AutonomyStatus), []
+        ),
+        "/v1/backlog/suggest": {
+            "post": {
+                "summary": "record a backlog.suggest.requested event for a scheduler",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(BacklogSuggestRequest)}},
+                },
+                "responses": {
+                    "202": _json(_ref(BacklogSuggestResponse), "queued"),
+                    **_errors(400, 401, 413, 422, 503),
+                },
+            }
+        },
+    }
+
+
 def _ingest() -> dict[str, Any]:
     wait = {
         "name": "wait",
         "in": "query",
         "required": False,
-        "description": "seconds to wait for the bundle to be stored (max 30)",
+        "description": "seconds to wait for the bundle to be stored (max 30; "
+        "LEVIATHAN_INGEST_DEFAULT_WAIT_SECONDS applies when absent)",
         "schema": {"type": "number", "minimum": 0, "maximum": 30},
     }
     return {
@@ -223,6 +292,8 @@ def _paths(partitions: int) -> dict[str, Any]:
         ),
         "/v1/tasks/{task_id}": _get("one task", _ref(v.TaskDetail), [_path("task_id")], 404),
         "/v1/stats": _get("queue figures per partition", _ref(r.Stats), [], 503),
+        **_topology(),
+        **_operator(),
         "/openapi.json": {
             "get": {
                 "summary": "this document",

@@ -1,4 +1,4 @@
-"""Route table of the ingest tier's read endpoints (DESIGN §5, issue 5).
+"""Route table of the ingest tier's read endpoints (README "HTTP API").
 
 Pipeline position: the read side. Handlers parse and bound query parameters
 (:mod:`ingest.params`), call the storage read interface of the store opened by
@@ -6,8 +6,10 @@ Pipeline position: the read side. Handlers parse and bound query parameters
 backends answer identically. All state comes from storage: a restarted app over the same
 storage gives the same answers.
 
-Limits (default / maximum): attempts 50/500, failures 50/500, events/recent 50/500,
-events 100/1000, tasks 100/1000; the graph summary always carries the last 20 events.
+Limits (default / maximum), the defaults as the original's clients expect: attempts
+10/1000, failures 10/1000, events/recent 200/1000, events 100/1000, tasks 100/1000,
+topology lists 1000/5000; the graph summary always carries the last 20 events. Operator
+routes (autonomy status, backlog suggest, topology) live in their own modules.
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from ingest.autonomy import handle_autonomy_status
+from ingest.backlog import handle_backlog_suggest
+from ingest.chaincheck import PREFIXES_KEY
 from ingest.deps import DEPS_KEY
 from ingest.invalidate import handle_invalidate
 from ingest.params import bad_param, int_param, limit_param, not_found, str_param
 from ingest.responses import AttemptList, EventPage, FailureList, TaskList
 from ingest.stats import handle_stats
 from ingest.store_ctx import STORE_KEY
+from ingest.topology import topology_routes
 from storage.readside import InvalidCursor
 
 LIMITS = {
-    "attempts": (50, 500),
-    "failures": (50, 500),
-    "recent": (50, 500),
+    "attempts": (10, 1000),
+    "failures": (10, 1000),
+    "recent": (200, 1000),
     "events": (100, 1000),
     "tasks": (100, 1000),
 }
@@ -111,14 +117,17 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 async def verify_chain(request: web.Request) -> web.Response:
-    """One partition's ChainStatus, or (without ``partition``) a list for every partition."""
-    store = request.app[STORE_KEY]
+    """One partition's ChainStatus, or (without ``partition``) a list for every partition.
+
+    Incremental: each partition's check resumes where the last good one ended
+    (:mod:`ingest.chaincheck`)."""
+    store, prefixes = request.app[STORE_KEY], request.app[PREFIXES_KEY]
     if request.query.get("partition", "") == "":
-        statuses = [await store.verify_chain(p) for p in await store.partitions()]
+        statuses = [await prefixes.check(store, p) for p in await store.partitions()]
         return _json(orjson.dumps([s.model_dump(mode="json") for s in statuses]).decode())
     partitions = request.app[DEPS_KEY].layout.partitions
     partition = int_param(request, "partition", default=None, lo=0, hi=partitions - 1)
-    return _json((await store.verify_chain(partition)).model_dump_json())
+    return _json((await prefixes.check(store, partition)).model_dump_json())
 
 
 def query_routes() -> list[web.RouteDef]:
@@ -135,4 +144,7 @@ def query_routes() -> list[web.RouteDef]:
         web.get("/v1/tasks", list_tasks),
         web.get("/v1/tasks/{task_id}", get_task),
         web.get("/v1/stats", handle_stats),
+        web.get("/v1/autonomy/status", handle_autonomy_status),
+        web.post("/v1/backlog/suggest", handle_backlog_suggest),
+        *topology_routes(),
     ]

@@ -1,4 +1,4 @@
-"""Settings of the ingest process (DESIGN §6), built once in ``ingest.__main__``.
+"""Settings of the ingest process (docs/operations.md), built once in ``ingest.__main__``.
 
 Pipeline position: everything the HTTP tier needs besides the shared storage/queue
 settings it inherits. At least one token source is required; the token values never leave
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from ingest.roles import parse_entry, parse_list
 from storage.config import StorageSettings
 
 MIB = 1024 * 1024
@@ -22,19 +23,22 @@ class IngestSettings(StorageSettings):
     token: SecretStr | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN",
-        description="A bearer token accepted by the API.",
+        description="A bearer token accepted by the API: 'TOKEN' (every role) or "
+        "'TOKEN ROLE+ROLE' with roles ingest, read, admin.",
     )
     tokens: SecretStr | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKENS",
-        description="Comma-separated list of further accepted tokens (rotation).",
+        description="Comma-separated list of further accepted tokens (rotation), each "
+        "'TOKEN' or 'TOKEN ROLE+ROLE'.",
     )
     token_file: Path | None = Field(
         None,
         validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN_FILE",
         description=(
-            "File with one token per line; re-read when its mtime changes. At start the "
-            "token variables together must hold at least one token."
+            "File with one token entry per line ('TOKEN' or 'TOKEN ROLE+ROLE'); re-read "
+            "when its mtime changes. At start the token variables together must hold at "
+            "least one token."
         ),
     )
     host: str = Field(
@@ -99,6 +103,21 @@ class IngestSettings(StorageSettings):
         description="How long a measured queue lag is reused before it is measured again.",
     )
 
+    default_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        validation_alias="LEVIATHAN_INGEST_DEFAULT_WAIT_SECONDS",
+        description="Every ingest waits this long for storage as if ?wait= had been given "
+        "(an explicit ?wait= wins); 0 turns it off.",
+    )
+    autonomy_config_path: Path = Field(
+        Path("/etc/leviathan/autonomy/dev.yaml"),
+        validation_alias="LEVIATHAN_AUTONOMY_CONFIG_PATH",
+        description="YAML file whose autonomy_enabled GET /v1/autonomy/status reports "
+        "(re-read on every request; a missing file means enabled).",
+    )
+
     @model_validator(mode="after")
     def _one_token(self) -> IngestSettings:
         if self.token is None and self.tokens is None and self.token_file is None:
@@ -106,4 +125,13 @@ class IngestSettings(StorageSettings):
                 "LEVIATHAN_CONTROL_PLANE_TOKEN is required (or LEVIATHAN_CONTROL_PLANE_TOKENS "
                 "or LEVIATHAN_CONTROL_PLANE_TOKEN_FILE)"
             )
+        try:
+            if self.token is not None and self.token.get_secret_value().strip():
+                parse_entry(self.token.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKEN: {exc}") from None
+        try:
+            parse_list(self.tokens.get_secret_value() if self.tokens is not None else "")
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKENS: {exc}") from None
         return self

@@ -1,4 +1,4 @@
-"""Opens the configured EventStore for the ingest tier's query API (DESIGN §4, §5).
+"""Opens the configured EventStore for the ingest tier's query API (docs/operations.md).
 
 Pipeline position: the ingest tier only reads storage (the consumer writes it); the store
 (asyncpg pool or NDJSON index handles) is opened when the app starts and closed with it.
@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ingest.chaincheck import PREFIXES_KEY, VerifiedPrefixes
 from storage.base import EventStore, StorageUnavailable
 from storage.config import StorageSettings, create_store
 
@@ -46,6 +47,7 @@ def store_ctx(settings: StorageSettings) -> Callable[[web.Application], AsyncIte
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = create_store(settings)
         app[STORE_KEY] = store
+        app[PREFIXES_KEY] = VerifiedPrefixes()
         opener: asyncio.Task[None] | None = None
         try:
             await store.open()

@@ -13,11 +13,11 @@ from collections.abc import Callable
 USAGE = """usage: leviathan-cp <command> [args]
 
 commands:
-  ingest     run the HTTP ingest + query tier (DESIGN §5)
+  ingest     run the HTTP ingest + query tier
   consumer   run the stream consumer (writes batches to storage)
   dev        run ingest + consumer locally on embedded defaults
   migrate    apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)
-  verify     verify every partition's hash chain; exit 1 if one is broken
+  verify     check every partition's hash chain (--full: from the start); exit 1 if broken
   dlq        list / replay / drop dead-lettered stream entries
   bench      load generator against a running ingest tier
 """
@@ -37,7 +37,9 @@ def _consumer(argv: list[str]) -> int:
 
 def _dlq(argv: list[str]) -> int:
     from consumer.dlq import main
+    from leviathan_cp import devstate
 
+    devstate.apply("dlq")
     return int(main(argv) or 0)
 
 

@@ -1,12 +1,16 @@
 """The queue of ``leviathan-cp dev``: an existing Redis, a local redis-server, or fakeredis.
 
 Pipeline position: development only. Chooses, in order, ``LEVIATHAN_REDIS_URL`` (used as
-is), a ``redis-server`` found on PATH (started on a free loopback port with AOF under
-``./.leviathan/redis`` so a Ctrl-C loses nothing), or fakeredis' in-process TCP server.
+is, once it answers a PING), a ``redis-server`` found on PATH (started on a free loopback
+port with AOF under ``./.leviathan/redis`` so a Ctrl-C loses nothing), or fakeredis'
+in-process TCP server. A queue that cannot start is a :class:`QueueError` whose message
+is one line naming the URL or file and the fix (the server's own log says why, and is
+named too).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +19,80 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+AOF_MANIFEST = Path("appendonlydir") / "appendonly.aof.manifest"
+
+
+class QueueError(Exception):
+    """The queue cannot start; the message is the one line to show."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (safe to print)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_reachable(url: str, timeout: float = 3.0) -> None:
+    """PING the Redis at ``url`` (``LEVIATHAN_REDIS_URL``), or raise :class:`QueueError`."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except ValueError as exc:
+        raise QueueError(
+            f"LEVIATHAN_REDIS_URL={redact(url)} is not a Redis URL ({exc}); "
+            "fix it, or unset it to let dev start its own queue"
+        ) from None
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise QueueError(
+            f"LEVIATHAN_REDIS_URL={redact(url)} cannot be reached ({type(exc).__name__}: "
+            f"{exc}); start that Redis, or unset the variable to let dev start its own queue"
+        ) from None
+    finally:
+        client.close()
+
+
+def _server_failure(log_path: Path, since: int, redis_dir: Path) -> str:
+    """One line for a redis-server that exited at start, from what it logged this time."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(since)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    # redis log lines: "pid:role date time <level> message"; '#' marks warnings
+    warnings = [m.group(1) for m in re.finditer(r"^\S+ .*? # (.*)$", text, re.MULTILINE)]
+    if any("append only file" in w for w in warnings):
+        manifest = redis_dir / AOF_MANIFEST
+        return (
+            f"the queue's append-only file under {redis_dir} is damaged (a second redis-server "
+            f"on the same files, or a crash): run `redis-check-aof --fix {manifest}`, or move "
+            f"{redis_dir} away to start with an empty queue (details: {log_path})"
+        )
+    why = warnings[-1] if warnings else "no reason logged"
+    return f"redis-server could not start: {why} (log: {log_path})"
+
+
+def _refuse_leftover(pidfile: Path, redis_dir: Path) -> None:
+    """A redis-server from an earlier ``dev`` that was killed may still append to the AOF;
+    a second server on the same files would damage it."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return  # no pidfile, or that process is gone
+    if b"redis-server" in cmdline:
+        raise QueueError(
+            f"a redis-server left by an earlier dev (pid {pid}) still uses {redis_dir}: "
+            f"stop it (kill {pid}) and start dev again"
+        )
 
 
 def free_port() -> int:
@@ -28,13 +106,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with code {proc.returncode}")
+            raise ChildProcessError(proc.returncode)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"queue did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+    raise QueueError(f"the queue did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 @dataclass
@@ -95,20 +173,33 @@ def _group_idle(client: Any, stream: str, group: str) -> bool:
 
 def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
     if env_url:
+        check_reachable(env_url)
         return DevQueue(url=env_url, kind="external")
     binary = shutil.which("redis-server")
     port = free_port()
     if binary is not None:
         redis_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = redis_dir / "redis.pid"
+        _refuse_leftover(pidfile, redis_dir)
         args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir)]
+        args += ["--pidfile", str(pidfile)]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
         args += ["--maxmemory-policy", "noeviction", "--daemonize", "no"]
-        log = (redis_dir / "redis.log").open("ab")
+        log_path = redis_dir / "redis.log"
+        log = log_path.open("ab")
+        since = log.tell()
         # Own session: the terminal's Ctrl-C reaches only the supervisor, which stops the
         # queue last, after the tiers have drained into it.
         proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
-        _wait_for_port(port, proc, 10)
+        try:
+            _wait_for_port(port, proc, 10)
+        except ChildProcessError:
+            raise QueueError(_server_failure(log_path, since, redis_dir)) from None
+        except QueueError:
+            proc.kill()
+            proc.wait()
+            raise
         return DevQueue(url=f"redis://127.0.0.1:{port}/0", kind="redis-server", _proc=proc)
     from fakeredis import TcpFakeServer
 

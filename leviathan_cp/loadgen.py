@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from leviathan_cp import devstate
 from leviathan_cp.loadgen_bundles import BundleMaker
 
 
@@ -49,7 +50,11 @@ class Tally:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="leviathan-cp bench", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="ingest base URL")
+    p.add_argument(
+        "--url",
+        help="ingest base URL (default: the leviathan-cp dev running in this folder, "
+        "else http://127.0.0.1:8000)",
+    )
     p.add_argument("--token", help="bearer token (default: env or ~/.leviathan file)")
     p.add_argument("--token-file", type=Path)
     p.add_argument("--workers", type=int, default=8)
@@ -70,10 +75,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("--duration and --timeout must be > 0, --visible-timeout >= 0")
     if (args.bundles is not None and args.bundles < 1) or args.burst_size < 0:
         p.error("--bundles must be >= 1 and --burst-size >= 0")
+    _dev_defaults(args)
     if args.json_path is not None and not args.json_path.parent.is_dir():
         # found out now, not after minutes of load
         p.error(f"--json: no directory {args.json_path.parent}")
     return args
+
+
+def _dev_defaults(args: argparse.Namespace) -> None:
+    """URL and token file of a ``leviathan-cp dev`` running in this folder, if not given."""
+    state = devstate.read(devstate.default_base())
+    if args.url is None:
+        args.url = state.url if state is not None else "http://127.0.0.1:8000"
+    if state is not None and not args.token and not args.token_file:
+        args.token_file = Path(state.token_file)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -199,6 +214,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     target = f"bench-{run_id}"
     tally = Tally()
     headers = {"Authorization": f"Bearer {_token(args)}"}
+    if not args.quiet:
+        where = f"{args.url.rstrip('/')}/v1/events/ingest"
+        print(f"bench: posting to {where} (target {target})", file=sys.stderr)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     connector = aiohttp.TCPConnector(limit=args.workers + 2)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as s:

@@ -1,4 +1,4 @@
-"""The storage interface both backends implement (DESIGN §4), and its value types.
+"""The storage interface both backends implement (docs/design-notes.md), and its value types.
 
 Pipeline position: the consumer calls :meth:`EventStore.write_batch` once per batch read
 from one partition and acks only after it returned; the ingest tier's query API calls the
@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from storage.chain import ChainPoint
 from storage.envelope import Envelope
 from storage.projection import Graph
 from storage.views import (
@@ -35,6 +36,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 
@@ -214,7 +216,21 @@ class EventStore(Protocol):
 
     async def attempt_exists(self, attempt_id: str) -> bool: ...
 
-    async def verify_chain(self, partition: int) -> ChainStatus: ...
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        """The newest ``topo.indexed`` of ``target`` and its item counts; None if none.
+
+        Served from the topology index (:mod:`storage.topology`), never a log scan.
+        """
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        """Newest payload of each ``kind`` item of ``target``, by item key; opaque cursor."""
+
+    async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
+        """Walk ``partition``'s chain; with ``after`` (a prefix verified earlier) only the
+        events past it, after checking the stored event at ``after.seq`` still has
+        ``after.hash``. ``checked`` counts the prefix too."""
 
     async def partitions(self) -> list[int]:
         """Partitions that have at least one stored event."""

@@ -1,8 +1,9 @@
-"""Hash chain of the event log (DESIGN §4): canonical JSON and sha256 links.
+"""Hash chain of the event log (docs/design-notes.md): canonical JSON and sha256 links.
 
 Pipeline position: storage backends call :func:`link_bytes`/:func:`digest_bytes` for each
 new event of a partition, in insertion order, inside the write transaction; ``verify``
-commands call :func:`first_broken_link` over a partition's stored events. One chain per
+commands call :func:`first_broken_link` over a partition's stored events — all of them, or
+only those after a :class:`ChainPoint` an earlier walk verified (incremental checks). One chain per
 partition, so partitions are written in parallel without a global lock.
 
 The canonical form (as the original control plane): the keys ``event_id, event_type,
@@ -171,8 +172,19 @@ def content_digest(
 
 
 @dataclass(frozen=True, slots=True)
+class ChainPoint:
+    """The end of a verified prefix: the last verified event's ``seq`` and ``hash``."""
+
+    seq: int
+    hash: str
+
+
+GENESIS = ChainPoint(0, GENESIS_HASH)
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
-    """Result of walking one partition's chain."""
+    """Result of walking one partition's chain; ``checked`` counts the prefix it resumed at."""
 
     partition: int
     checked: int
@@ -183,15 +195,18 @@ class ChainReport:
     reason: str | None = None
 
 
-def first_broken_link(partition: int, events: Iterable[Any]) -> ChainReport:
+def first_broken_link(
+    partition: int, events: Iterable[Any], start: ChainPoint = GENESIS
+) -> ChainReport:
     """Walk events (objects with seq, event_id, ..., prev_hash, hash) in seq order.
 
     Names the first event whose ``prev_hash`` does not match its predecessor's hash, whose
-    own ``hash`` does not match its content, or whose ``seq`` skips or repeats.
+    own ``hash`` does not match its content, or whose ``seq`` skips or repeats. ``events``
+    begin right after ``start`` (the genesis for a full walk).
     """
-    prev = GENESIS_HASH
-    expected_seq = 1
-    checked = 0
+    prev = start.hash
+    expected_seq = start.seq + 1
+    checked = start.seq
     for ev in events:
         problem = None
         if ev.seq != expected_seq:
@@ -215,3 +230,23 @@ def first_broken_link(partition: int, events: Iterable[Any]) -> ChainReport:
         expected_seq += 1
         checked += 1
     return ChainReport(partition, checked, True, prev)
+
+
+def resume_mismatch(partition: int, start: ChainPoint, found: Any) -> ChainReport | None:
+    """A broken report when the stored event at ``start.seq`` is not the one verified.
+
+    ``found`` is that stored event or ``None``. Catches a log rewritten or truncated
+    under the remembered prefix without re-reading it (a full walk still finds an edit
+    anywhere inside it).
+    """
+    if start.seq == 0:
+        return None
+    if found is None:
+        problem = f"seq {start.seq}, the end of the verified prefix, is no longer stored"
+        return ChainReport(partition, start.seq - 1, False, start.hash, start.seq, None, problem)
+    if found.hash != start.hash:
+        problem = f"the event at seq {start.seq} no longer has the hash verified earlier"
+        return ChainReport(
+            partition, start.seq - 1, False, start.hash, start.seq, found.event_id, problem
+        )
+    return None

@@ -1,4 +1,4 @@
-"""NDJSON backend (DESIGN §4, default for dev): per-partition log files + SQLite sidecar.
+"""NDJSON backend (the dev default): per-partition log files + SQLite sidecar.
 
 Pipeline position: the consumer's :meth:`NdjsonStore.write_batch` appends each batch to
 ``events-{p:04d}.ndjson`` under the configured directory (one fsync per batch) and then
@@ -25,7 +25,7 @@ from storage import ndjson_log as log
 from storage import ndjson_read as rd
 from storage import ndjson_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent
-from storage.chain import first_broken_link
+from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
 from storage.projection import Graph, fold
 from storage.readside import chain_status, recent_event
@@ -39,6 +39,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 T = TypeVar("T")
@@ -241,11 +242,38 @@ class NdjsonStore:
     async def attempt_exists(self, attempt_id: str) -> bool:
         return await self._run(lambda con: rd.node_props(con, "Attempt", attempt_id) is not None)
 
-    async def verify_chain(self, partition: int) -> ChainStatus:
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        return await self._run(lambda con: rd.topology_summary(con, target))
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        return await self._run(lambda con: rd.topology_items(con, target, kind, limit, cursor))
+
+    async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         path = log.partition_path(self.directory, partition)
+        start = after or GENESIS
+        # where the verified prefix ends in the file: the index knows each event's line
+        where = None
+        if start.seq:
+            where = await self._run(
+                lambda con: con.execute(
+                    "SELECT offset, length FROM events WHERE partition = ? AND seq = ?",
+                    (partition, start.seq),
+                ).fetchone()
+            )
 
         def walk() -> ChainStatus:
-            report = first_broken_link(partition, _checked_lines(path))
+            offset = 0
+            if where is not None:
+                offset = int(where[0]) + int(where[1])
+                found: StoredEvent | None = _line_at(path, int(where[0]), int(where[1]))
+            else:
+                found = None
+            mismatch = resume_mismatch(partition, start, found)
+            if mismatch is not None:
+                return chain_status(mismatch)
+            report = first_broken_link(partition, _checked_lines(path, start, offset), start)
             return chain_status(report)
 
         try:
@@ -325,14 +353,30 @@ class _BadLine(ValueError):
         self.last_hash = last_hash
 
 
-def _checked_lines(path: Path) -> Any:
-    checked, last_hash = 0, "0" * 64
-    for number, line in enumerate(log.iter_lines(path), start=1):
-        try:
-            ev = log.decode_line(line)
-        except (ValueError, TypeError) as exc:
-            raise _BadLine(
-                f"line {number} is not a stored event: {exc}", checked, last_hash
-            ) from None
-        yield ev
-        checked, last_hash = checked + 1, ev.hash
+def _line_at(path: Path, offset: int, length: int) -> StoredEvent | None:
+    """The stored event whose line the index places at ``offset`` (``None`` if unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return log.decode_line(fh.read(length))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _checked_lines(path: Path, start: ChainPoint = GENESIS, offset: int = 0) -> Any:
+    """The events of ``path`` from byte ``offset`` on (the line after ``start``)."""
+    checked, last_hash = start.seq, start.hash
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for number, line in enumerate(fh, start=1):
+            try:
+                ev = log.decode_line(line)
+            except (ValueError, TypeError) as exc:
+                where = f"line {number}" if offset == 0 else f"line {number} after seq {start.seq}"
+                raise _BadLine(
+                    f"{where} is not a stored event: {exc}", checked, last_hash
+                ) from None
+            yield ev
+            checked, last_hash = checked + 1, ev.hash

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from storage.ndjson_read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
@@ -75,6 +77,16 @@ CREATE TABLE IF NOT EXISTS artifacts (
     UNIQUE (bundle_id, sha256, artifact_id)
 );
 CREATE INDEX IF NOT EXISTS artifacts_attempt ON artifacts(attempt_id);
+CREATE TABLE IF NOT EXISTS topology (
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    item TEXT NOT NULL,
+    version_ts TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (target, kind, item)
+) WITHOUT ROWID;
 """
 
 INDEX_FILE = "index.sqlite3"
@@ -101,7 +113,12 @@ def connect(directory: Path) -> sqlite3.Connection:
     # from the OS that the previous one had just written (drain +5% with 64 MB). Pages
     # are cached as they are read, so a small index uses no more than its size.
     con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    had_topology = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'topology'"
+    ).fetchone()
     con.executescript(SCHEMA)
+    if had_topology is None:
+        backfill_topology(con, directory)
     return con
 
 
@@ -191,3 +208,49 @@ def read_graph(con: sqlite3.Connection) -> Graph:
     for row in con.execute("SELECT type, src_type, src, dst_type, dst FROM edges"):
         graph.edges.add(Edge(*row))
     return graph
+
+
+# SQLite compares TEXT bytewise (BINARY), i.e. by code point like Python: the same order
+# as storage.topology's versions, so the row kept is the one TopoRow.version picks.
+_UPSERT_TOPOLOGY = """
+INSERT INTO topology(target, kind, item, version_ts, event_id, digest, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(target, kind, item) DO UPDATE SET
+    version_ts = excluded.version_ts, event_id = excluded.event_id,
+    digest = excluded.digest, payload = excluded.payload
+WHERE (excluded.version_ts, excluded.event_id, excluded.digest)
+    > (topology.version_ts, topology.event_id, topology.digest)
+"""
+
+
+def merge_topology(con: sqlite3.Connection, rows: Sequence[TopoRow]) -> None:
+    """Keep, per topology item, the newest of the stored row and ``rows`` (in the
+    caller's transaction)."""
+    if rows:
+        con.executemany(
+            _UPSERT_TOPOLOGY,
+            [(r.target, r.kind, r.item, r.version_ts, r.event_id, r.digest,
+              orjson.dumps(r.payload).decode()) for r in rows],
+        )  # fmt: skip
+
+
+def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
+    """Index the topo events an older index already holds (once, when the table is new).
+
+    Two processes opening the same directory may both run it: the upsert keeps the newest
+    row per item whatever the order, so the second run changes nothing.
+    """
+    marks = ",".join("?" * len(TOPOLOGY_TYPES))
+    rows = con.execute(
+        f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ({marks}) ORDER BY gid",
+        tuple(sorted(TOPOLOGY_TYPES)),
+    ).fetchall()
+    if not rows:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        merge_topology(con, rows_of_events(load_events(directory, rows)))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

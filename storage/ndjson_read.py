@@ -18,18 +18,21 @@ import orjson
 
 from storage import ndjson_log as log
 from storage.base import StoredEvent
-from storage.projection import ATTEMPT, DEPENDS_ON, TASK
+from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
     InvalidCursor,
+    artifact_nodes,
+    attempt_node,
     attempt_summary,
     decode_cursor,
+    display_time,
     encode_cursor,
-    event_artifact,
     node_view,
     task_summary,
+    topology_page,
 )
+from storage.topology import SUMMARY
 from storage.views import (
-    ArtifactView,
     AttemptDetail,
     AttemptSummary,
     EventView,
@@ -37,6 +40,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
     failure_error,
 )
 
@@ -98,6 +102,16 @@ def list_attempts(
     return Page[AttemptSummary](items=items, next_cursor=next_cursor)
 
 
+def _produced_artifacts(con: sqlite3.Connection, attempt_id: str) -> list[tuple[str, Any]]:
+    ids = [r[0] for r in con.execute(
+        "SELECT dst FROM edges WHERE type = ? AND src_type = ? AND src = ? AND dst_type = ? "
+        "ORDER BY dst",
+        (PRODUCED, ATTEMPT, attempt_id, ARTIFACT),
+    )]  # fmt: skip
+    found = [(a, node_props(con, ARTIFACT, a)) for a in ids]
+    return [(a, p) for a, p in found if p is not None]
+
+
 def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> AttemptDetail | None:
     props = node_props(con, ATTEMPT, attempt_id)
     if props is None:
@@ -106,27 +120,19 @@ def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> At
         f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = ? ORDER BY gid", (attempt_id,)
     ).fetchall()
     events = load_events(directory, rows)
-    artifacts = [event_artifact(e) for e in events if e.event_type == "artifact.created"]
-    for row in con.execute(
-        "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
-        "WHERE attempt_id = ? ORDER BY rid",
-        (attempt_id,),
-    ):
-        artifacts.append(
-            ArtifactView(
-                artifact_id=row[0],
-                sha256=row[1],
-                kind=row[2],
-                uri=row[3],
-                size=row[4],
-                bundle_id=row[5],
-                attempt_id=attempt_id,
-            )
+    bundle_rows = [
+        dict(zip(("artifact_id", "sha256", "kind", "uri", "size", "bundle_id"), row, strict=True))
+        | {"attempt_id": attempt_id}
+        for row in con.execute(
+            "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
+            "WHERE attempt_id = ? ORDER BY rid",
+            (attempt_id,),
         )
+    ]
     return AttemptDetail(
-        attempt_node=node_view(ATTEMPT, attempt_id, props),
+        attempt_node=attempt_node(attempt_id, props, events),
         events=[e.view() for e in events],
-        artifacts=artifacts,
+        artifacts=artifact_nodes(_produced_artifacts(con, attempt_id), bundle_rows),
     )
 
 
@@ -244,3 +250,38 @@ def get_task(con: sqlite3.Connection, task_id: str) -> TaskDetail | None:
         task_node=node_view(TASK, task_id, props),
         attempts=_attempts(con, attempt_ids),
     )
+
+
+# Primary-key lookups and range scans of the topology table (plans checked in
+# tests/storage/test_topology.py): independent of the size of the event log.
+TOPOLOGY_SUMMARY_SQL = (
+    "SELECT payload, version_ts, event_id FROM topology WHERE target = ? AND kind = ? AND item = ''"
+)
+TOPOLOGY_COUNTS_SQL = "SELECT kind, count(*) FROM topology WHERE target = ? GROUP BY kind"
+TOPOLOGY_ITEMS_SQL = (
+    "SELECT item, payload FROM topology WHERE target = ? AND kind = ? AND item > ? "
+    "ORDER BY item LIMIT ?"
+)
+
+
+def topology_summary(con: sqlite3.Connection, target: str) -> TopologySummary | None:
+    row = con.execute(TOPOLOGY_SUMMARY_SQL, (target, SUMMARY)).fetchone()
+    if row is None:
+        return None
+    counts = con.execute(TOPOLOGY_COUNTS_SQL, (target,)).fetchall()
+    return TopologySummary(
+        target=target,
+        payload=orjson.loads(row[0]),
+        timestamp=display_time(row[1]) or row[1],
+        event_id=row[2],
+        counts={kind: int(n) for kind, n in counts if kind != SUMMARY},
+    )
+
+
+def topology_items(
+    con: sqlite3.Connection, target: str, kind: str, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    """Payloads of one kind of item of ``target``, by item key; keyset pages."""
+    after = "" if cursor is None else str(decode_cursor(cursor, 1)[0])
+    rows = con.execute(TOPOLOGY_ITEMS_SQL, (target, kind, after, limit + 1)).fetchall()
+    return topology_page([(item, orjson.loads(payload)) for item, payload in rows], limit)

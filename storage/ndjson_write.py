@@ -21,6 +21,7 @@ from orjson import Fragment
 
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
+from storage import topology
 from storage.base import BatchResult, Conflict, StorageCorrupt, StoredEvent
 from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
@@ -204,6 +205,7 @@ def recover(con: sqlite3.Connection, directory: Path, partition: int) -> None:
     if events:
         _insert_events(con, rows)
         idx.merge_graph(con, fold(events))
+        idx.merge_topology(con, topology.rows_of_events(events))
         idx.set_head(con, partition, seq, prev, size)
 
 
@@ -226,6 +228,7 @@ def write_batch(
             idx.merge_graph(con, fold(plan.projected))
             idx.set_head(con, partition, plan.seq, plan.prev, size)
         _store_artifacts(con, envelopes)
+        idx.merge_topology(con, topology.rows_of_envelopes(envelopes))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -13,19 +13,19 @@ from typing import Any
 import asyncpg
 
 from storage.base import StoredEvent
-from storage.projection import ATTEMPT, DEPENDS_ON, TASK
+from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
     InvalidCursor,
+    artifact_nodes,
+    attempt_node,
     attempt_summary,
     decode_cursor,
     encode_cursor,
-    event_artifact,
     node_view,
     recent_event,
     task_summary,
 )
 from storage.views import (
-    ArtifactView,
     AttemptDetail,
     AttemptSummary,
     EventView,
@@ -91,17 +91,23 @@ async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail
         f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = $1 ORDER BY gid", attempt_id
     )
     events = [to_event(r) for r in rows]
-    artifacts = [event_artifact(e) for e in events if e.event_type == "artifact.created"]
-    for a in await con.fetch(
-        "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
-        "WHERE attempt_id = $1 ORDER BY rid",
-        attempt_id,
-    ):
-        artifacts.append(ArtifactView(attempt_id=attempt_id, **dict(a)))
+    produced = await con.fetch(
+        "SELECT n.id, n.vals FROM edges e JOIN nodes n ON n.type = e.dst_type AND n.id = e.dst "
+        "WHERE e.type = $1 AND e.src_type = $2 AND e.src = $3 AND e.dst_type = $4 ORDER BY n.id",
+        PRODUCED, ATTEMPT, attempt_id, ARTIFACT,
+    )  # fmt: skip
+    bundle_rows = [
+        {**dict(a), "attempt_id": attempt_id}
+        for a in await con.fetch(
+            "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
+            "WHERE attempt_id = $1 ORDER BY rid",
+            attempt_id,
+        )
+    ]
     return AttemptDetail(
-        attempt_node=node_view(ATTEMPT, attempt_id, props),
+        attempt_node=attempt_node(attempt_id, props, events),
         events=[e.view() for e in events],
-        artifacts=artifacts,
+        artifacts=artifact_nodes([(r["id"], r["vals"]) for r in produced], bundle_rows),
     )
 
 

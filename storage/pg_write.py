@@ -29,6 +29,7 @@ from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
 from storage.pg_copy import encode_rows
 from storage.pg_graph import merge_graph
+from storage.pg_topology import upsert_topology
 from storage.projection import PROJECTED_TYPES, Graph, fold
 from storage.schema import Bundle, WireEvent, format_timestamp
 
@@ -283,4 +284,5 @@ async def write_batch(
         last = out.rows[-1]  # (partition, seq, ..., prev, hash, ...)
         await merge_graph(con, partition, folded[0], head=(last[1], last[12]))
     await store_artifacts(con, envelopes)
+    await upsert_topology(con, envelopes)
     return BatchResult(len(out.rows), out.duplicates, out.conflicts)

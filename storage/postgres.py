@@ -1,4 +1,4 @@
-"""PostgreSQL implementation of :class:`storage.base.EventStore` (DESIGN §4).
+"""PostgreSQL implementation of :class:`storage.base.EventStore` (docs/design-notes.md).
 
 Pipeline position: the consumer's :meth:`write_batch` target and the ingest query API's
 read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool (its
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from storage import pg_graph
+from storage import pg_graph, pg_topology
 from storage import pg_read as rd
 from storage import pg_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent
-from storage.chain import first_broken_link
+from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
 from storage.pg_codecs import init_connection
 from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
@@ -36,6 +36,7 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
+    TopologySummary,
 )
 
 __all__ = ["PostgresStore", "migrate"]
@@ -193,11 +194,33 @@ class PostgresStore:
 
         return await self._with(query)
 
-    async def verify_chain(self, partition: int) -> ChainStatus:
+    async def topology_summary(self, target: str) -> TopologySummary | None:
+        return await self._with(lambda con: pg_topology.summary(con, target))
+
+    async def topology_items(
+        self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        return await self._with(lambda con: pg_topology.items(con, target, kind, limit, cursor))
+
+    async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         # Streamed: the (synchronous) chain walk runs in a worker thread and pulls one
         # keyset page at a time from the event loop, so a long chain is never all in memory.
+        # With ``after``, the pages start past the verified prefix.
+        start = after or GENESIS
+        if start.seq:
+
+            async def at(con: asyncpg.Connection) -> StoredEvent | None:
+                row = await con.fetchrow(
+                    f"SELECT {rd.EVENT_COLS} FROM events WHERE partition = $1 AND seq = $2",
+                    partition, start.seq,
+                )  # fmt: skip
+                return None if row is None else rd.to_event(row)
+
+            mismatch = resume_mismatch(partition, start, await self._with(at))
+            if mismatch is not None:
+                return chain_status(mismatch)
         loop = asyncio.get_running_loop()
-        pages = self._pages(partition)
+        pages = self._pages(partition, start.seq)
 
         async def next_page() -> list[StoredEvent]:
             return await anext(pages, [])
@@ -207,7 +230,7 @@ class PostgresStore:
                 yield from page
 
         try:
-            report = await asyncio.to_thread(first_broken_link, partition, events())
+            report = await asyncio.to_thread(first_broken_link, partition, events(), start)
         finally:
             await pages.aclose()
         return chain_status(report)
@@ -224,13 +247,15 @@ class PostgresStore:
             for event in page:
                 yield event
 
-    async def _pages(self, partition: int | None) -> AsyncGenerator[list[StoredEvent], None]:
+    async def _pages(
+        self, partition: int | None, after: int = 0
+    ) -> AsyncGenerator[list[StoredEvent], None]:
         # Keyset pages instead of one long-lived cursor: no connection is held while the
         # caller consumes, and each page is an index range scan.
         order = "gid" if partition is None else "seq"
         where = "TRUE" if partition is None else "partition = $3"
         extra = () if partition is None else (partition,)
-        last = 0
+        last = after
         while True:
             after = last
 

@@ -16,12 +16,12 @@ import orjson
 
 from storage.base import StoredEvent
 from storage.chain import ChainReport
-from storage.projection import LAST_SEEN
+from storage.projection import ARTIFACT, ATTEMPT, FIRST_SEEN, LAST_SEEN, version_text
 from storage.views import (
-    ArtifactView,
     AttemptSummary,
     ChainStatus,
     NodeView,
+    Page,
     RecentEvent,
     TaskSummary,
 )
@@ -102,7 +102,17 @@ def task_summary(
 
 
 def node_view(node_type: str, node_id: str, props: Mapping[str, Any]) -> NodeView:
-    return NodeView(node_type=node_type, node_id=node_id, properties=dict(props))
+    """A node as the original shows it: ``node_id``/``node_type`` also among the
+    properties, ``created_at`` the payload's own or the first event's time."""
+    created = _first_str(props.get("created_at")) or display_time(props.get(FIRST_SEEN))
+    values = {**props, "node_id": node_id, "node_type": node_type, "created_at": created}
+    return NodeView(
+        node_id=node_id,
+        node_type=node_type,
+        created_at=created,
+        updated_at=display_time(props.get(LAST_SEEN)),
+        properties=values,
+    )
 
 
 def chain_status(report: ChainReport) -> ChainStatus:
@@ -130,17 +140,71 @@ def recent_event(ev: StoredEvent) -> RecentEvent:
     )
 
 
-def event_artifact(ev: StoredEvent) -> ArtifactView:
-    """The artifact view of an ``artifact.created`` event (both backends)."""
-    p = ev.payload
-    size = p.get("size", p.get("size_bytes"))
-    artifact_id = p.get("artifact_id") or p.get("sha256") or f"artifact-{ev.event_id[:12]}"
-    return ArtifactView(
-        artifact_id=str(artifact_id),
-        sha256=p.get("sha256") if isinstance(p.get("sha256"), str) else None,
-        kind=str(p.get("kind") or p.get("artifact_type") or "") or None,
-        uri=str(p.get("uri") or p.get("storage_path") or "") or None,
-        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-        bundle_id=ev.bundle_id,
-        attempt_id=ev.attempt_id,
-    )
+def _first_str(*values: Any) -> str | None:
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
+def _first_int(*values: Any) -> int | None:
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
+
+
+def _creator(events: Sequence[StoredEvent]) -> str | None:
+    """The actor of the earliest attempt event that names one (order-independent)."""
+    own = [e for e in events if e.event_type.startswith("attempt.") and e.actor_id]
+    if not own:
+        return None
+    return min(own, key=lambda e: (version_text(e.timestamp), e.event_id)).actor_id
+
+
+# The attempt node's properties in the original always carry these (None when unknown).
+ATTEMPT_FIELDS = ("attempt_id", "task_id", "attempt_number", "status", "started_at",
+                  "completed_at", "exit_code", "failure_reason")  # fmt: skip
+
+
+def attempt_node(
+    attempt_id: str, props: Mapping[str, Any], events: Sequence[StoredEvent]
+) -> NodeView:
+    """``attempt_node`` in the original's shape, from the projected node and its events."""
+    values = dict(props)
+    for name in ATTEMPT_FIELDS:
+        values.setdefault(name, None)
+    if values["failure_reason"] is None and values["status"] == "failed":
+        values["failure_reason"] = _first_str(values.get("error_summary"), values.get("error"))
+    values["created_by"] = _first_str(values.get("created_by")) or _creator(events)
+    return node_view(ATTEMPT, attempt_id, values)
+
+
+def artifact_nodes(
+    nodes: Sequence[tuple[str, Mapping[str, Any]]], bundle_rows: Sequence[Mapping[str, Any]]
+) -> list[NodeView]:
+    """Each artifact of an attempt once: its graph nodes (``artifact.created``), each
+    completed by the bundle artifact of the same sha256, then the bundle artifacts that
+    no event described, as nodes of their own. Properties always hold ``sha256``,
+    ``kind``, ``uri`` and ``size`` (the event's ``artifact_type``/``storage_path``/
+    ``size_bytes`` when it used the original's names)."""
+    by_sha: dict[Any, Mapping[str, Any]] = {}
+    for row in bundle_rows:
+        by_sha.setdefault(row.get("sha256"), row)
+    out = []
+    for node_id, props in nodes:
+        bundle = by_sha.pop(props.get("sha256"), None) or by_sha.pop(node_id, None) or {}
+        values = dict(props)
+        values["sha256"] = _first_str(props.get("sha256"), bundle.get("sha256"))
+        values["kind"] = _first_str(props.get("kind"), props.get("artifact_type"),
+                                    bundle.get("kind"))  # fmt: skip
+        values["uri"] = _first_str(props.get("uri"), bundle.get("uri"), props.get("storage_path"))
+        values["size"] = _first_int(props.get("size"), props.get("size_bytes"), bundle.get("size"))
+        out.append(node_view(ARTIFACT, node_id, values))
+    for row in by_sha.values():
+        node_id = str(row.get("artifact_id") or row.get("sha256"))
+        values = {k: row.get(k) for k in ("artifact_id", "sha256", "kind", "uri", "size",
+                                          "bundle_id", "attempt_id")}  # fmt: skip
+        out.append(node_view(ARTIFACT, node_id, values))
+    return out
+
+
+def topology_page(rows: Sequence[tuple[str, Any]], limit: int) -> Page[dict[str, Any]]:
+    """A page of ``(item, payload)`` rows fetched with ``limit + 1`` (both backends)."""
+    items = [dict(payload) for _, payload in rows[:limit]]
+    next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
+    return Page[dict[str, Any]](items=items, next_cursor=next_cursor)

@@ -1,4 +1,4 @@
-"""Read-side models: what storage returns to the query API (DESIGN §5 shapes).
+"""Read-side models: what storage returns to the query API (the original's shapes, README).
 
 Pipeline position: both backends build these from their tables/files; ingest's query
 handlers serialise them unchanged and the OpenAPI document is generated from them, so the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 
 class _View(BaseModel):
@@ -47,9 +47,21 @@ class RecentEvent(_View):
 
 
 class GraphSummary(_View):
+    """The original's three keys plus the totals its CLI prints."""
+
     nodes_by_type: dict[str, int]
     edges_by_type: dict[str, int]
     recent_events: list[RecentEvent]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_nodes(self) -> int:
+        return sum(self.nodes_by_type.values())
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_edges(self) -> int:
+        return sum(self.edges_by_type.values())
 
 
 class AttemptSummary(_View):
@@ -63,29 +75,27 @@ class AttemptSummary(_View):
 
 
 class NodeView(_View):
-    """A graph node: its type, id and plain property values."""
+    """A graph node as the original returns one: id, type, times and property values.
 
-    node_type: str
+    ``created_at``/``updated_at`` are the earliest and latest event times that asserted
+    the node (or the payload's own ``created_at``); ``None`` where no event did (an
+    artifact known only from a bundle's ``artifacts`` list).
+    """
+
     node_id: str
+    node_type: str
+    created_at: str | None = None
+    updated_at: str | None = None
     properties: dict[str, Any]
 
 
-class ArtifactView(_View):
-    """An artifact of an attempt: from ``artifact.created`` events or bundle artifacts."""
-
-    artifact_id: str
-    sha256: str | None
-    kind: str | None
-    uri: str | None
-    size: int | None
-    bundle_id: str | None
-    attempt_id: str | None
-
-
 class AttemptDetail(_View):
+    """``artifacts``: each Artifact node the attempt PRODUCED, merged with the bundle
+    artifact of the same sha256; a bundle artifact without such a node becomes one."""
+
     attempt_node: NodeView
     events: list[EventView]
-    artifacts: list[ArtifactView]
+    artifacts: list[NodeView]
 
 
 class FailureView(_View):
@@ -113,6 +123,16 @@ class TaskDetail(_View):
     task: TaskSummary
     task_node: NodeView
     attempts: list[AttemptSummary]
+
+
+class TopologySummary(_View):
+    """The newest ``topo.indexed`` event of a target and how many items the index holds."""
+
+    target: str
+    payload: dict[str, Any]
+    timestamp: str
+    event_id: str
+    counts: dict[str, int]
 
 
 class ChainStatus(_View):

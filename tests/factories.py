@@ -263,3 +263,48 @@ def envelope(
         token_label="test",
         entry_id=entry_id,
     )
+
+
+def topology_run(
+    target: str = "leviathan-demo",
+    commit_sha: str = "9c1e2f0a7b",
+    *,
+    at: float = 0,
+    areas: tuple[str, ...] = ("docs", "tests", "tools"),
+    subsystems: tuple[str, ...] = ("services/api", "services/db", "tools/cli"),
+    dependencies: tuple[tuple[str, str], ...] = (("services/api", "services/db"),),
+) -> dict[str, Any]:
+    """The topology worker's bundle: started, one event per area/subsystem/dependency,
+    the ``topo.indexed`` summary, completed. Ids are deterministic per (target, commit),
+    so indexing the same commit again re-sends the same ids with new timestamps."""
+    short, rules = commit_sha[:8], "topo_rules_v1"
+    common = {"target_id": target, "commit_sha": commit_sha, "rules_version": rules}
+    actor = "topology-indexer"
+    events = [event("topo.started", dict(common), at=at, event_id=f"topo-started-{target}-{short}",
+                    actor_id=actor)]  # fmt: skip
+    for name in areas:
+        area = {"area_id": f"area/{name}", "path_prefixes": [name], "file_count": 10 + len(name),
+                **common}  # fmt: skip
+        events.append(event("topo.area.discovered", area, at=at,
+                            event_id=f"topo-area-area-{name}-{short}", actor_id=actor))  # fmt: skip
+    for root in subsystems:
+        sub = {"subsystem_id": f"subsystem/{root}", "area_id": f"area/{root.split('/')[0]}",
+               "root_path": root, "languages": {".py": 1.0}, "file_count": 5, **common}  # fmt: skip
+        events.append(event("topo.subsystem.discovered", sub, at=at,
+                            event_id=f"topo-subsystem-subsystem-{root.replace('/', '-')}-{short}",
+                            actor_id=actor))  # fmt: skip
+    for i, (src, dst) in enumerate(dependencies):
+        dep = {**common, "from_subsystem_id": f"subsystem/{src}",
+               "to_subsystem_id": f"subsystem/{dst}",
+               "evidence": [{"kind": "py_import", "from_file": f"{src}/main.py",
+                             "to_module": dst.replace("/", "."),
+                             "mapped_subsystem": f"subsystem/{dst}"}]}  # fmt: skip
+        events.append(event("topo.dependency.discovered", dep, at=at,
+                            event_id=f"topo-dep-{i}-{short}", actor_id=actor))  # fmt: skip
+    summary = {**common, "areas_count": len(areas), "subsystems_count": len(subsystems),
+               "dependencies_count": len(dependencies)}  # fmt: skip
+    events.append(event("topo.indexed", summary, at=at, event_id=f"topo-indexed-{target}-{short}",
+                        actor_id=actor))  # fmt: skip
+    events.append(event("topo.completed", {**common, "status": "completed"}, at=at,
+                        event_id=f"topo-completed-{target}-{short}", actor_id=actor))  # fmt: skip
+    return body(target, f"bundle-topology-{target}-{short}", events, artifacts=[])

@@ -1,15 +1,15 @@
-// Operator console (issue 8): polls the ingest tier's read API with the operator's bearer
-// token and renders queue, chain, attempts and the task DAG. No build step, no libraries.
+// Operator console: polls the ingest tier's read API with the operator's bearer token and
+// renders queue, chain, attempts and the task DAG. No build step, no libraries.
 "use strict";
 
 const POLL_MS = 2000;
-const CHAIN_EVERY = 5; // verifying reads whole partitions: every 5th poll only
-const SPARK_POINTS = 90; // 90 chain samples × 10 s = the last 15 minutes
+// The read API verifies incrementally (only events stored since its last check), so the
+// chain — and the rates computed from it — is sampled on every poll.
+const SPARK_POINTS = 150; // 150 samples × 2 s = the last 5 minutes
 const KEY = "leviathan.token";
 const $ = (id) => document.getElementById(id);
 
 let timer = null;
-let tick = 0;
 let prevSample = null; // {t, persisted, lag} from the last chain verification
 const rates = []; // [{acc, per}]
 
@@ -66,6 +66,18 @@ function statusClass(status) {
   if (/run|start|progress|claim/.test(s)) return "run";
   return "idle";
 }
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+// leviathan-cp dev prints /console#token=…: the fragment never reaches a server (nor its
+// logs); it is moved to this tab's sessionStorage and taken out of the address bar at once.
+function tokenFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (token === null) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (token.trim()) sessionStorage.setItem(KEY, token.trim());
+}
+
 function badge(status) { return el("span", { class: "badge " + statusClass(status) }, status || "unknown"); }
 
 // ---- panels --------------------------------------------------------------------------
@@ -91,7 +103,7 @@ function renderSpark() {
     svg("polyline", { points: line("per"), class: "per" }));
   const last = rates[rates.length - 1];
   $("rates").textContent = last
-    ? `now ${last.acc.toFixed(1)} / ${last.per.toFixed(1)} ev/s · peak ${max.toFixed(1)}`
+    ? `now ${last.acc.toFixed(1)} / ${last.per.toFixed(1)} ev/s · peak ${max.toFixed(1)} (last ${Math.round(rates.length * POLL_MS / 1000)} s)`
     : "measuring…";
 }
 
@@ -123,7 +135,7 @@ function renderChain(chains, stats) {
     ? el("li", { class: "idle" }, el("strong", {}, "partition " + c.partition + ": "), "no events yet")
     : el("li", { class: c.ok ? "ok" : "bad" },
     el("strong", {}, "partition " + c.partition + ": "),
-    c.ok ? `intact · ${c.checked} events · head ${String(c.last_hash).slice(0, 12)}`
+    c.ok ? `intact · ${plural(c.checked, "event")} · head ${String(c.last_hash).slice(0, 12)}`
          : `BROKEN at seq ${c.broken_at_seq} (${c.broken_event_id}): ${c.reason}`)));
   setState("chain-state", chains.length ? "" : "no partitions hold events yet", "empty");
 }
@@ -184,35 +196,54 @@ function renderDag(tasks) {
   cols.forEach((col, layer) => col.forEach((t, i) => pos.set(t.task_id, vertical
     ? { x: PAD + i * (W + GY), y: PAD + layer * (H + GX) }
     : { x: PAD + layer * (W + GX), y: PAD + i * (H + GY) })));
-  const across = vertical ? deepest : cols.length, down = vertical ? cols.length : deepest;
-  const width = PAD * 2 + across * (W + (vertical ? GY : GX)) - (vertical ? GY : GX);
+  const wide = vertical ? deepest : cols.length, down = vertical ? cols.length : deepest;
+  const width = PAD * 2 + wide * (W + (vertical ? GY : GX)) - (vertical ? GY : GX);
   const height = PAD * 2 + down * (H + (vertical ? GX : GY)) - (vertical ? GX : GY);
   const defs = svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
     markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, svg("path", { d: "M0,0L10,5L0,10z" })));
-  const edges = [];
+  // Each box's incoming and outgoing arrows get their own anchor along its side (ordered
+  // by the other end's position), so arrows sharing a box are drawn apart.
+  const links = [];
   for (const t of tasks) for (const dep of t.depends_on) {
-    const a = pos.get(dep), b = pos.get(t.task_id);
-    if (!a) continue;
+    if (pos.has(dep) && dep !== t.task_id) links.push({ from: dep, to: t.task_id });
+  }
+  const across = (id) => (vertical ? pos.get(id).x : pos.get(id).y);
+  const anchors = (key, other) => {
+    const groups = new Map();
+    for (const l of links) (groups.get(l[key]) || groups.set(l[key], []).get(l[key])).push(l);
+    const out = new Map();
+    for (const group of groups.values()) {
+      group.sort((p, q) => across(p[other]) - across(q[other]));
+      group.forEach((l, i) => out.set(l, (i + 1) / (group.length + 1)));
+    }
+    return out;
+  };
+  const outAt = anchors("from", "to"), inAt = anchors("to", "from");
+  const edges = links.map((l) => {
+    const a = pos.get(l.from), b = pos.get(l.to);
     let d;
     if (vertical) {
-      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y, my = (y1 + y2) / 2;
+      const x1 = a.x + W * outAt.get(l), y1 = a.y + H, x2 = b.x + W * inAt.get(l), y2 = b.y;
+      const my = (y1 + y2) / 2;
       d = `M${x1},${y1}C${x1},${my} ${x2},${my} ${x2},${y2}`;
     } else {
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+      const x1 = a.x + W, y1 = a.y + H * outAt.get(l), x2 = b.x, y2 = b.y + H * inAt.get(l);
+      const mx = (x1 + x2) / 2;
       d = `M${x1},${y1}C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
     }
-    edges.push(svg("path", { class: "edge", d, "marker-end": "url(#arrow)" }));
-  }
+    return svg("path", { class: "edge", d, "marker-end": "url(#arrow)", "data-from": l.from, "data-to": l.to });
+  });
   const nodes = tasks.map((t) => {
     const p = pos.get(t.task_id);
-    const st = t.latest_attempt_status || t.status || "no attempt";
+    // the task's own status; its latest attempt's is in the tooltip
+    const st = t.status || "no status";
     const title = svg("title", {});
-    title.textContent = `${t.task_id}${t.title ? " — " + t.title : ""}\nstatus: ${t.status}\nlatest attempt: ${t.latest_attempt_status}`;
+    title.textContent = `${t.task_id}${t.title ? " — " + t.title : ""}\nstatus: ${st}\nlatest attempt: ${t.latest_attempt_status || "none"}`;
     const name = svg("text", { x: p.x + 8, y: p.y + 20, class: "tname" });
     name.textContent = t.task_id.length > 22 ? t.task_id.slice(0, 21) + "…" : t.task_id;
     const sub = svg("text", { x: p.x + 8, y: p.y + 38, class: "tstat" });
     sub.textContent = st;
-    return svg("g", { class: "task " + statusClass(t.latest_attempt_status || t.status), "data-task": t.task_id },
+    return svg("g", { class: "task " + statusClass(t.status), "data-task": t.task_id, "data-status": st },
       title, svg("rect", { x: p.x, y: p.y, width: W, height: H, rx: 6 }), name, sub);
   });
   dag.replaceChildren(defs, ...edges, ...nodes);
@@ -256,14 +287,11 @@ async function poll() {
         renderDag(target ? (await api("/v1/tasks?limit=1000&target=" + encodeURIComponent(target))).tasks : []);
       }),
     ]);
-    if (tick % CHAIN_EVERY === 0) {
-      errs.push(await panel("chain-state", async () => {
-        const chains = await api("/v1/events/verify");
-        renderChain(chains, stats);
-        sampleRates(chains, stats);
-      }));
-    }
-    tick += 1;
+    errs.push(await panel("chain-state", async () => {
+      const chains = await api("/v1/events/verify");
+      renderChain(chains, stats);
+      sampleRates(chains, stats);
+    }));
     const failed = errs.filter(Boolean);
     conn(failed.length ? "degraded" : "live", failed.length ? "warn" : "ok");
     banner(failed.length ? failed.map((e) => e.message).filter((m, i, a) => a.indexOf(m) === i).join(" · ") : "");
@@ -287,7 +315,7 @@ function showLogin() {
 
 function start() {
   $("login").hidden = true; $("panels").hidden = false; $("logout").hidden = false;
-  conn("connecting…", "idle"); tick = 0; prevSample = null; rates.length = 0;
+  conn("connecting…", "idle"); prevSample = null; rates.length = 0;
   for (const id of ["queue-state", "chain-state", "attempts-state", "tasks-state"]) setState(id, "loading…", "loading");
   stop(); poll();
 }
@@ -300,5 +328,6 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("logout").addEventListener("click", () => { stop(); sessionStorage.removeItem(KEY); conn("not connected", "idle"); showLogin(); });
   $("target").addEventListener("change", () => { stop(); poll(); });
+  tokenFromFragment();
   if (sessionStorage.getItem(KEY)) start(); else showLogin();
 });

@@ -14,12 +14,15 @@ import os
 import shutil
 import subprocess
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+
+from ingest.autonomy import read_status
+from tests.deploy.k8s_refs import CLUSTER_SCOPED
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.32.0"
@@ -56,7 +59,11 @@ def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
         if doc["apiVersion"].startswith("keda.sh/"):
             continue  # CRD: checked against its own schema below
         kv.validate(doc, K8S_VERSION, strict=True)
-        assert doc["metadata"].get("namespace", "leviathan") == "leviathan", doc["metadata"]
+        # A namespaced object rendered without a namespace lands wherever kubectl points.
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"], doc["metadata"]
+        else:
+            assert doc["metadata"].get("namespace") == "leviathan", (doc["kind"], doc["metadata"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -80,7 +87,11 @@ def test_overlay_runs_non_root_read_only_with_probes(overlay: str) -> None:
 
 def test_dev_overlay_uses_ndjson_on_a_pvc_and_one_consumer() -> None:
     docs = render("dev")
-    config = by_kind(docs, "ConfigMap")[0]["data"]
+    config = next(
+        c["data"]
+        for c in by_kind(docs, "ConfigMap")
+        if c["metadata"]["name"].startswith("leviathan-control-plane-config")
+    )
     assert config["LEVIATHAN_CONTROL_PLANE_BACKEND"] == "ndjson"
     consumer = next(d for d in by_kind(docs, "Deployment") if "consumer" in d["metadata"]["name"])
     assert consumer["spec"]["replicas"] == 1
@@ -91,6 +102,35 @@ def test_dev_overlay_uses_ndjson_on_a_pvc_and_one_consumer() -> None:
     ]
     assert claims == ["leviathan-ndjson"]
     assert not by_kind(docs, "ScaledObject")
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_ingest_mounts_the_autonomy_switch_it_reads(overlay: str, tmp_path: Path) -> None:
+    docs = render(overlay)
+    switch = next(
+        c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"] == "leviathan-autonomy"
+    )
+    config = next(
+        c["data"]
+        for c in by_kind(docs, "ConfigMap")
+        if c["metadata"]["name"].startswith("leviathan-control-plane-config")
+    )
+    path = PurePosixPath(config["LEVIATHAN_AUTONOMY_CONFIG_PATH"])
+    ingest = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "leviathan-ingest"
+    )
+    pod = ingest["spec"]["template"]["spec"]
+    volume = next(
+        v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "leviathan-autonomy"
+    )
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert str(path.parent) == mount["mountPath"]
+    assert path.name in switch["data"]
+    (tmp_path / path.name).write_text(switch["data"][path.name])
+    status = read_status(tmp_path / path.name)
+    assert status.autonomy_enabled is True
+    assert status.source.startswith("config:")
 
 
 def test_prod_overlay_has_tls_ingress_keda_and_postgres_dsn() -> None:

@@ -1,10 +1,12 @@
-"""The operator console in a real headless browser (issue 8).
+"""The operator console in a real headless browser.
 
 Debian's chromium (``apt-get install -y chromium``) driven by Playwright's async API against
 an aiohttp app carrying the console and the real query routes over an NDJSON store seeded
 with the factories' bundles (Redis: the test database from ``redis_url``). Checks what an
-operator sees: seeded attempts, the DAG of the seeded tasks, the chain state, and the error
-for a wrong token. Screenshots at 1280x800 and 390x844 go to test-artifacts/.
+operator sees: seeded attempts, the DAG of the seeded tasks (each box with its task's own
+status, arrows sharing a box drawn apart), the chain state, the rate graph filling while
+events are stored, the login from the dev banner's ``#token=`` link, and the error for a
+wrong token. Screenshots at 1280x800 and 390x844 go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ingest.query import query_routes
 from ingest.settings import IngestSettings
 from ingest.store_ctx import store_ctx
 from storage.config import StorageSettings, create_store
+from tests import factories as f
 from tests.ingest.query_support import LAYOUT, PARTITIONS, TOKEN, seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -225,3 +228,64 @@ async def test_queue_down_and_empty_states(queue_down_url: str) -> None:
             assert await page.locator("#tasks-state").inner_text() == "no tasks for this target"
         finally:
             await browser.close()
+
+
+async def test_fragment_login_rates_plurals_and_task_boxes(base_url: str, tmp_path: Path) -> None:
+    async_playwright = _require_browser()
+    settings = StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
+    store = create_store(settings)
+    await store.open()
+    held = await store.partitions()
+    lone = next(p for p in range(PARTITIONS) if p not in held)
+    one = f.attempt_lifecycle("att-lone", "task-lone")
+    one["events"] = one["events"][:1]
+    await store.write_batch(lone, [f.envelope(one, entry_id="900-0")])
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            sent: list[str] = []
+            page.on("request", lambda r: sent.append(r.url))
+            # the dev banner's link: logged in at once, the token gone from the address bar
+            await page.goto(f"{base_url}#token={TOKEN}")
+            await page.locator("#chain li.ok").first.wait_for()
+            assert not await page.locator("#login").is_visible()
+            assert TOKEN not in page.url
+            assert await page.evaluate("sessionStorage.getItem('leviathan.token')") == TOKEN
+            assert not [u for u in sent if TOKEN in u]  # no request carried it in a URL
+            lone_row = page.locator("#chain li", has_text=f"partition {lone}:")
+            assert " · 1 event · " in await lone_row.inner_text()
+
+            # the rate graph fills within seconds while events are being stored
+            for n in range(8):
+                raw = f.attempt_lifecycle(f"att-load-{n}", "task-load", start=5000 + n)
+                await store.write_batch(lone, [f.envelope(raw, entry_id=f"{901 + n}-0")])
+                await page.wait_for_timeout(500)
+            await page.wait_for_function(
+                "/^now [0-9.]+ \\/ [0-9.]+ ev\\/s/.test(document.getElementById('rates')"
+                ".textContent)",
+                timeout=5_000,  # a few polls after the load, not minutes
+            )
+            assert await page.locator("#spark polyline.per").get_attribute("points")
+            peak = await page.locator("#rates").inner_text()
+            assert float(peak.split("peak ")[1].split()[0]) > 0, peak
+
+            # each task box shows the task's own status, not its latest attempt's
+            await page.select_option("#target", "leviathan-demo")
+            box = page.locator("#dag g.task[data-task='task-tests-2']")
+            await box.wait_for()
+            task = await store.get_task("task-tests-2")
+            assert task is not None
+            assert task.task.latest_attempt_status not in (None, task.task.status)
+            assert await box.get_attribute("data-status") == task.task.status
+            assert await box.locator("text.tstat").text_content() == task.task.status
+            # task-docs-1 feeds two tasks: its two arrows leave from different points
+            starts = await page.eval_on_selector_all(
+                "#dag path.edge[data-from='task-docs-1']",
+                "els => els.map(e => e.getAttribute('d').split('C')[0])",
+            )
+            assert len(starts) == 2
+            assert len(set(starts)) == 2, starts
+        finally:
+            await browser.close()
+            await store.close()

@@ -17,10 +17,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ingest.auth import token_label
 from ingest.deps import DEPS_KEY, QueryDeps, bundle_publisher
 from ingest.errors import Unauthorized
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import error_middleware
+from ingest.middlewares import TOKEN_LABEL, error_middleware
 from ingest.openapi import openapi_routes
 from ingest.query import query_routes
 from ingest.store_ctx import store_ctx
@@ -71,6 +72,7 @@ async def bearer_stand_in(request: web.Request, handler: Handler) -> web.StreamR
         and request.headers.get("Authorization") != AUTH["Authorization"]
     ):
         raise Unauthorized("A valid bearer token is required.")
+    request[TOKEN_LABEL] = token_label(TOKEN)
     return await handler(request)
 
 

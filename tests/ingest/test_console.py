@@ -80,3 +80,22 @@ async def test_console_is_wired_into_the_ingest_app(aiohttp_client: AiohttpClien
     stats = await client.get("/v1/stats")
     assert stats.status == 401
     assert stats.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_root_redirects_to_the_console_and_favicon_is_not_a_401(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await client_for(aiohttp_client, make_settings())
+    root = await client.get("/", allow_redirects=False)
+    assert root.status == 302
+    assert root.headers["Location"] == "/console"
+    icon = await client.get("/favicon.ico")
+    assert icon.status == 204
+    assert (await client.get("/v1/attempts")).status == 401  # the API itself stays closed
+
+
+def test_the_page_takes_a_token_from_the_fragment_and_clears_it() -> None:
+    """The dev banner's link carries the token in the fragment (never sent to a server)."""
+    js = resources.files("ingest").joinpath("static", "console.js").read_text()
+    assert "location.hash" in js
+    assert "history.replaceState" in js

@@ -38,7 +38,10 @@ def test_document_is_valid_openapi_31() -> None:
     assert DOCUMENT["openapi"] == "3.1.0"
     assert DOCUMENT["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     expected = {"/healthz", "/readyz", "/metrics", "/v1/events/ingest", "/v1/stats",
-                "/v1/attempts/{attempt_id}/invalidate", "/v1/events/verify"}  # fmt: skip
+                "/v1/attempts/{attempt_id}/invalidate", "/v1/events/verify",
+                "/v1/topology/summary", "/v1/topology/areas", "/v1/topology/subsystems",
+                "/v1/topology/dependencies", "/v1/autonomy/status",
+                "/v1/backlog/suggest"}  # fmt: skip
     assert expected <= set(DOCUMENT["paths"])
     assert DOCUMENT["paths"]["/healthz"]["get"]["security"] == []
 

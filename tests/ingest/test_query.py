@@ -7,6 +7,11 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
+from ingest.store_ctx import STORE_KEY
+from storage.chain import ChainPoint
+from storage.config import StorageSettings, create_store
+from storage.views import ChainStatus
+from tests import factories as f
 from tests.ingest.query_support import AUTH, AppFactory
 
 pytestmark = pytest.mark.integration
@@ -114,16 +119,43 @@ async def test_verify_chain(make_app: AppFactory, aiohttp_client: AiohttpClient)
     assert one == every[0]
 
 
+async def test_verify_endpoint_resumes_after_the_verified_prefix(
+    make_app: AppFactory, aiohttp_client: AiohttpClient
+) -> None:
+    app = make_app()
+    client = await aiohttp_client(app, headers=AUTH)
+    first = await get_json(client, "/v1/events/verify")
+    store = app[STORE_KEY]
+    resumed_from: list[ChainPoint | None] = []
+    walk = store.verify_chain
+
+    async def spy(partition: int, after: ChainPoint | None = None) -> ChainStatus:
+        resumed_from.append(after)
+        return await walk(partition, after)
+
+    store.verify_chain = spy  # type: ignore[method-assign]
+    second = await get_json(client, "/v1/events/verify")
+    assert second == first
+    # each partition's check started at the end of the previous one, not at the genesis
+    assert resumed_from == [ChainPoint(s["checked"], s["last_hash"]) for s in first]
+
+
 @pytest.mark.parametrize(
     ("path", "name"),
     [
         ("/v1/attempts?limit=0", "limit"),
-        ("/v1/attempts?limit=501", "limit"),
+        ("/v1/attempts?limit=1001", "limit"),
         ("/v1/attempts?limit=ten", "limit"),
         ("/v1/attempts?cursor=garbage", "cursor"),
         ("/v1/events?after=%21%21", "after"),
         ("/v1/events?limit=1001", "limit"),
         ("/v1/events/recent?limit=-1", "limit"),
+        ("/v1/events/recent?limit=1001", "limit"),
+        ("/v1/failures?limit=1001", "limit"),
+        ("/v1/topology/areas", "target"),
+        ("/v1/topology/summary?target=", "target"),
+        ("/v1/topology/subsystems?target=t&limit=5001", "limit"),
+        ("/v1/topology/dependencies?target=t&cursor=garbage", "cursor"),
         ("/v1/failures?limit=x", "limit"),
         ("/v1/tasks?limit=100000", "limit"),
         ("/v1/events/verify?partition=4", "partition"),
@@ -159,9 +191,37 @@ async def test_every_query_endpoint_needs_the_token(
     client = await aiohttp_client(make_app())
     for path in ["/v1/graph/summary", "/v1/attempts", "/v1/attempts/att-1", "/v1/failures",
                  "/v1/events/recent", "/v1/events", "/v1/events/verify", "/v1/tasks",
-                 "/v1/tasks/task-docs-1", "/v1/stats"]:  # fmt: skip
+                 "/v1/tasks/task-docs-1", "/v1/stats", "/v1/autonomy/status",
+                 "/v1/topology/summary?target=t", "/v1/topology/areas?target=t"]:  # fmt: skip
         resp = await client.get(path, headers={"Authorization": "Bearer wrong"})
         assert resp.status == 401, path
     resp = await client.post("/v1/attempts/att-1/invalidate", json={"reason": "r"})
     assert resp.status == 401
+    resp = await client.post("/v1/backlog/suggest", json={"target": "leviathan-demo"})
+    assert resp.status == 401
     assert (await client.get("/openapi.json")).status == 200
+
+
+async def test_topology_payloads_of_any_shape_are_served(
+    seeded: StorageSettings, make_app: AppFactory, aiohttp_client: AiohttpClient
+) -> None:
+    """Workers may send any JSON in a topo payload: odd types pass through, never a 500."""
+    odd = {"target_id": "odd", "commit_sha": 7, "rules_version": ["v", 1], "areas_count": "3",
+           "extra": {"nested": None}}  # fmt: skip
+    raw = f.body("odd", "bundle-odd", [
+        f.event("topo.indexed", odd, event_id="odd-1"),
+        f.event("topo.area.discovered", {"target_id": "odd", "area_id": 5}, event_id="odd-2"),
+    ])  # fmt: skip
+    store = create_store(seeded)
+    await store.open()
+    try:
+        await store.write_batch(0, [f.envelope(raw)])
+    finally:
+        await store.close()
+    client = await aiohttp_client(make_app(), headers=AUTH)
+    summary = await get_json(client, "/v1/topology/summary?target=odd")
+    assert (summary["commit_sha"], summary["rules_version"]) == (7, ["v", 1])
+    assert summary["areas_count"] == 1  # not an integer in the payload: the index's count
+    assert summary["extra"] == {"nested": None}
+    areas = await get_json(client, "/v1/topology/areas?target=odd")
+    assert areas["areas"] == [{"target_id": "odd", "area_id": 5}]

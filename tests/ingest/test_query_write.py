@@ -80,6 +80,16 @@ async def test_invalidate_unknown_attempt_is_404(
     assert [await resolve(redis.xlen(k)) for k in LAYOUT.streams()] == [0] * LAYOUT.partitions
 
 
+async def test_invalidate_checks_the_body_before_the_attempt(
+    make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
+) -> None:
+    client = await aiohttp_client(make_app(), headers=AUTH)
+    resp = await client.post("/v1/attempts/att-404/invalidate", json={})
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["body", "reason"]
+    assert [await resolve(redis.xlen(k)) for k in LAYOUT.streams()] == [0] * LAYOUT.partitions
+
+
 async def test_stats_per_partition(
     make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
 ) -> None:

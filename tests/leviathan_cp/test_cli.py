@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,32 @@ async def test_verify_prints_each_partition_and_fails_on_tampering(
     path.write_bytes(raw.replace(b'"running"', b'"runninG"', 1))
     assert await _verify(StorageSettings()) == 1
     assert "partition 0: BROKEN" in capsys.readouterr().out
+
+
+async def test_verify_resumes_after_the_last_verified_prefix_and_full_walks_it(
+    ndjson_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ndjson_env / "home"
+    monkeypatch.setenv("HOME", str(home))
+    await _store_events(ndjson_env)
+    assert await asyncio.to_thread(main, ["verify"]) == 0
+    first = capsys.readouterr().out.splitlines()
+    count = int(first[0].split(", ")[1].split()[0])
+    assert first[0] == f"partition 0: ok, {count} events"
+    assert (home / ".leviathan" / "verified-chains.json").exists()
+    assert await asyncio.to_thread(main, ["verify"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"partition 0: ok, {count} events (0 new)"
+    # an edit inside the verified prefix (same length, hash fields untouched): a resumed
+    # check does not re-read it; --full does
+    path = partition_path(ndjson_env, 0)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert b'"worker-att-1"' in lines[0]
+    lines[0] = lines[0].replace(b'"worker-att-1"', b'"worker-att-X"', 1)
+    path.write_bytes(b"".join(lines))
+    assert await asyncio.to_thread(main, ["verify"]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["verify", "--full"]) == 1
+    assert capsys.readouterr().out.startswith("partition 0: BROKEN at seq 1 ")
 
 
 def test_verify_of_a_missing_ndjson_directory_fails_instead_of_creating_it(

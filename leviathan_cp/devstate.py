@@ -1,0 +1,94 @@
+"""What a running ``leviathan-cp dev`` started, for the other commands run beside it.
+
+Pipeline position: development only. ``dev`` holds ``./.leviathan/dev.lock`` for its whole
+life (a second ``dev`` in the same folder exits at once instead of starting a second queue
+on the same files) and writes ``./.leviathan/dev.json``: its pid, API URL, queue URL,
+consumer health port, data directory and token file. ``leviathan-cp dlq``, ``verify`` and
+``bench`` run in that folder read it, so they talk to the dev stack rather than to
+whatever listens on Redis' default port; a variable set in the environment still wins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+STATE_FILE = "dev.json"
+LOCK_FILE = "dev.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class DevState:
+    pid: int
+    url: str
+    redis_url: str
+    queue: str
+    consumer_health: str
+    data_dir: str
+    token_file: str
+
+
+def default_base() -> Path:
+    return Path.cwd() / ".leviathan"
+
+
+def write(base: Path, state: DevState) -> None:
+    path = base / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(asdict(state), option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+
+
+def remove(base: Path) -> None:
+    (base / STATE_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read(base: Path) -> DevState | None:
+    """The state of a ``dev`` still running from ``base`` (``None``: none is, or no file)."""
+    try:
+        data = orjson.loads((base / STATE_FILE).read_bytes())
+        state = DevState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    return state if _alive(state.pid) else None
+
+
+def apply(
+    command: str, base: Path | None = None, env: MutableMapping[str, str] | None = None
+) -> DevState | None:
+    """Point storage and queue settings at a running dev stack (unless set already).
+
+    Says so on stderr, so nobody wonders which queue or log a command just used.
+    """
+    state = read(base or default_base())
+    if state is None:
+        return None
+    target = os.environ if env is None else env
+    defaults = {
+        "LEVIATHAN_REDIS_URL": state.redis_url,
+        "LEVIATHAN_CONTROL_PLANE_BACKEND": "ndjson",
+        "LEVIATHAN_NDJSON_DIR": state.data_dir,
+    }
+    used = [name for name, value in defaults.items() if target.setdefault(name, value) == value]
+    if used:
+        print(
+            f"{command}: using the dev stack running here (pid {state.pid}): "
+            f"queue {target['LEVIATHAN_REDIS_URL']}, data {target['LEVIATHAN_NDJSON_DIR']}",
+            file=sys.stderr,
+        )
+    return state
