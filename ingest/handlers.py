@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ingest import waiters
 from ingest.backpressure import LagGauge, QueueState
 from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
 from ingest.budget import PEAK_FACTOR, Budget
@@ -159,14 +160,6 @@ async def _queue(
     return bundle_id, partition, ids, count
 
 
-async def _committed(rt: Runtime, partition: int, ids: list[str], wait: float) -> bool:
-    """Whether the consumers committed every entry of the bundle within ``wait``."""
-    if len(ids) == 1:
-        return await rt.waiters.wait(partition, ids[0], wait)
-    done = await asyncio.gather(*(rt.waiters.wait(partition, i, wait) for i in ids))
-    return all(done)
-
-
 def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     routes = web.RouteTableDef()
     settings = rt.settings
@@ -185,8 +178,11 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
         wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle_id, partition, ids, count = await _queue(rt, request, limits, layout, streams)
         rt.metrics.bundle_events.observe(count)
-        if wait is not None and await _committed(rt, partition, ids, wait):
-            return json_bytes({"status": "ok", "bundle_id": bundle_id, "ingested": count})
+        if wait is not None:
+            # every entry of a split bundle: the answer sums their counts
+            counts = await rt.waiters.wait_all([(partition, i) for i in ids], wait)
+            if counts is not None:
+                return json_bytes(waiters.answer(bundle_id, count, counts))
         body = {"status": "accepted", "bundle_id": bundle_id, "ingested": count}
         return json_bytes(body, status=202)
 

@@ -15,6 +15,7 @@ USAGE = """usage: leviathan-cp <command> [args]
 commands:
   ingest     run the HTTP ingest + query tier
   consumer   run the stream consumer (writes batches to storage)
+  forward    forward every accepted bundle to Spider (LEVIATHAN_SPIDER_URL)
   dev        run ingest + consumer locally on embedded defaults
   migrate    apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)
   verify     check every partition's hash chain (--full: from the start); exit 1 if broken
@@ -33,6 +34,14 @@ def _consumer(argv: list[str]) -> int:
     from consumer.__main__ import main
 
     return int(main(argv) or 0)
+
+
+def _forward(argv: list[str]) -> int:
+    from consumer.forwarder_main import main
+    from leviathan_cp import devstate
+
+    devstate.apply("forward")
+    return main(argv)
 
 
 def _dlq(argv: list[str]) -> int:
@@ -70,6 +79,7 @@ def _verify(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ingest": _ingest,
     "consumer": _consumer,
+    "forward": _forward,
     "dev": _dev,
     "migrate": _migrate,
     "verify": _verify,

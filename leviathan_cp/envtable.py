@@ -76,11 +76,18 @@ def _default(info: FieldInfo) -> str:
 
 
 def settings_classes() -> dict[str, type[BaseSettings]]:
+    from consumer.forwarder_settings import SpiderSettings
     from consumer.settings import ConsumerSettings
     from ingest.settings import IngestSettings
     from storage.config import StorageSettings
 
-    return {"both": StorageSettings, "ingest": IngestSettings, "consumer": ConsumerSettings}
+    return {
+        "both": StorageSettings,
+        "ingest": IngestSettings,
+        # before the consumer, whose class inherits these fields
+        "consumer, forward": SpiderSettings,
+        "consumer": ConsumerSettings,
+    }
 
 
 def collect() -> list[EnvVar]:

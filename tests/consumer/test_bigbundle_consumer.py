@@ -148,7 +148,10 @@ async def test_a_chunked_bundle_is_stored_whole_and_answered_to_wait(
             "/v1/events/ingest?wait=20", json=raw, headers={"Authorization": "Bearer tok"}
         )
         assert resp.status == 200
-        assert (await resp.json())["ingested"] == 2_500
+        answer = await resp.json()
+        assert answer["status"] == "ok"
+        # the counts of every chunk, summed
+        assert (answer["ingested"], answer["stored"], answer["dead_lettered"]) == (2_500, 2_500, 0)
         stream = layout.stream(layout.partition_of(raw["bundle_id"]))
         assert await resolve(redis_client.xlen(stream)) > 3  # it was split
         assert await store.count_events() == 2_500
