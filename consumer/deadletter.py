@@ -16,10 +16,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import orjson
 from redis.asyncio import Redis
 
-from storage.base import Conflict
 from storage.queue import GROUP, StreamLayout
 
 META_PREFIX = b"dead_"
@@ -45,22 +43,6 @@ def for_entry(
     out = {k: v for k, v in fields.items() if not k.startswith(META_PREFIX)}
     out.update(_meta(partition, entry_id, reason))
     return DeadLetter(entry_id=entry_id, fields=out, reason=reason.split(":", 1)[0])
-
-
-def for_conflict(partition: int, conflict: Conflict) -> DeadLetter:
-    """One rejected event: first write wins, the newcomer is kept here for an operator."""
-    out = _meta(partition, conflict.entry_id, "conflict")
-    out.update(
-        {
-            b"event_id": conflict.event_id.encode(),
-            b"bundle_id": conflict.bundle_id.encode(),
-            b"target": conflict.target.encode(),
-            b"event": orjson.dumps(conflict.event),
-            b"stored_digest": conflict.stored_digest.encode(),
-            b"new_digest": conflict.new_digest.encode(),
-        }
-    )
-    return DeadLetter(entry_id=conflict.entry_id, fields=out, reason="conflict")
 
 
 def _meta(partition: int, entry_id: str, reason: str) -> dict[bytes, bytes]:

@@ -36,12 +36,20 @@ def _opt(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _key(value: Any) -> str | None:
+    # a payload's "target" may be any JSON value on Target/Artifact nodes: only strings and
+    # integers name one (str() of an object could outgrow the index)
+    if type(value) is str or type(value) is int:
+        return str(value) or None
+    return None
+
+
 def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
     """The filter/sort columns the query API uses, extracted from a node's values."""
-    target = values.get("target") or values.get("target_id")
+    target = _key(values.get("target")) or _key(values.get("target_id"))
     last_seen = values.get(LAST_SEEN)
     return (
-        None if target is None else str(target),
+        target,
         _opt(values.get("status")),
         last_seen if isinstance(last_seen, str) else "",
         _opt(values.get("task_id")),

@@ -107,7 +107,7 @@ async def test_undecodable_entry_is_dead_at_once_and_rest_flows(reader: Reader) 
     assert len(await stored_ids(reader.store)) == 5
 
 
-async def test_conflicting_event_goes_to_dead_with_reason(reader: Reader) -> None:
+async def test_reused_event_id_is_stored_as_a_revision(reader: Reader) -> None:
     layout = reader.layout
     first = f.body("t", "b-same", [f.event("task.created", {"task_id": "x"}, event_id="e-1")])
     second = f.body("t", "b-same", [f.event("task.created", {"task_id": "y"}, event_id="e-1")])
@@ -115,12 +115,13 @@ async def test_conflicting_event_goes_to_dead_with_reason(reader: Reader) -> Non
     await reader.handle_batch(partition, await reader.read_once(partition))
     await add_bundles(reader.redis, layout, [second])
     await reader.handle_batch(partition, await reader.read_once(partition))
-    dead = await resolve(reader.redis.xrange(layout.dead))
-    assert [d[1][deadletter.REASON] for d in dead] == [b"conflict"]
-    assert dead[0][1][b"event_id"] == b"e-1"
-    assert b'"y"' in dead[0][1][b"event"]
+    assert await resolve(reader.redis.xrange(layout.dead)) == []
+    stored = [e async for e in reader.store.iter_events()]
+    assert [(e.event_id, e.revision, e.payload["task_id"]) for e in stored] == [
+        ("e-1", 1, "x"),
+        ("e-1", 2, "y"),
+    ]
     assert await pending(reader.redis, layout.stream(partition)) == 0
-    assert reader.metrics.conflicts._value.get() == 1
 
 
 async def test_reclaim_dead_letters_poison_while_the_rest_flows(

@@ -21,6 +21,7 @@ from storage.envelope import Envelope
 from storage.pg_codecs import init_connection
 from storage.pg_migrations import available, migrate
 from storage.postgres import PostgresStore
+from storage.revisions import Known
 from tests import factories as f
 
 CLOSED_DSN = "postgresql://postgres@127.0.0.1:1/nothing"
@@ -90,7 +91,7 @@ async def test_events_are_append_only(pg: PostgresStore, raw: asyncpg.Connection
 async def test_copy_path_stores_a_5000_event_batch(pg: PostgresStore) -> None:
     big = f.bootstrap_burst(4998)
     result = await pg.write_batch(3, [env(big)])
-    assert (result.written, result.duplicates, result.conflicts) == (5000, 0, [])
+    assert (result.written, result.duplicates, result.revisions) == (5000, 0, 0)
     again = await pg.write_batch(3, [env(big, 1)])
     assert (again.written, again.duplicates) == (0, 5000)
     status = await pg.verify_chain(3)
@@ -110,7 +111,7 @@ async def test_cross_partition_race_retries_batch(
 
     async def stale_first_check(
         con: asyncpg.Connection, partition: int, envelopes: Any, check: bool
-    ) -> tuple[int, str, dict[str, str]]:
+    ) -> tuple[int, str, Known]:
         # The first checked lookup ran "before" partition 1 committed: it sees nothing.
         calls.append(check)
         seq, prev, known = await real(con, partition, envelopes, check)
@@ -144,17 +145,17 @@ async def test_batches_after_a_refused_optimistic_attempt_are_checked(
     first = f.attempt_lifecycle("att-1", "task-1")
     assert (await pg.write_batch(0, [env(first)])).written == 5
     assert checks == [False]  # nothing stored: one unchecked attempt
-    # a redelivery mixed with new events and a conflicting copy of a stored event
-    changed = f.body("repo-a", "b-conflict", [dict(first["events"][0], payload={"x": 1})])
+    # a redelivery mixed with new events and a new revision of a stored event
+    changed = f.body("repo-a", "b-revision", [dict(first["events"][0], payload={"x": 1})])
     fresh = f.attempt_lifecycle("att-2", "task-2")
     result = await pg.write_batch(0, [env(first, 1), env(fresh, 2), env(changed, 3)])
-    assert (result.written, result.duplicates, len(result.conflicts)) == (5, 5, 1)
+    assert (result.written, result.duplicates, result.revisions) == (6, 5, 1)
     assert checks == [False, False, True]  # refused by the unique index, then checked
     for n in range(3):  # the next CHECKED_AFTER_MISS batches are checked, then optimistic
         later = f.attempt_lifecycle(f"att-later-{n}", "task-1")
         assert (await pg.write_batch(0, [env(later, 4 + n)])).written == 5
     assert checks[3:] == [True, True, False]
-    assert await pg.count_events() == 25
+    assert await pg.count_events() == 26
     assert (await pg.verify_chain(0)).ok
 
 
