@@ -39,6 +39,15 @@ T = TypeVar("T")
 # Class id of the two-key advisory locks ("LVTW"); the second key is the partition.
 WRITE_LOCK_CLASS = 0x4C565457
 
+# Class id of the per-event_id locks ("LVTI") a batch takes after losing a revision race;
+# taken in key order (after the partition lock), so two writers never wait on each other
+# in a cycle.
+ID_LOCK_CLASS = 0x4C565449
+LOCK_IDS = """
+SELECT pg_advisory_xact_lock($1, k)
+FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY 1) AS keys
+"""
+
 # Columns of events written by COPY (gid comes from its sequence).
 STAGE_COLUMNS = [
     "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
@@ -246,7 +255,12 @@ async def store_artifacts(con: asyncpg.Connection, envelopes: Sequence[Envelope]
 
 
 async def write_batch(
-    con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope], *, check: bool = True
+    con: asyncpg.Connection,
+    partition: int,
+    envelopes: Sequence[Envelope],
+    *,
+    check: bool = True,
+    lock_ids: bool = False,
 ) -> BatchResult:
     """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`.
 
@@ -254,7 +268,9 @@ async def write_batch(
     probe per event) and treats every event as new: right for the usual batch, and if one
     was stored after all, the unique index fails the COPY (:class:`RaceLost`) and the
     caller writes the batch again with ``check=True``, which sorts out duplicates and
-    revisions.
+    revisions. ``lock_ids`` (after a checked attempt lost a race) first takes a
+    transaction lock per event_id, so writers of other partitions revising the same ids
+    take turns instead of refusing each other round after round.
 
     Round trips: lock, head+digests, one streamed COPY, one graph statement (three when
     the batch touches nodes that existed; artifacts add one). The Python work overlaps the
@@ -263,6 +279,9 @@ async def write_batch(
     and the graph delta is folded while it inserts the last.
     """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)
+    if lock_ids:
+        ids = list({ev.event_id for env in envelopes for ev in env.bundle.events})
+        await con.execute(LOCK_IDS, ID_LOCK_CLASS, ids)
     lookup = await _started(_head_and_digests(con, partition, envelopes, check))
     groups = _groups(envelopes)
     ready: list[list[Item]] = []  # groups digested while the head query ran

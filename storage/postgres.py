@@ -114,16 +114,20 @@ class PostgresStore:
         if check:
             self._checked[partition] -= 1
 
+        lock_ids = False
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                return await self._write_once(partition, envelopes, check)
+                return await self._write_once(partition, envelopes, check, lock_ids)
             except wr.RaceLost as exc:
                 # a stored (event_id, revision) refused the COPY: an optimistic batch met a
                 # stored event, or another partition's writer stored a revision of one of
-                # our ids after we read them; rolled back, written again checked
+                # our ids after we read them; rolled back, written again checked (and after
+                # a checked loss, holding a lock per event_id)
                 if not check:
                     check, self._checked[partition] = True, CHECKED_AFTER_MISS
-                elif attempt == WRITE_ATTEMPTS:
+                else:
+                    lock_ids = True
+                if attempt == WRITE_ATTEMPTS:
                     raise StorageUnavailable(
                         f"PostgreSQL: {WRITE_ATTEMPTS} attempts lost a race for an event_id "
                         f"revision to other writers ({describe(exc.__cause__ or exc)})"
@@ -134,7 +138,7 @@ class PostgresStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write_once(
-        self, partition: int, envelopes: Sequence[Envelope], check: bool
+        self, partition: int, envelopes: Sequence[Envelope], check: bool, lock_ids: bool
     ) -> BatchResult:
         """One transaction; every failure but a race to retry comes out classified
         (:mod:`storage.pg_errors`): StorageUnavailable or StorageDataError."""
@@ -142,8 +146,9 @@ class PostgresStore:
             async with self.pool.acquire() as con, con.transaction():
                 # The proxy forwards every Connection method; the stubs type it apart.
                 return await wr.write_batch(
-                    cast(asyncpg.Connection, con), partition, envelopes, check=check
-                )
+                    cast(asyncpg.Connection, con), partition, envelopes, check=check,
+                    lock_ids=lock_ids,
+                )  # fmt: skip
         except (wr.RaceLost, *RETRY_AT_ONCE):
             raise
         except Exception as exc:
