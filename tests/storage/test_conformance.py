@@ -339,3 +339,21 @@ async def tamper_postgres(request: pytest.FixtureRequest, victim: StoredEvent) -
             await con.execute("ALTER TABLE events ENABLE TRIGGER USER")
     finally:
         await con.close()
+
+
+async def test_bootstrap_rerun_keeps_every_event(store: EventStore) -> None:
+    """The indexer's second run reuses its ids with new content: all of it is stored."""
+    first, second = f.bootstrap_rerun(target_event=True)
+    one = await store.write_batch(0, [env(first, 1)])
+    assert (one.written, one.revisions, one.duplicates) == (8, 1, 0)  # two files share an id
+    two = await store.write_batch(1, [env(second, 2)])
+    assert (two.written, two.revisions, two.duplicates) == (8, 7, 0)
+    assert two.outcomes == {"2-0": EntryOutcome(stored=1, revisions=7, duplicates=0)}
+    # redelivered, both runs are duplicates whichever partition reads them
+    again = await store.write_batch(2, [env(second, 3), env(first, 4)])
+    assert (again.written, again.duplicates) == (0, 16)
+    events = await all_events(store)
+    revisions = {(e.event_id, e.revision) for e in events}
+    assert {("bootstrap-demo-started", 2), ("file-7bfba6e0021f", 4)} <= revisions
+    assert ((await store.graph()).node("Target", "demo") or {})["commit_sha"] == "8b77d01"
+    assert await store.graph() == project(Graph(), events)
