@@ -1,4 +1,4 @@
-"""The storage interface both backends implement (DESIGN §4), and its value types.
+"""The storage interface both backends implement, and its value types (docs/design-notes.md).
 
 Pipeline position: the consumer calls :meth:`EventStore.write_batch` once per batch read
 from one partition and acks only after it returned; the ingest tier's query API calls the

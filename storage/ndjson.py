@@ -1,4 +1,4 @@
-"""NDJSON backend (DESIGN §4, default for dev): per-partition log files + SQLite sidecar.
+"""NDJSON backend (the default, for dev): per-partition log files + SQLite sidecar.
 
 Pipeline position: the consumer's :meth:`NdjsonStore.write_batch` appends each batch to
 ``events-{p:04d}.ndjson`` under the configured directory (one fsync per batch) and then

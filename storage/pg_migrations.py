@@ -1,4 +1,4 @@
-"""Versioned schema migrations of the PostgreSQL backend (DESIGN §4).
+"""Versioned schema migrations of the PostgreSQL backend.
 
 Pipeline position: run by :meth:`storage.postgres.PostgresStore.open` in every consumer and
 ingest process, and by ``leviathan-cp migrate`` through :func:`migrate`. Files

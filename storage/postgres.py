@@ -1,4 +1,4 @@
-"""PostgreSQL implementation of :class:`storage.base.EventStore` (DESIGN §4).
+"""PostgreSQL implementation of :class:`storage.base.EventStore` (the production backend).
 
 Pipeline position: the consumer's :meth:`write_batch` target and the ingest query API's
 read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool (its

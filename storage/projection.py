@@ -1,4 +1,4 @@
-"""The graph projection: one pure fold from events to task/attempt graph (DESIGN §4).
+"""The graph projection: one pure fold from events to task/attempt graph.
 
 Pipeline position: both storage backends call :func:`fold` on each committed batch and
 :func:`merge` the result into the nodes they already hold, in the same transaction as the
@@ -350,7 +350,7 @@ def props_from_json(
 ) -> dict[str, Prop]:
     """Inverse of :func:`props_to_json`. Versions stored before revisions existed have no
     digest: read as ``""``, which orders them before any revision with the same
-    ``(timestamp, event_id)`` (``rebuild-graph`` recomputes them exactly)."""
+    ``(timestamp, event_id)`` (``rebuild_graph`` recomputes them exactly)."""
     return {
         name: Prop(values.get(name), (v[0], v[1], v[2] if len(v) > 2 else ""))
         for name, v in versions.items()

@@ -1,4 +1,4 @@
-"""Wire models of the ingest contract (DESIGN §2), shared by both tiers.
+"""Wire models of the ingest contract (README, "The contract"), shared by both tiers.
 
 Pipeline position: ingest validates request bodies with these models before anything is
 queued; the consumer re-reads them from stream envelopes; storage turns them into stored
@@ -40,7 +40,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def to_utc(value: datetime) -> datetime:
-    """Naive timestamps mean UTC (DESIGN §2); aware ones are converted to UTC."""
+    """Naive timestamps mean UTC; aware ones are converted to UTC."""
     tz = value.tzinfo
     if tz is None:
         return value.replace(tzinfo=UTC)

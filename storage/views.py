@@ -1,4 +1,4 @@
-"""Read-side models: what storage returns to the query API (DESIGN §5 shapes).
+"""Read-side models: what storage returns to the query API (the OpenAPI shapes).
 
 Pipeline position: both backends build these from their tables/files; ingest's query
 handlers serialise them unchanged and the OpenAPI document is generated from them, so the
