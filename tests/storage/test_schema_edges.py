@@ -270,3 +270,16 @@ def test_timestamps_stay_within_years_1_to_9999_in_utc(text: str, stored: str | 
         assert Bundle.model_validate(raw).model_dump(mode="json")["events"][0]["timestamp"] == (
             stored
         )
+
+
+def test_ingest_answers_422_naming_the_payload_field() -> None:
+    """Through the ingest's own body parser: the error's loc reaches the client as is."""
+    from ingest.body import parse_bundle
+    from ingest.errors import Unprocessable
+
+    with pytest.raises(Unprocessable) as caught:
+        parse_bundle(_body({"attempt_id": '["a"]'}), 100)
+    assert [e["loc"] for e in caught.value.errors] == [["events", 3, "payload", "attempt_id"]]
+    with pytest.raises(Unprocessable) as caught:
+        parse_bundle(_body({}, 2**63), 100)
+    assert [e["loc"] for e in caught.value.errors] == [["artifacts", 0, "size"]]
