@@ -21,11 +21,11 @@ from orjson import Fragment
 
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
-from storage.base import BatchResult, EntryOutcome, StorageCorrupt, StoredEvent
+from storage.base import BatchResult, StorageCorrupt, StoredEvent
 from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
 from storage.projection import PROJECTED_TYPES, fold
-from storage.revisions import revise, tally
+from storage.revisions import Tally, revise
 from storage.schema import artifact_id_of, bundle_attempt
 
 
@@ -42,7 +42,7 @@ class _Plan:
     projected: list[StoredEvent] = field(default_factory=list)
     duplicates: int = 0
     revisions: int = 0
-    outcomes: dict[str, EntryOutcome] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
 
 
 def _plan(
@@ -61,12 +61,11 @@ def _plan(
     known = idx.stored_digests(con, list(dict.fromkeys(ids)))
     seq, prev, size = head
     plan = _Plan(seq, prev, size, size)
-    lines, rows, projected, outcomes = plan.lines, plan.rows, plan.projected, plan.outcomes
+    lines, rows, projected, tally = plan.lines, plan.rows, plan.projected, plan.tally
     for env in envelopes:
         bundle = env.bundle
         bundle_id, target = bundle.bundle_id, bundle.target
         received = log.received_at_text(env.received_at)
-        new = revised = dups = 0
         # each payload serialised once (at decode, else here) for digest, link and line
         timestamps, payloads = env.texts()
         for ev, timestamp, pbytes in zip(bundle.events, timestamps, payloads, strict=True):
@@ -77,16 +76,18 @@ def _plan(
             if stored is None:
                 known[event_id] = digest  # later copies in this batch compare with it
                 revision = 1
-                new += 1
             elif stored == digest:
-                dups += 1
+                plan.duplicates += 1
+                tally.duplicate(env.entry_id)
                 continue
             else:
                 revision = revise(known, event_id, digest)
                 if not revision:
-                    dups += 1
+                    plan.duplicates += 1
+                    tally.duplicate(env.entry_id)
                     continue
-                revised += 1
+                plan.revisions += 1
+                tally.revision(env.entry_id)
             seq += 1
             hash_ = link_of(event_id, event_type, timestamp, actor_id, frag, prev)
             line = log.encode_line(
@@ -110,9 +111,6 @@ def _plan(
                     )
                 )  # fmt: skip
             prev = hash_
-        plan.duplicates += dups
-        plan.revisions += revised
-        tally(outcomes, env.entry_id, new, revised, dups)
     plan.seq, plan.prev, plan.size = seq, prev, size
     return plan
 
@@ -235,4 +233,5 @@ def write_batch(
         if appended:
             log.truncate(path, start)
         raise
-    return BatchResult(len(plan.lines), plan.duplicates, plan.revisions, plan.outcomes)
+    outcomes = plan.tally.outcomes(envelopes)
+    return BatchResult(len(plan.lines), plan.duplicates, plan.revisions, outcomes)

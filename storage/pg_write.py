@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from storage.base import BatchResult, EntryOutcome, StoredEvent
+from storage.base import BatchResult, StoredEvent
 from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
 from storage.pg_copy import encode_rows
 from storage.pg_graph import merge_graph
 from storage.projection import PROJECTED_TYPES, Graph, fold
-from storage.revisions import Known, known_from, revise, tally
+from storage.revisions import Known, Tally, known_from, revise
 from storage.schema import WireEvent, artifact_id_of, bundle_attempt, format_timestamp
 
 T = TypeVar("T")
@@ -73,7 +73,7 @@ class Plan:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     duplicates: int = 0
     revisions: int = 0
-    outcomes: dict[str, EntryOutcome] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
 
 
 # (envelope, event, timestamp text, payload bytes, payload fragment, digest, received_at)
@@ -112,29 +112,25 @@ class Planner:
         out, known, partition = self.out, self.known, self.partition
         seq, prev = self.seq, self.prev
         rows: list[tuple[Any, ...]] = []
-        projected = out.projected
-        current: Envelope | None = None
-        new = revised = dups = 0
+        projected, tally = out.projected, out.tally
         for env, ev, ts_text, pbytes, frag, digest, received in items:
-            if env is not current:
-                if current is not None:
-                    self._count(current, new, revised, dups)
-                current, new, revised, dups = env, 0, 0, 0
             event_id = ev.event_id
             stored = known.get(event_id)
             if stored is None:
                 known[event_id] = digest  # later copies in this batch compare with it
                 revision = 1
-                new += 1
             elif stored == digest:
-                dups += 1
+                out.duplicates += 1
+                tally.duplicate(env.entry_id)
                 continue
             else:
                 revision = revise(known, event_id, digest)
                 if not revision:
-                    dups += 1
+                    out.duplicates += 1
+                    tally.duplicate(env.entry_id)
                     continue
-                revised += 1
+                out.revisions += 1
+                tally.revision(env.entry_id)
             bundle = env.bundle
             seq += 1
             event_type, actor_id, payload = ev.event_type, ev.actor_id, ev.payload
@@ -154,16 +150,9 @@ class Planner:
                  attempt_id if type(attempt_id) is str else None, revision)
             )  # fmt: skip
             prev = hash_
-        if current is not None:
-            self._count(current, new, revised, dups)
         self.seq, self.prev = seq, prev
         out.rows.extend(rows)
         return rows
-
-    def _count(self, env: Envelope, new: int, revised: int, dups: int) -> None:
-        self.out.duplicates += dups
-        self.out.revisions += revised
-        tally(self.out.outcomes, env.entry_id, new, revised, dups)
 
 
 def plan(partition: int, envelopes: Sequence[Envelope], known: Known, seq: int, prev: str) -> Plan:
@@ -317,7 +306,5 @@ async def write_batch(
 
 
 def _result(out: Plan, envelopes: Sequence[Envelope]) -> BatchResult:
-    for env in envelopes:  # an envelope without events has an outcome too
-        if env.entry_id not in out.outcomes:
-            out.outcomes[env.entry_id] = EntryOutcome()
-    return BatchResult(len(out.rows), out.duplicates, out.revisions, out.outcomes)
+    outcomes = out.tally.outcomes(envelopes)
+    return BatchResult(len(out.rows), out.duplicates, out.revisions, outcomes)

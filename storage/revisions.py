@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from storage.base import EntryOutcome
+from storage.envelope import Envelope
 
 
 class Revisions:
@@ -75,12 +76,34 @@ def revise(known: Known, event_id: str, digest: str) -> int:
     return stored.top
 
 
-def tally(
-    outcomes: dict[str, EntryOutcome], entry_id: str, stored: int, revisions: int, dups: int
-) -> None:
-    """Add one envelope's counts to ``outcomes`` (summed when entry_ids repeat)."""
-    old = outcomes.get(entry_id)
-    if old is not None:
-        stored, revisions = stored + old.stored, revisions + old.revisions
-        dups += old.duplicates
-    outcomes[entry_id] = EntryOutcome(stored, revisions, dups)
+class Tally:
+    """Duplicates and revisions per entry_id, counted where they occur (the rare branches
+    of the planners); an entry's ``stored`` is what remains of its events, so the hot path
+    (a new event_id) counts nothing."""
+
+    __slots__ = ("dups", "revs")
+
+    def __init__(self) -> None:
+        self.dups: dict[str, int] = {}
+        self.revs: dict[str, int] = {}
+
+    def duplicate(self, entry_id: str) -> None:
+        self.dups[entry_id] = self.dups.get(entry_id, 0) + 1
+
+    def revision(self, entry_id: str) -> None:
+        self.revs[entry_id] = self.revs.get(entry_id, 0) + 1
+
+    def outcomes(self, envelopes: Iterable[Envelope]) -> dict[str, EntryOutcome]:
+        """One outcome per entry_id of ``envelopes`` (envelopes sharing one are summed)."""
+        sizes: dict[str, int] = {}
+        for env in envelopes:
+            sizes[env.entry_id] = sizes.get(env.entry_id, 0) + len(env.bundle.events)
+        dups, revs = self.dups, self.revs
+        return {
+            entry_id: EntryOutcome(
+                n - dups.get(entry_id, 0) - revs.get(entry_id, 0),
+                revs.get(entry_id, 0),
+                dups.get(entry_id, 0),
+            )
+            for entry_id, n in sizes.items()
+        }

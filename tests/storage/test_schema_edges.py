@@ -24,14 +24,22 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from storage.base import EventStore
 from storage.envelope import payloads_of
 from storage.ndjson import NdjsonStore
 from storage.postgres import PostgresStore
 from storage.projection import PROJECTED_TYPES, Graph, project
-from storage.schema import INT64_MAX, INT64_MIN, ROLE_IDS, ROLE_TEXTS, Bundle
+from storage.schema import (
+    INT64_MAX,
+    INT64_MIN,
+    ROLE_IDS,
+    ROLE_TEXTS,
+    Bundle,
+    Payload,
+    roles_ok,
+)
 from tests import factories as f
 
 EXAMPLES = 400 if os.environ.get("LEVIATHAN_LONG") == "1" else 40
@@ -283,3 +291,16 @@ def test_ingest_answers_422_naming_the_payload_field() -> None:
     with pytest.raises(Unprocessable) as caught:
         parse_bundle(_body({}, 2**63), 100)
     assert [e["loc"] for e in caught.value.errors] == [["artifacts", 0, "size"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=_payload)
+def test_bundle_fast_check_agrees_with_the_payload_rules(payload: dict[str, Any]) -> None:
+    """Bundle checks role fields inline (roles_ok) and runs the Payload validators only to
+    name a failure: the two must accept exactly the same payloads."""
+    try:
+        TypeAdapter(Payload).validate_python(payload)
+        valid_payload = True
+    except ValidationError:
+        valid_payload = False
+    assert roles_ok([payload]) == valid_payload
