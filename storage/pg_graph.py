@@ -61,7 +61,7 @@ def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
 INSERT_NODES_AND_EDGES = """
 WITH ins AS (
     INSERT INTO nodes(type, id, vals, vers, target, status, last_seen, task_id)
-    SELECT t, i, v::jsonb, r::jsonb, tg, st, ls, tk
+    SELECT t, i, v::json, r::json, tg, st, ls, tk
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)
     ORDER BY t, i
@@ -87,7 +87,7 @@ JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON n.type = u.t AND n.id = u.i
 ORDER BY n.type, n.id FOR UPDATE OF n
 """
 UPDATE_NODES = """
-UPDATE nodes SET vals = u.v::jsonb, vers = u.r::jsonb, target = u.tg, status = u.st,
+UPDATE nodes SET vals = u.v::json, vers = u.r::json, target = u.tg, status = u.st,
     last_seen = u.ls, task_id = u.tk
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)

@@ -108,7 +108,8 @@ _timestamps = st.one_of(
 _event = st.fixed_dictionaries(
     {
         "event_id": st.sampled_from(["e-1", "e-2", "bootstrap-demo-started"]) | _text,
-        "event_type": st.sampled_from(sorted(PROJECTED_TYPES)) | st.text(min_size=1, max_size=5),
+        "event_type": st.sampled_from(sorted(PROJECTED_TYPES))
+        | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=5),
         "timestamp": _timestamps,
         "payload": _payload,
     },
@@ -147,6 +148,21 @@ def valid(raws: list[dict[str, Any]]) -> list[Bundle]:
     return bundles
 
 
+def _difference(a: Any, b: Any, path: str = "") -> str:
+    """Where two JSON-like values first differ (for assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{path}: keys {sorted(a.keys() ^ b.keys())!r}"
+        for k in a:
+            if a[k] != b[k]:
+                return _difference(a[k], b[k], f"{path}.{k}")
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _difference(x, y, f"{path}[{i}]")
+    return f"{path}: {a!r:.80} != {b!r:.80}"
+
+
 async def store_and_check(store: EventStore, bundles: list[Bundle]) -> None:
     before = await store.count_events()
     envelopes = [
@@ -164,7 +180,14 @@ async def store_and_check(store: EventStore, bundles: list[Bundle]) -> None:
     for event_id in {e.event_id for e in events}:
         revisions = sorted(e.revision for e in events if e.event_id == event_id)
         assert revisions == list(range(1, len(revisions) + 1))
-    assert await store.graph() == project(Graph(), events)
+    stored, expected = await store.graph(), project(Graph(), events)
+    assert stored.edges == expected.edges
+    assert stored.nodes.keys() == expected.nodes.keys()
+    for key, props in expected.nodes.items():
+        for name, prop in props.items():
+            got = stored.nodes[key].get(name)
+            assert got == prop, (key, name, _difference(got, prop))
+    assert stored == expected
     for partition in await store.partitions():
         assert (await store.verify_chain(partition)).ok
 
