@@ -30,15 +30,19 @@ ROOT = HERE.parent
 HEADER = """\
 # Benchmark results
 
-Written by `{command}` in one run; do not edit by hand. History lives in git
-(`git log -p bench/RESULTS.md`), not in this file. Every benchmark is a script under
-`bench/` listed in `bench/registry.py` with its target; `python -m bench.run_all --quick`
-runs them all at small sizes as a smoke test (its figures mean nothing).
+Written in one run by
 
-This host is shared and its speed drifts by a third within minutes, so a figure here
-compares with figures of the same run only. To compare two commits, use the A/B harness,
-which runs one benchmark against both in alternation and reports the median of the per-pair
-ratios:
+    {command}
+
+and never edited by hand: history lives in git (`git log -p bench/RESULTS.md`), not in this
+file. Every benchmark is a script under `bench/` listed in `bench/registry.py` with its
+sizes and targets; `python -m bench.run_all --quick` runs them all at small sizes as a
+smoke test (its figures say nothing about the targets).
+
+The development hosts are shared 2-core VMs whose speed drifts by a third within minutes,
+so a figure here compares with figures of the same run only. To compare two commits, use
+the A/B harness, which runs one benchmark against both in alternation and reports the
+median of the per-pair ratios:
 
     python -m bench.ab main HEAD --pairs 4 --metric 'ndjson: +median ([\\d,]+)' \\
         -- bench.consumer --rounds 1 --skip-postgres
