@@ -110,7 +110,7 @@ def render(outcomes: list[Outcome], command: str, machine: list[str], quick: boo
     lines += [f"## Machine (run finished {started})", "", *machine, ""]
     if quick:
         lines += ["**A `--quick` run: small sizes, the figures say nothing about the targets.**"]
-        lines += [""]
+        lines += ["Regenerate with `python -m bench.run_all` on a quiet host.", ""]
     lines += ["## Figures", "", "| benchmark | figure | measured | target | met |"]
     lines += ["|---|---|---|---|---|"]
     for o in outcomes:
