@@ -98,7 +98,7 @@ def verdict(outcome: Outcome, index: int) -> tuple[str, str, str]:
     target = "— (reference)" if figure.target is None else f"{figure.target}{unit}"
     if value is None:
         return "**missing**", target, "no figure"
-    measured = f"{value:,.2f}".rstrip("0").rstrip(".") + unit
+    measured = (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}") + unit
     if figure.target is None:
         return measured, target, "—"
     return measured, target, "yes" if figure.target.met(value) else "**no**"

@@ -101,10 +101,10 @@ def test_a_missing_figure_or_a_failed_script_fails_the_run() -> None:
             Figure("ref", "", rx("r (\\d)")),
         ),
     )
-    ok = run_all.Outcome(bench, "python -m fake", "rate 12\nr 3", 0, 1.0, [12.0, 3.0])
+    ok = run_all.Outcome(bench, "python -m fake", "rate 1234\nr 3", 0, 1.0, [1234.0, 3.0])
     assert not ok.failed
-    assert run_all.verdict(ok, 0) == ("12 events/s", ">= 10 events/s", "yes")
-    assert run_all.verdict(ok, 1) == ("3", "— (reference)", "—")
+    assert run_all.verdict(ok, 0) == ("1,234 events/s", ">= 10 events/s", "yes")
+    assert run_all.verdict(ok, 1) == ("3.00", "— (reference)", "—")
     missing = run_all.Outcome(bench, "python -m fake", "r 3", 0, 1.0, [None, 3.0])
     assert missing.failed
     assert run_all.verdict(missing, 0) == ("**missing**", ">= 10 events/s", "no figure")
