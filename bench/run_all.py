@@ -106,8 +106,8 @@ def verdict(outcome: Outcome, index: int) -> tuple[str, str, str]:
 
 def render(outcomes: list[Outcome], command: str, machine: list[str], quick: bool) -> str:
     lines = [HEADER.format(command=command)]
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines += [f"## Machine (run finished {started})", "", *machine, ""]
+    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines += [f"## Machine (run finished {finished})", "", *machine, ""]
     if quick:
         lines += ["**A `--quick` run: small sizes, the figures say nothing about the targets.**"]
         lines += ["Regenerate with `python -m bench.run_all` on a quiet host.", ""]
