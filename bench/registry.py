@@ -26,6 +26,17 @@ def rx(pattern: str) -> Extract:
     return extract
 
 
+def shortfall(pattern: str) -> Extract:
+    """``expected - got`` from a pattern whose groups are (got, expected)."""
+    compiled = re.compile(pattern, re.MULTILINE)
+
+    def extract(output: str) -> float | None:
+        match = compiled.search(output)
+        return None if match is None else float(int(match.group(2)) - int(match.group(1)))
+
+    return extract
+
+
 ENDPOINT_ROW = re.compile(r"^(/v1/\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", re.MULTILINE)
 
 
@@ -223,6 +234,62 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "bigbundle",
+        "Big bundles with bounded memory (each scenario on its own Redis; pod limits as targets)",
+        "bench.bigbundle",
+        (),
+        (
+            "--files",
+            "5000",
+            "--burst-files",
+            "2000",
+            "--clients",
+            "4",
+            "--backlog",
+            "20",
+            "--backlog-files",
+            "500",
+        ),
+        (
+            Figure(
+                "100,000-event bundle: events not stored",
+                "events",
+                shortfall(r"^big: .*stored (\d+)/(\d+)"),
+                Target("<=", 0),
+            ),
+            Figure(
+                "100,000-event bundle: ingest peak RSS",
+                "MiB",
+                rx(r"^big: .*ingest peak RSS ([\d.]+) MiB"),
+                Target("<=", 512),
+            ),
+            Figure(
+                "16 concurrent 9 MiB bundles: ingest peak RSS",
+                "MiB",
+                rx(r"^burst: .*peak RSS ([\d.]+) MiB"),
+                Target("<=", 512),
+            ),
+            Figure(
+                "16 concurrent 9 MiB bundles: accepted ones incomplete in the stream",
+                "bundles",
+                rx(r"^burst: .*incomplete: (\d+)"),
+                Target("<=", 0),
+            ),
+            Figure(
+                "16 concurrent 9 MiB bundles: refused ones that left entries",
+                "bundles",
+                rx(r"^burst: .*refused bundles with entries: (\d+)"),
+                Target("<=", 0),
+            ),
+            Figure(
+                "backlog of 500 x 3,000-event bundles: consumer peak RSS",
+                "MiB",
+                rx(r"^backlog \(default byte bound\): .*consumer peak RSS ([\d.]+) MiB"),
+                Target("<=", 768),
+            ),
+        ),
+    ),
+    Benchmark(
         "stack",
         "Whole stack: one ingest + one consumer, PostgreSQL, own Redis (leviathan-cp bench)",
         "bench.stack_load",
@@ -235,7 +302,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             Figure("peak RSS consumer", "MiB", rx(r"^peak RSS MiB: .*consumer ([\d.]+)")),
             Figure(
                 "accepted events missing or doubled in storage",
-                "",
+                "events",
                 rx(r"^missing or doubled: (\d+)"),
                 Target("<=", 0),
             ),

@@ -2,13 +2,13 @@
 
 Pipeline position: above every tier. Runs each entry of :data:`bench.registry.BENCHMARKS`
 (ingest, consumer drain, ingest-to-commit latency, NDJSON append, PostgreSQL write,
-query, topology on both backends, chain verification, Spider forwarder, the whole stack)
-as its own ``python -m`` process, one after the other, reads each figure from what the
-script prints, and writes the whole results file: how to reproduce it, the machine (CPU,
-cores, memory, kernel, Python, package and server versions, git commit), a table of every
-figure with its target and whether it is met, then each script's own output. ``--quick``
-runs every benchmark at small sizes (a smoke run of the whole set in about a minute; its
-figures say nothing about the targets). Exit 1 when a benchmark failed or a figure is
+query, topology on both backends, chain verification, Spider forwarder, big bundles, the
+whole stack) as its own ``python -m`` process, one after the other, reads each figure from
+what the script prints, and writes the whole results file: how to reproduce it, the
+machine (CPU, cores, memory, kernel, Python, package and server versions, git commit), a
+table of every figure with its target and whether it is met, then each script's own output.
+``--quick`` runs every benchmark at small sizes (a smoke run of the whole set in a minute or
+two; its figures say nothing about the targets). Exit 1 when a benchmark failed or a figure is
 missing from its output, whatever the figures are.
 """
 
@@ -98,7 +98,8 @@ def verdict(outcome: Outcome, index: int) -> tuple[str, str, str]:
     target = "— (reference)" if figure.target is None else f"{figure.target}{unit}"
     if value is None:
         return "**missing**", target, "no figure"
-    measured = (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}") + unit
+    whole = value.is_integer() and figure.unit not in ("", "x", "%")  # a count
+    measured = (f"{value:,.0f}" if abs(value) >= 100 or whole else f"{value:.2f}") + unit
     if figure.target is None:
         return measured, target, "—"
     return measured, target, "yes" if figure.target.met(value) else "**no**"
