@@ -98,7 +98,7 @@ def verdict(outcome: Outcome, index: int) -> tuple[str, str, str]:
     target = "— (reference)" if figure.target is None else f"{figure.target}{unit}"
     if value is None:
         return "**missing**", target, "no figure"
-    whole = value.is_integer() and figure.unit not in ("", "x", "%")  # a count
+    whole = figure.unit in ("events", "bundles")  # counts
     measured = (f"{value:,.0f}" if abs(value) >= 100 or whole else f"{value:.2f}") + unit
     if figure.target is None:
         return measured, target, "—"
