@@ -9,8 +9,9 @@ the high-water mark); the envelope records the caller's token label, and the rou
 the ``admin`` role. The consumer stores and projects it like any event.
 
 The event_id is a random UUID: the event carries the request time, so a deterministic id
-would turn a client's retry into a *conflict* (same id, different content) that the
-consumer dead-letters; two invalidations of one attempt are harmless in the projection.
+would turn a client's retry into a revision of one event (same id, different content)
+rather than a second event; two invalidations of one attempt are harmless in the
+projection.
 """
 
 from __future__ import annotations
