@@ -9,14 +9,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import importlib.util
-import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -28,62 +21,19 @@ from storage.config import create_store
 from storage.projection import Graph, project
 from storage.schema import Bundle
 from tests import factories as f
-from tests.consumer.conftest import make_settings
 from tests.consumer.process_support import (
-    ROOT,
-    consumer_env,
-    free_port,
-    start_consumer,
     wait_for,
 )
+from tests.e2e.conftest import TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-TOKEN = "e2e-token-0123456789"
-
-
-@pytest.fixture(params=["ndjson", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> ConsumerSettings:
-    if importlib.util.find_spec("ingest.__main__") is None:
-        pytest.skip("ingest/__main__.py has not landed yet")
-    extra: dict[str, Any] = {"backend": request.param, "partitions": 4}
-    if request.param == "postgres":
-        extra["postgres_dsn"] = request.getfixturevalue("postgres_url")
-    return make_settings(tmp_path, consumer_name="e2e-rerun", **extra)
-
-
-@pytest.fixture
-def api(settings: ConsumerSettings, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    """Base URL of a running ingest process, with a consumer process behind it."""
-    env = consumer_env(settings, redis_url)
-    port = free_port()
-    ingest_env = {
-        **env,
-        "LEVIATHAN_CONTROL_PLANE_TOKEN": TOKEN,
-        "LEVIATHAN_API_HOST": "127.0.0.1",
-        "LEVIATHAN_API_PORT": str(port),
-    }
-    with (tmp_path / "ingest.log").open("ab") as log:
-        ingest = subprocess.Popen(
-            [sys.executable, "-m", "ingest"], cwd=ROOT, env=ingest_env, stdout=log, stderr=log
-        )
-    consumer = start_consumer(env, tmp_path / "consumer.log")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        for proc in (ingest, consumer):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (ingest, consumer):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log_tail = (tmp_path / "consumer.log").read_text(errors="replace")[-2000:]
-        assert consumer.returncode == 0, log_tail
 
 
 async def test_rerun_with_the_same_ids_stores_every_event(
-    api: str, settings: ConsumerSettings, redis_url: str
+    processes: tuple[str, str], settings: ConsumerSettings, redis_url: str
 ) -> None:
+    api = processes[0]
+
     async def ready() -> bool:
         try:
             async with aiohttp.ClientSession() as s, s.get(f"{api}/readyz") as resp:
