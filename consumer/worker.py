@@ -91,7 +91,7 @@ def tune_gc() -> None:
 
 def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        redis = Redis.from_url(settings.redis_url)
+        redis = settings.stream_redis()
         await ensure_partition_count(redis, settings.layout)
         store = create_store(settings, writer=True)  # opened by the read loop, which waits for it
         metrics = ConsumerMetrics()
@@ -99,7 +99,12 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
         runner = await health.start(reader, metrics)
         task = asyncio.create_task(reader.run(), name="consumer-read-loop")
         ctx[SPIDER] = forwarder.start_beside(
-            settings, settings.redis_url, settings.layout, settings.consumer_name, metrics.registry
+            settings,
+            settings.redis_url,
+            settings.layout,
+            settings.consumer_name,
+            metrics.registry,
+            cluster=settings.redis_cluster,
         )
         ctx["deps"] = Deps(settings, redis, store, reader, metrics, task, runner)
         tune_gc()
@@ -193,7 +198,7 @@ def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
             cron(lag_job, second=every, run_at_startup=True),
             cron(stale_consumers_job, second=every),
         ],
-        "redis_settings": _redis_settings(settings.redis_url),
+        "redis_settings": _redis_settings(settings.arq_url),
         "queue_name": f"{settings.stream_prefix}:arq",
         "health_check_key": f"{settings.stream_prefix}:arq:health:{settings.consumer_name}",
         "health_check_interval": 5,

@@ -58,13 +58,11 @@ SETTINGS_KEY = web.AppKey("ingest_settings", IngestSettings)
 
 def _redis_client(settings: IngestSettings) -> Redis:
     timeout = settings.redis_timeout_seconds
-    client: Redis = Redis.from_url(
-        settings.redis_url,
+    return settings.stream_redis(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
-    return client
 
 
 def _add_routes(app: web.Application, rt: Runtime) -> None:
