@@ -103,7 +103,7 @@ async def drain(settings: ConsumerSettings, bundles: int) -> float:
         return elapsed
     finally:
         await store.close()
-        keys = [*layout.streams(), layout.dead, layout.committed_channel]
+        keys = [*layout.streams(), *layout.dead_streams(), layout.committed_channel]
         await redis.delete(*keys)
         async for key in redis.scan_iter(match=f"{layout.prefix}:done:*", count=5000):
             await redis.delete(key)

@@ -105,7 +105,7 @@ async def drain(
         return writers, forwarded
     finally:
         await store.close()
-        keys = [*layout.streams(), layout.dead, layout.committed_channel]
+        keys = [*layout.streams(), *layout.dead_streams(), layout.committed_channel]
         keys += [layout.spider_dead(p) for p in range(layout.partitions)]
         keys += [layout.spider_lease(p) for p in range(layout.partitions)]
         await redis.delete(*keys)

@@ -1,10 +1,18 @@
-"""``leviathan-cp dlq list|replay|drop``: the dead-letter admin command (DESIGN §3).
+"""``leviathan-cp dlq list|replay|drop``: the dead-letter admin command.
 
-Pipeline position: operator tool over ``{prefix}:dead`` (filled by consumer.deadletter).
-Replay XADDs an entry's original envelope back to its partition stream and only then
-XDELs it from the dead stream, so a crash in between duplicates (harmless: storage
-dedups) rather than loses. Conflict records hold a single rejected event, not an
-envelope, and are kept (drop them explicitly once handled).
+Pipeline position: operator tool over the partitions' dead streams ``{prefix}:dead:{p}``
+(filled by consumer.deadletter) and the single ``{prefix}:dead`` stream of earlier
+releases, whose entries stay listable, replayable and droppable. ``list`` prints one line
+per dead entry: its handle (``P/ID`` for partition P's dead stream, ``legacy/ID`` for the
+old stream), the partition it came from, its original entry id and the reason.
+``replay`` and ``drop`` take those handles; a bare ``ID`` is accepted when only one dead
+stream holds it.
+
+Replay XADDs an entry's original envelope back to its partition stream and XDELs it from
+the dead stream. For a partition's dead stream both run in one MULTI (same slot); for the
+old stream the XADD comes first, so a crash in between duplicates (harmless: storage
+dedups) rather than loses. Conflict records of earlier releases hold a single rejected
+event, not an envelope, and are kept (drop them explicitly once handled).
 """
 
 from __future__ import annotations
@@ -20,9 +28,26 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from consumer import deadletter
-from storage.queue import StreamLayout, resolve
+from storage.queue import StreamLayout, id_key, resolve
 
-ENTRY_ID = re.compile(r"[0-9]+-[0-9]+")
+HANDLE = re.compile(r"(?:([0-9]+|legacy)/)?([0-9]+-[0-9]+)")
+LEGACY = "legacy"
+
+
+class DlqError(ValueError):
+    """A handle that names no dead stream or more than one entry; one line for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    stream: str
+    label: str  # the partition number, or "legacy"
+    dead_id: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def handle(self) -> str:
+        return f"{self.label}/{self.dead_id}"
 
 
 @dataclass
@@ -35,48 +60,96 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def dead_streams(layout: StreamLayout) -> list[tuple[str, str]]:
+    """``(label, key)`` of every dead stream: each partition's, then the old single one."""
+    return [(str(p), layout.dead_stream(p)) for p in range(layout.partitions)] + [
+        (LEGACY, layout.legacy_dead)
+    ]
+
+
+async def _range(
+    redis: Redis, label: str, stream: str, lo: str = "-", hi: str = "+", count: int | None = None
+) -> list[DeadEntry]:
+    rows = await resolve(redis.xrange(stream, min=lo, max=hi, count=count))
+    return [DeadEntry(stream, label, _s(i), f) for i, f in rows]
+
+
 async def _select(
-    redis: Redis, layout: StreamLayout, ids: Sequence[str] | None
-) -> list[tuple[str, dict[bytes, bytes]]]:
-    if ids is None:
-        rows = await resolve(redis.xrange(layout.dead))
-    else:
-        rows = []
-        for i in ids:
-            rows.extend(await resolve(redis.xrange(layout.dead, min=i, max=i)))
-    return [(_s(i), f) for i, f in rows]
+    redis: Redis, layout: StreamLayout, handles: Sequence[str] | None
+) -> list[DeadEntry]:
+    streams = dead_streams(layout)
+    if handles is None:
+        return [e for label, key in streams for e in await _range(redis, label, key)]
+    by_label = dict(streams)
+    out: list[DeadEntry] = []
+    for handle in handles:
+        match = HANDLE.fullmatch(handle)
+        if match is None:
+            raise DlqError(f"not a dead-entry handle (like 3/1732800000000-0): {handle!r}")
+        label, dead_id = match.group(1), match.group(2)
+        if label is not None and label not in by_label:
+            raise DlqError(f"{handle}: no partition {label} (LEVIATHAN_PARTITIONS)")
+        candidates = [(label, by_label[label])] if label is not None else streams
+        found = [
+            e for lb, key in candidates for e in await _range(redis, lb, key, dead_id, dead_id)
+        ]
+        if len(found) > 1:
+            where = ", ".join(e.handle for e in found)
+            raise DlqError(f"{dead_id} is in several dead streams ({where}); give the handle")
+        out.extend(found)
+    return out
 
 
-async def replay(redis: Redis, layout: StreamLayout, ids: Sequence[str] | None) -> ReplayResult:
-    """Put dead entries (all, or the given dead-stream ids) back on their streams."""
+async def replay(redis: Redis, layout: StreamLayout, handles: Sequence[str] | None) -> ReplayResult:
+    """Put dead entries (all, or the given handles) back on their partition streams."""
     result = ReplayResult()
-    for dead_id, fields in await _select(redis, layout, ids):
-        partition = int(fields.get(deadletter.PARTITION, b"-1"))
+    for entry in await _select(redis, layout, handles):
+        fields = entry.fields
+        source = _s(fields.get(deadletter.PARTITION, b"-1"))
+        partition = int(entry.label) if entry.label != LEGACY else int(source or -1)
         if fields.get(deadletter.REASON) == b"conflict" or not 0 <= partition < layout.partitions:
-            result.skipped.append(dead_id)
+            result.skipped.append(entry.handle)
             continue
         original = {k: v for k, v in fields.items() if not k.startswith(deadletter.META_PREFIX)}
-        await resolve(redis.xadd(layout.stream(partition), original))  # type: ignore[arg-type]
-        await resolve(redis.xdel(layout.dead, dead_id))
+        if entry.label == LEGACY:
+            await resolve(redis.xadd(layout.stream(partition), original))  # type: ignore[arg-type]
+            await resolve(redis.xdel(entry.stream, entry.dead_id))
+        else:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(layout.stream(partition), original)  # type: ignore[arg-type]
+                pipe.xdel(entry.stream, entry.dead_id)
+                await pipe.execute()
         result.replayed += 1
     return result
 
 
-async def drop(redis: Redis, layout: StreamLayout, ids: Sequence[str] | None) -> int:
-    chosen = [i for i, _ in await _select(redis, layout, ids)]
-    if not chosen:
-        return 0
-    return int(await resolve(redis.xdel(layout.dead, *chosen)))
+async def drop(redis: Redis, layout: StreamLayout, handles: Sequence[str] | None) -> int:
+    dropped = 0
+    for entry in await _select(redis, layout, handles):
+        dropped += int(await resolve(redis.xdel(entry.stream, entry.dead_id)))
+    return dropped
+
+
+async def count(redis: Redis, layout: StreamLayout) -> int:
+    """Dead entries over every dead stream."""
+    return sum([int(await resolve(redis.xlen(key))) for _, key in dead_streams(layout)], start=0)
 
 
 async def listing(redis: Redis, layout: StreamLayout, limit: int) -> list[str]:
-    rows = await resolve(redis.xrange(layout.dead, count=limit))
+    """The oldest ``limit`` dead entries over all dead streams, one tab-separated line each."""
+    entries = [
+        e
+        for label, key in dead_streams(layout)
+        for e in await _range(redis, label, key, count=limit)
+    ]
+    entries.sort(key=lambda e: id_key(e.dead_id))
     lines = []
-    for dead_id, f in rows:
+    for e in entries[:limit]:
+        f = e.fields
         lines.append(
             "\t".join(
                 [
-                    _s(dead_id),
+                    e.handle,
                     _s(f.get(deadletter.PARTITION, b"?")),
                     _s(f.get(deadletter.ENTRY_ID, b"?")),
                     _s(f.get(deadletter.REASON, b"?")),
@@ -86,10 +159,12 @@ async def listing(redis: Redis, layout: StreamLayout, limit: int) -> list[str]:
     return lines
 
 
-def _entry_id(text: str) -> str:
-    """A dead-stream id as ``list`` prints it (``<ms>-<seq>``), refused before Redis is asked."""
-    if not ENTRY_ID.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not a stream entry id (like 1732800000000-0): {text!r}")
+def _handle(text: str) -> str:
+    """A handle as ``list`` prints it, refused before Redis is asked."""
+    if not HANDLE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"not a dead-entry handle (like 3/1732800000000-0 or 1732800000000-0): {text!r}"
+        )
     return text
 
 
@@ -102,11 +177,15 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leviathan-cp dlq", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="show dead entries: id, partition, entry id, reason")
+    ls = sub.add_parser(
+        "list", help="show dead entries: handle (partition/id), partition, entry id, reason"
+    )
     ls.add_argument("--limit", type=_positive, default=100)
     for name in ("replay", "drop"):
-        sp = sub.add_parser(name, help=f"{name} the given dead-stream ids (or --all)")
-        sp.add_argument("ids", nargs="*", type=_entry_id)
+        sp = sub.add_parser(
+            name, help=f"{name} the given dead entries (handles from list) or --all"
+        )
+        sp.add_argument("ids", nargs="*", type=_handle, metavar="handle")
         sp.add_argument("--all", action="store_true")
     return p
 
@@ -116,7 +195,7 @@ async def _run(args: argparse.Namespace, redis_url: str, layout: StreamLayout) -
     try:
         if args.cmd == "list":
             lines = await listing(redis, layout, args.limit)
-            print("\n".join(lines) if lines else f"no dead letters ({layout.dead} is empty)")
+            print("\n".join(lines) if lines else "no dead letters (every dead stream is empty)")
             return 0
         ids = None if args.all else list(args.ids)
         if args.cmd == "replay":
@@ -137,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     if args.cmd in ("replay", "drop") and not args.all and not args.ids:
-        print("give dead-stream ids or --all", file=sys.stderr)
+        print("give dead-entry handles or --all", file=sys.stderr)
         return 2
     try:
         settings = ConsumerSettings()
@@ -146,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(_run(args, settings.redis_url, settings.layout))
+    except DlqError as exc:
+        print(f"dlq: {exc}", file=sys.stderr)
+        return 2
     except ResponseError as exc:
         print(f"Redis refused the command: {exc}", file=sys.stderr)
         return 1

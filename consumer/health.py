@@ -1,15 +1,23 @@
-"""The consumer's own HTTP server: /healthz, /readyz, /metrics (DESIGN §5).
+"""The consumer's own HTTP server: /healthz, /readyz, /metrics.
 
 Pipeline position: started by the arq worker's on_startup on LEVIATHAN_CONSUMER_PORT,
-separate from the ingest API. /healthz is liveness without I/O (the read loop's heartbeat
-is fresh); /readyz checks that Redis and storage answer and the process is not draining.
+separate from the ingest API. The split (docs/operations.md, "Health"):
+
+- ``/healthz`` is liveness and reflects the process only: the event loop answers (this
+  handler runs) and the read loop and every partition task are alive. A storage outage
+  does not fail it, so an orchestrator does not restart-loop consumers that are waiting
+  the outage out correctly.
+- ``/readyz`` reports what keeps data from flowing: Redis or storage not answering, the
+  last batch attempt failing, a partition stalled (entries held with no commit for
+  ``LEVIATHAN_CONSUMER_STALL_S``), draining. 503 with the reasons in ``problems``.
+- ``/metrics`` has the same in gauges: ``leviathan_consumer_storage_available`` and, per
+  partition, ``leviathan_consumer_partition_stalled`` and the age of its last progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,13 +33,17 @@ PROBE_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    reader = request.app[READER]
-    age = time.monotonic() - reader.heartbeat
-    if age > reader.settings.heartbeat_max_age_s:
-        return web.json_response(
-            {"status": "stalled", "heartbeat_age_s": round(age, 1)}, status=503
-        )
+    dead = request.app[READER].dead_tasks()
+    if dead:
+        return web.json_response({"status": "dead", "tasks": dead}, status=503)
     return web.json_response({"status": "healthy"})
+
+
+def stall_problems(reader: Reader) -> list[str]:
+    return [
+        f"partition {p} stalled: entries held with no commit for {age:.0f}s"
+        for p, age in sorted(reader.stalled().items())
+    ]
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -50,14 +62,17 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         problems.append(f"storage: {type(exc).__name__}")
     if not reader.storage_ok:
-        problems.append("storage: last write failed")
+        problems.append(f"last batch attempt failed ({reader.storage_problem}); retrying")
+    problems += stall_problems(reader)
     if problems:
         return web.json_response({"status": "not ready", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    reader, consumer_metrics = request.app[READER], request.app[METRICS]
+    consumer_metrics.update_progress(reader.states, reader.settings.stall_s)
+    body = consumer_metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,11 +1,20 @@
-"""Periodic stream upkeep: trimming, stale consumers, lag metrics (docs/operations.md).
+"""Periodic stream upkeep: trimming, stale consumers, lag metrics.
 
-Pipeline position: run by the consumer's arq cron jobs next to the read loop. Trimming
-only ever removes entries every group of the stream acked (``writers`` and the Spider
-forwarder's): XTRIM MINID at the oldest id any group still needs, its oldest pending id or
-just past its last-delivered id, so an unacked or undelivered entry is never trimmed. A
-stale consumer is deleted only after its pending entries were claimed and processed, so it
-neither loses work nor pins trimming.
+Pipeline position: run by the consumer's arq cron jobs next to the read loop, in every
+replica at once, so each step is safe against the others and against the read loops:
+
+- Trimming only removes entries that EVERY consumer group of the stream is done with (the
+  ``writers`` group and any other, e.g. a forwarding group): XTRIM MINID at the minimum,
+  over all groups, of each group's oldest pending id, or of the id just past its
+  last-delivered id when it has nothing pending. An entry pending or undelivered in any
+  group is never trimmed — except that a group other than ``writers`` more than twice
+  ``LEVIATHAN_SPIDER_MAX_BACKLOG`` behind is left out: a running Spider forwarder keeps its
+  own backlog below that bound, so such a group is one nobody reads any more (a forwarder
+  switched off without ``forward --remove-group``), and it must not grow Redis for ever.
+- A stale consumer (idle past ``LEVIATHAN_CONSUMER_STALE_MS``) is deleted only once its
+  pending entries were claimed by this one, so it neither loses work nor pins trimming.
+- A step whose stream, group or consumer vanished meanwhile (another replica got there
+  first) logs one line and moves on; it never fails the job.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, _entries
-from storage.queue import GROUP, resolve
+from storage.queue import GROUP, id_key, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -32,66 +41,64 @@ def _next_id(entry_id: str) -> str:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
+async def groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    """XINFO GROUPS rows of ``stream`` (empty if the stream does not exist)."""
+    try:
+        rows = await resolve(redis.xinfo_groups(stream))
+    except ResponseError:
+        return []
+    return [{_text(k): v for k, v in dict(row).items()} for row in rows]
+
+
 async def group_info(redis: Redis, stream: str) -> dict[str, Any] | None:
     """XINFO GROUPS row of group ``writers`` (None if the stream or group is missing)."""
-    try:
-        groups = await resolve(redis.xinfo_groups(stream))
-    except ResponseError:
-        return None
-    for row in groups:
+    for row in await groups(redis, stream):
         if _text(row["name"]) == GROUP:
-            return dict(row)
+            return row
     return None
 
 
-async def _keep_from(redis: Redis, stream: str, row: dict[Any, Any]) -> str | None:
-    """The oldest id one group still needs: its oldest pending entry, else the one after
-    its last-delivered id; None when it needs the whole stream (nothing delivered yet)."""
-    name = _text(row["name"])
-    if int(row["pending"]) > 0:
-        summary = await resolve(redis.xpending(stream, name))
-        return _text(summary["min"])
-    last = _text(row["last-delivered-id"])
-    return None if last == "0-0" else _next_id(last)
+async def _keep_from(redis: Redis, stream: str, row: dict[str, Any]) -> str:
+    """The first id the group of XINFO row ``row`` may still need.
+
+    Its oldest pending id, or the id just past its last-delivered id when nothing is
+    pending. XINFO is read before XPENDING: entries only move forward (undelivered →
+    pending → acked), so an oldest pending id read later, or the id past a last-delivered
+    id read earlier, never lies beyond an entry the group still needs.
+    """
+    past_last = _next_id(_text(row["last-delivered-id"]))
+    if int(row["pending"]) == 0:
+        return past_last
+    summary = await resolve(redis.xpending(stream, _text(row["name"])))
+    if not summary or not int(summary.get("pending") or 0) or not summary.get("min"):
+        return past_last  # acked between the two reads: nothing pending any more
+    return _text(summary["min"])
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _abandoned(row: dict[Any, Any], abandon_after: int | None) -> bool:
-    """A group other than ``writers`` this far behind is one nobody reads any more: a
-    running Spider forwarder keeps its own backlog below LEVIATHAN_SPIDER_MAX_BACKLOG."""
+def _abandoned(row: dict[str, Any], abandon_after: int | None) -> bool:
+    """A group other than ``writers`` more than ``abandon_after`` entries behind."""
     if abandon_after is None or _text(row["name"]) == GROUP or row.get("lag") is None:
         return False
     return int(row["pending"]) + int(row["lag"]) > abandon_after
 
 
 async def trim_partition(redis: Redis, stream: str, abandon_after: int | None = None) -> int:
-    """Trim the prefix every group of the stream has acked (the writers and the Spider
-    forwarder alike); returns the number of entries removed.
+    """Trim the prefix every group is done with; returns the number of entries removed.
 
-    A group other than ``writers`` more than ``abandon_after`` entries behind is left out,
-    so a forwarder switched off without removing its group cannot grow Redis for ever.
+    A group other than ``writers`` more than ``abandon_after`` entries behind is left out.
     """
     try:
-        groups = await resolve(redis.xinfo_groups(stream))
-    except ResponseError:  # no such stream
-        return 0
-    keep: list[str] = []
-    for row in groups:
-        if _abandoned(dict(row), abandon_after):
-            continue
-        min_id = await _keep_from(redis, stream, dict(row))
-        if min_id is None:
+        rows = [r for r in await groups(redis, stream) if not _abandoned(r, abandon_after)]
+        if not rows:
             return 0
-        keep.append(min_id)
-    if not keep:
+        min_id = min([await _keep_from(redis, stream, row) for row in rows], key=id_key)
+        if min_id == "0-1":
+            return 0  # some group has read nothing yet
+        return int(await resolve(redis.xtrim(stream, minid=min_id, approximate=False)))
+    except ResponseError as exc:
+        # the stream or a group was deleted meanwhile (NOGROUP, no such key): next run
+        logger.warning("trim of %s skipped: %s", stream, exc)
         return 0
-    # MINID keeps this entry and everything after it
-    min_id = min(keep, key=_id_key)
-    return int(await resolve(redis.xtrim(stream, minid=min_id, approximate=False)))
 
 
 async def trim_all(reader: Reader) -> int:
@@ -103,7 +110,8 @@ async def trim_all(reader: Reader) -> int:
 
 
 async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:
-    """Per-partition lag (undelivered) and pending (unacked) gauges from XINFO GROUPS."""
+    """Per-partition lag (undelivered) and pending (unacked) gauges from XINFO GROUPS,
+    and the progress gauges (logging a partition that became stalled)."""
     for partition, stream in enumerate(reader.layout.streams()):
         info = await group_info(reader.redis, stream)
         if info is None:
@@ -111,6 +119,17 @@ async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:
         lag = info.get("lag")
         metrics.lag.labels(str(partition)).set(float(lag) if lag is not None else 0.0)
         metrics.pending.labels(str(partition)).set(float(info["pending"]))
+    stalled = set(metrics.update_progress(reader.states, reader.settings.stall_s))
+    for state in reader.states:
+        if state.partition in stalled and not state.stall_reported:
+            logger.warning(
+                "partition %s stalled: %d entries held with no commit for %.0fs or more (%s)",
+                state.partition,
+                len(state.held),
+                reader.settings.stall_s,
+                reader.storage_problem or "no storage or Redis failure seen",
+            )
+        state.stall_reported = state.partition in stalled
 
 
 async def remove_stale_consumers(reader: Reader) -> list[str]:
@@ -126,30 +145,41 @@ async def remove_stale_consumers(reader: Reader) -> list[str]:
             name = _text(row["name"])
             if name == me or int(row["idle"]) < reader.settings.stale_consumer_ms:
                 continue
-            if await _take_over(reader, partition, stream, name):
-                await resolve(reader.redis.xgroup_delconsumer(stream, GROUP, name))
-                logger.info("removed stale consumer %s from partition %s", name, partition)
-                removed.append(name)
+            try:
+                if await _take_over(reader, partition, stream, name):
+                    await resolve(reader.redis.xgroup_delconsumer(stream, GROUP, name))
+                    logger.info("removed stale consumer %s from partition %s", name, partition)
+                    removed.append(name)
+            except ResponseError as exc:
+                logger.warning("stale consumer %s of %s left for now: %s", name, stream, exc)
     return removed
 
 
 async def _take_over(reader: Reader, partition: int, stream: str, name: str) -> bool:
-    """Claim and process every entry pending at ``name``; True once none is left."""
+    """Claim every entry pending at ``name`` and hand it to our partition task; True once
+    none is left at ``name``.
+
+    The claim uses the claim idle as its minimum idle time: if another replica took the
+    entries first (resetting their idle time), nothing is claimed twice.
+    """
     redis = reader.redis
-    while True:
-        rows = await resolve(
-            redis.xpending_range(
-                stream, GROUP, min="-", max="+", count=reader.settings.batch, consumername=name
-            )
+    rows = await resolve(
+        redis.xpending_range(
+            stream, GROUP, min="-", max="+", count=reader.settings.batch, consumername=name
         )
-        if not rows:
-            return True
-        ids: list[Any] = [_text(r["message_id"]) for r in rows]
-        claimed = await resolve(redis.xclaim(stream, GROUP, reader.settings.consumer_name, 0, ids))
-        entries = _entries(claimed)
-        if len(entries) < len(ids):
-            # ids whose entries were deleted stay in the PEL after XCLAIM: ack them away
-            gone = set(ids) - {i for i, _ in entries}
-            await resolve(redis.xack(stream, GROUP, *gone))
-        if entries:
-            await reader.process_claimed(partition, entries)
+    )
+    if not rows:
+        return True
+    ids: list[Any] = [_text(r["message_id"]) for r in rows]
+    me, idle = reader.settings.consumer_name, reader.settings.claim_idle_ms
+    claimed = await resolve(redis.xclaim(stream, GROUP, me, idle, ids))
+    entries = _entries(claimed)
+    gone = [_text(i) for i, fields in claimed if fields is None]
+    if gone:
+        # Redis before 7 leaves ids of deleted entries in the PEL: nothing left to process
+        await resolve(redis.xack(stream, GROUP, *gone))
+    await reader.adopt(partition, entries)
+    left = await resolve(
+        redis.xpending_range(stream, GROUP, min="-", max="+", count=1, consumername=name)
+    )
+    return not left

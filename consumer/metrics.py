@@ -1,13 +1,19 @@
 """Prometheus metrics of one consumer process (served on /metrics by consumer.health).
 
-Pipeline position: the reader, dead-letter mover and maintenance jobs record here. Each
+Pipeline position: the reader, dead-letter mover and maintenance jobs record here; the
+per-partition progress gauges are set from the reader's state when /metrics is rendered. Each
 instance owns its own CollectorRegistry so several consumers in one test process do not
 collide on the global default registry.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from consumer.progress import PartitionState
 
 
 class ConsumerMetrics:
@@ -22,8 +28,10 @@ class ConsumerMetrics:
         self.duplicates = Counter(
             "leviathan_consumer_duplicates", "Events dropped as identical re-deliveries", registry=r
         )
-        self.conflicts = Counter(
-            "leviathan_consumer_conflicts", "Events with a reused id and new content", registry=r
+        self.revisions = Counter(
+            "leviathan_consumer_revisions",
+            "Events stored as a new revision of a known event_id (reused id, new content)",
+            registry=r,
         )
         self.batch_size = Histogram(
             "leviathan_consumer_batch_entries",
@@ -44,7 +52,27 @@ class ConsumerMetrics:
             "leviathan_consumer_reclaimed", "Entries taken over with XAUTOCLAIM/XCLAIM", registry=r
         )
         self.storage_errors = Counter(
-            "leviathan_consumer_storage_errors", "Failed write_batch calls (retried)", registry=r
+            "leviathan_consumer_storage_errors",
+            "Batch attempts that failed transiently (storage or Redis unavailable; retried)",
+            registry=r,
+        )
+        self.storage_available = Gauge(
+            "leviathan_consumer_storage_available",
+            "1 while the last batch attempt reached storage and Redis, 0 while retrying",
+            registry=r,
+        )
+        self.storage_available.set(1)
+        self.partition_stalled = Gauge(
+            "leviathan_consumer_partition_stalled",
+            "1 while the partition holds entries with no commit for LEVIATHAN_CONSUMER_STALL_S",
+            ["partition"],
+            registry=r,
+        )
+        self.progress_age = Gauge(
+            "leviathan_consumer_partition_progress_age_seconds",
+            "Seconds since the partition last committed while it holds entries (0 when idle)",
+            ["partition"],
+            registry=r,
         )
         self.lag = Gauge(
             "leviathan_consumer_lag",
@@ -64,6 +92,19 @@ class ConsumerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+
+    def update_progress(self, states: Sequence[PartitionState], stall_s: float) -> list[int]:
+        """Set the per-partition progress gauges; returns the partitions stalled now."""
+        now = time.monotonic()
+        stalled = []
+        for state in states:
+            label = str(state.partition)
+            age = state.stalled_for(now)
+            self.progress_age.labels(label).set(round(age, 3))
+            self.partition_stalled.labels(label).set(1 if age >= stall_s else 0)
+            if age >= stall_s:
+                stalled.append(state.partition)
+        return stalled
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,12 +1,23 @@
-"""The stream reading loop: XREADGROUP → write_batch → XACK → announce (DESIGN §3).
+"""The stream reading loop: XREADGROUP → write_batch → XACK → announce.
 
 Pipeline position: the heart of the consumer. One task per partition reads only that
 partition's stream (never one command over several partitions: a cluster rejects
 cross-slot commands), writes the decoded bundles with one ``store.write_batch`` and acks
-only after it returned (at-least-once; storage dedups re-deliveries). Storage failures
-leave the batch pending and retry it with bounded, jittered exponential backoff. Entries
-of crashed consumers come back through :meth:`Reader.reclaim` (XAUTOCLAIM); an entry whose
-Redis delivery count passed the limit goes to the dead stream instead.
+only after it returned (at-least-once; storage dedups re-deliveries). Failure semantics
+(docs/design-notes.md, "Failure handling"):
+
+- a transient storage error (:class:`StorageUnavailable`) or a Redis failure keeps the
+  batch pending and retries what is left of it with bounded, jittered backoff for as long
+  as the outage lasts; an outage never dead-letters anything;
+- any other storage error isolates the entries responsible (consumer.isolate): the rest
+  is stored and acked, an entry that fails on its own is dead-lettered as ``unstorable``;
+- an entry that cannot be decoded is dead-lettered at once.
+
+Entries the process holds are kept alive (consumer.keepalive) so nobody claims them while
+we work on them; entries of consumers that stopped come back through :meth:`reclaim`
+(XAUTOCLAIM), which hands them to the partition's task, the only writer of its partition.
+An entry whose Redis delivery count passed ``max_deliveries`` — it went to that many
+processes that died with it — is dead-lettered instead.
 """
 
 from __future__ import annotations
@@ -21,16 +32,22 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from consumer import deadletter
+from consumer import deadletter, isolate, keepalive
+from consumer.commit import commit, entry_counts
 from consumer.metrics import ConsumerMetrics
+from consumer.progress import Entry, PartitionState
 from consumer.settings import ConsumerSettings
-from storage.base import EventStore
+from storage.base import BatchResult, EventStore
 from storage.envelope import Envelope, EnvelopeError, decode
-from storage.queue import COMMITTED_MARKER_TTL_S, GROUP, StreamLayout, committed_token, resolve
+from storage.queue import GROUP, EntryCounts, StreamLayout, id_key, resolve
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[bytes, bytes]]
+# Claimed batches a partition may have waiting before the reclaim job stops claiming for it
+MAX_HANDOFF = 4
+# What keeps a batch pending and retried instead of isolating entries: storage that cannot
+# serve now, and Redis (the acks and dead-letter moves go there).
+RETRIED: tuple[type[BaseException], ...] = (*isolate.TRANSIENT, RedisError, OSError)
 
 
 def _entries(raw: Sequence[tuple[bytes | str, dict[bytes, bytes] | None]]) -> list[Entry]:
@@ -54,6 +71,16 @@ async def ensure_group(redis: Redis, layout: StreamLayout) -> None:
 
 
 @dataclass
+class _Ledger:
+    """What of one batch is decided but not yet in Redis, and what is finished (acked)."""
+
+    finished: set[str] = field(default_factory=set)
+    stored: list[tuple[str, EntryCounts]] = field(default_factory=list)
+    letters: list[deadletter.DeadLetter] = field(default_factory=list)
+    totals: EntryCounts = field(default_factory=EntryCounts)
+
+
+@dataclass
 class Reader:
     """Reads every partition of one layout as consumer ``settings.consumer_name``."""
 
@@ -61,18 +88,24 @@ class Reader:
     store: EventStore
     settings: ConsumerSettings
     metrics: ConsumerMetrics
-    heartbeat: float = field(default_factory=time.monotonic)
     storage_ok: bool = True
+    storage_problem: str = ""
+    """The last transient failure while ``storage_ok`` is False (for /readyz)."""
+    states: list[PartitionState] = field(init=False)
+    main_task: asyncio.Task[None] | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.states = [PartitionState(p) for p in range(self.settings.partitions)]
 
     @property
     def layout(self) -> StreamLayout:
         return self.settings.layout
 
-    def lock(self, partition: int) -> asyncio.Lock:
-        """One batch at a time per partition keeps each partition's chain appends ordered."""
-        return self._locks.setdefault(partition, asyncio.Lock())
+    def start(self) -> asyncio.Task[None]:
+        """Run :meth:`run` as the process's read loop task."""
+        self.main_task = asyncio.create_task(self.run(), name="consumer-read-loop")
+        return self.main_task
 
     def stop(self) -> None:
         """Stop reading; the batch in flight is still written and acked."""
@@ -83,104 +116,137 @@ class Reader:
         return self._stopping.is_set()
 
     # -- one batch -------------------------------------------------------------------
-    async def handle_batch(self, partition: int, entries: Sequence[Entry]) -> int:
-        """Write and ack one batch read from ``partition``; returns events newly written.
+    async def handle_batch(self, partition: int, entries: Sequence[Entry]) -> EntryCounts:
+        """Store, dead-letter or ack every entry of one batch read from ``partition``.
 
-        Raises whatever the store raises: nothing is acked then and the caller retries.
+        Returns once each entry is finished (acked), retrying transient failures for as
+        long as they last; on cancellation (shutdown) what is unfinished stays pending.
+        Returns the batch's counts.
         """
+        state = self.states[partition]
+        ids = [i for i, _ in entries]
+        state.take(ids)
+        try:
+            return await self._finish(partition, entries)
+        finally:
+            state.drop(ids)
+
+    async def _finish(self, partition: int, entries: Sequence[Entry]) -> EntryCounts:
+        started = time.perf_counter()
+        ledger = _Ledger()
+        envelopes = self._decode(partition, entries, ledger)
+
+        async def stored(batch: Sequence[Envelope], result: BatchResult) -> None:
+            counts = entry_counts(batch, result)
+            ledger.stored.extend(zip([e.entry_id for e in batch], counts, strict=True))
+            ledger.totals += EntryCounts(result.written, result.revisions, result.duplicates)
+            self._record_stored(result)
+            await self._flush(partition, ledger)
+
+        async def unstorable(envelope: Envelope, exc: Exception) -> None:
+            fields = dict(entries)[envelope.entry_id]
+            reason = f"unstorable: {type(exc).__name__}: {exc}"
+            logger.warning(
+                "partition %s: entry %s dead-lettered, storage refuses it: %s",
+                partition,
+                envelope.entry_id,
+                deadletter.one_line(str(exc)),
+            )
+            letter = deadletter.for_entry(
+                partition, envelope.entry_id, fields, reason, len(envelope.bundle.events)
+            )
+            ledger.letters.append(letter)
+            await self._flush(partition, ledger)
+
+        delay = self.settings.retry_min_s
+        while True:
+            try:
+                await self._flush(partition, ledger)
+                rest = envelopes
+                if ledger.finished:
+                    rest = [e for e in envelopes if e.entry_id not in ledger.finished]
+                await isolate.store_isolating(self.store, partition, rest, stored, unstorable)
+                break
+            except RETRIED as exc:
+                self._failed(partition, len(entries) - len(ledger.finished), exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.settings.retry_max_s)
+        if not self.storage_ok:
+            logger.info("partition %s: storage and Redis answer again", partition)
+            self.storage_ok, self.storage_problem = True, ""
+            self.metrics.storage_available.set(1)
+        self._record_batch(envelopes, started)
+        return ledger.totals
+
+    def _decode(self, partition: int, entries: Sequence[Entry], ledger: _Ledger) -> list[Envelope]:
         envelopes: list[Envelope] = []
-        broken: list[deadletter.DeadLetter] = []
         for entry_id, fields in entries:
             try:
                 envelopes.append(decode(entry_id, fields))
             except EnvelopeError as exc:
+                # dead at once: retrying cannot make a malformed entry decodable
                 logger.warning("undecodable entry %s in partition %s: %s", entry_id, partition, exc)
-                broken.append(
+                ledger.letters.append(
                     deadletter.for_entry(partition, entry_id, fields, f"undecodable: {exc}")
                 )
-        if broken:
-            # dead at once: retrying cannot make a malformed entry decodable
-            await deadletter.move(self.redis, self.layout, partition, broken)
-            for letter in broken:
-                self.metrics.dead_lettered.labels(letter.reason).inc()
-        if not envelopes:
-            return 0
-        started = time.perf_counter()
-        result = await self.store.write_batch(partition, envelopes)
-        conflicts = [deadletter.for_conflict(partition, c) for c in result.conflicts]
-        await self._ack(partition, envelopes, conflicts)
-        self._record(envelopes, result.written, result.duplicates, len(conflicts), started)
-        return result.written
+        return envelopes
 
-    async def _ack(
-        self,
-        partition: int,
-        envelopes: Sequence[Envelope],
-        conflicts: Sequence[deadletter.DeadLetter],
-    ) -> None:
-        stream = self.layout.stream(partition)
-        ids = [e.entry_id for e in envelopes]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for letter in conflicts:
-                pipe.xadd(self.layout.dead, letter.fields)  # type: ignore[arg-type]
-            pipe.xack(stream, GROUP, *ids)
-            for entry_id in ids:
-                pipe.set(
-                    self.layout.committed_key(partition, entry_id), b"1", ex=COMMITTED_MARKER_TTL_S
-                )
-            pipe.publish(
-                self.layout.committed_channel,
-                ",".join(committed_token(partition, i) for i in ids),
+    async def _flush(self, partition: int, ledger: _Ledger) -> None:
+        """Move decided dead letters and ack stored entries (each one MULTI), once each."""
+        state = self.states[partition]
+        if ledger.letters:
+            letters = ledger.letters
+            await deadletter.move(self.redis, self.layout, partition, letters)
+            ledger.letters = []
+            done = [x.entry_id for x in letters]
+            ledger.finished.update(done)
+            state.finished(done)
+            for letter in letters:
+                self.metrics.dead_lettered.labels(letter.kind).inc()
+                ledger.totals += EntryCounts(dead_lettered=letter.events)
+        if ledger.stored:
+            ids = [i for i, _ in ledger.stored]
+            counts = [c for _, c in ledger.stored]
+            await commit(self.redis, self.layout, partition, ids, counts)
+            ledger.stored = []
+            ledger.finished.update(ids)
+            state.finished(ids)
+
+    def _failed(self, partition: int, left: int, exc: BaseException, delay: float) -> None:
+        kind = "Redis" if isinstance(exc, RedisError | OSError) else "storage"
+        problem = f"{kind}: {type(exc).__name__}: {deadletter.one_line(str(exc))}"
+        if self.storage_ok:
+            logger.warning(
+                "partition %s: %d entries wait for %s, retrying with backoff up to %.1fs",
+                partition,
+                left,
+                problem,
+                self.settings.retry_max_s,
             )
-            await pipe.execute()
+        else:
+            logger.debug("partition %s: retry in %.2fs: %s", partition, delay, problem)
+        self.storage_ok, self.storage_problem = False, problem
+        self.metrics.storage_available.set(0)
+        self.metrics.storage_errors.inc()
 
-    def _record(
-        self, envelopes: Sequence[Envelope], written: int, dups: int, conflicts: int, started: float
-    ) -> None:
+    def _record_stored(self, result: BatchResult) -> None:
+        m = self.metrics
+        m.events_written.inc(result.written)
+        m.duplicates.inc(result.duplicates)
+        if result.revisions:
+            m.revisions.inc(result.revisions)
+
+    def _record_batch(self, envelopes: Sequence[Envelope], started: float) -> None:
         m = self.metrics
         m.batch_size.observe(len(envelopes))
         m.batch_seconds.observe(time.perf_counter() - started)
-        m.events_written.inc(written)
-        m.duplicates.inc(dups)
-        m.conflicts.inc(conflicts)
-        if conflicts:
-            m.dead_lettered.labels("conflict").inc(conflicts)
         now = time.time()
         for env in envelopes:
             m.end_to_end.observe(max(0.0, now - env.received_at))
 
-    async def write_with_retry(self, partition: int, entries: Sequence[Entry]) -> None:
-        """``handle_batch`` until it succeeds; backoff is bounded and jittered, never a spin.
-
-        During shutdown the retries continue only until the shutdown timeout cancels us;
-        the entries then stay pending and another consumer (or our restart) takes them.
-        """
-        delay = self.settings.retry_min_s
-        while True:
-            try:
-                async with self.lock(partition):
-                    await self.handle_batch(partition, entries)
-                self.storage_ok = True
-                return
-            except RedisError:
-                raise
-            except Exception as exc:  # any storage failure: keep the batch pending, retry
-                self.storage_ok = False
-                self.metrics.storage_errors.inc()
-                logger.warning(
-                    "write_batch failed for partition %s (%d entries), retry in %.2fs: %s",
-                    partition,
-                    len(entries),
-                    delay,
-                    exc,
-                )
-                self.heartbeat = time.monotonic()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.settings.retry_max_s)
-
     # -- reading ---------------------------------------------------------------------
     async def read_once(self, partition: int, last_id: str = ">") -> list[Entry]:
-        """One XREADGROUP on one partition; ``last_id="0"`` re-reads our own pending list."""
+        """One XREADGROUP on one partition; another ``last_id`` pages our own pending list."""
         block = None if last_id != ">" else self.settings.block_ms
         reply = await resolve(
             self.redis.xreadgroup(
@@ -196,24 +262,31 @@ class Reader:
         return _entries(reply[0][1])
 
     async def run_partition(self, partition: int) -> None:
-        """Read one partition until stopped: first our own pending entries, then new ones."""
+        """Read one partition until stopped: our own pending entries first, then new ones.
+
+        Claimed entries handed over by :meth:`reclaim` are written between reads.
+        """
+        state = self.states[partition]
         cursor = "0"  # a restart under the same name resumes what it held before dying
         while not self.stopping:
             try:
+                if state.handoff:
+                    await self.handle_batch(partition, state.handoff.popleft())
+                    continue
                 entries = await self.read_once(partition, cursor)
-                self.heartbeat = time.monotonic()
                 if cursor != ">":
                     if not entries:
-                        cursor = ">"
+                        cursor, state.resumed = ">", True
                         continue
+                    cursor = entries[-1][0]
+                    entries = [e for e in entries if e[0] not in state.held]
                     entries = await self.drop_poison(partition, entries)
                 if entries:
-                    await self.write_with_retry(partition, entries)
-            except RedisError as exc:
-                # whatever we held stays in our pending list: re-read it once Redis is back
+                    await self.handle_batch(partition, entries)
+            except (RedisError, OSError) as exc:
+                # a read failed: what it may have delivered is in our pending list; re-read
                 logger.warning("redis failed on partition %s: %s", partition, exc)
-                cursor = "0"
-                self.heartbeat = time.monotonic()
+                cursor, state.resumed = "0", False
                 await asyncio.sleep(self.settings.retry_max_s)
 
     async def _until_done(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
@@ -225,7 +298,6 @@ class Reader:
                 return True
             except Exception as exc:  # the database or Redis may come up after us
                 logger.warning("%s failed, retry in %.2fs: %s", what, delay, exc)
-                self.heartbeat = time.monotonic()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
         return False
@@ -233,13 +305,16 @@ class Reader:
     async def _open_store(self) -> None:
         try:
             await self.store.open()
-        except Exception:
-            self.storage_ok = False
+        except Exception as exc:
+            self.storage_ok, self.storage_problem = False, f"storage: {type(exc).__name__}"
+            self.metrics.storage_available.set(0)
             raise
-        self.storage_ok = True
+        self.storage_ok, self.storage_problem = True, ""
+        self.metrics.storage_available.set(1)
 
     async def run(self) -> None:
-        """All partitions concurrently; returns when :meth:`stop` was called.
+        """All partitions concurrently, plus the keep-alive; returns once :meth:`stop` was
+        called and the batches in flight are finished.
 
         Storage or Redis being down at start is waited out (readiness says so), not fatal.
         """
@@ -249,9 +324,50 @@ class Reader:
             "creating the consumer group", lambda: ensure_group(self.redis, self.layout)
         ):
             return
+        # the keep-alive outlives the partition tasks: a batch still being retried after
+        # stop() (until the shutdown timeout) must not be claimed meanwhile
+        done = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
-            for partition in range(self.layout.partitions):
-                tg.create_task(self.run_partition(partition))
+            tg.create_task(
+                keepalive.run(
+                    self.redis,
+                    self.layout,
+                    self.settings.consumer_name,
+                    self.states,
+                    self.settings.keepalive_s,
+                    done,
+                ),
+                name="keepalive",
+            )
+            try:
+                async with asyncio.TaskGroup() as partitions:
+                    for state in self.states:
+                        state.task = partitions.create_task(
+                            self.run_partition(state.partition),
+                            name=f"partition-{state.partition}",
+                        )
+            finally:
+                done.set()
+
+    # -- health ----------------------------------------------------------------------
+    def dead_tasks(self) -> list[str]:
+        """Tasks that ended although we are not stopping (liveness fails then)."""
+        if self.stopping:
+            return []
+        dead = [f"partition {s.partition}" for s in self.states if not s.alive]
+        if self.main_task is not None and self.main_task.done():
+            dead.append("read loop")
+        return dead
+
+    def stalled(self, now: float | None = None) -> dict[int, float]:
+        """Partitions holding entries without progress for ``stall_s``: seconds each."""
+        now = time.monotonic() if now is None else now
+        out = {}
+        for state in self.states:
+            age = state.stalled_for(now)
+            if age >= self.settings.stall_s:
+                out[state.partition] = age
+        return out
 
     # -- re-deliveries ---------------------------------------------------------------
     async def drop_poison(self, partition: int, entries: Sequence[Entry]) -> list[Entry]:
@@ -271,18 +387,22 @@ class Reader:
             await deadletter.move(self.redis, self.layout, partition, letters)
             self.metrics.dead_lettered.labels("max_deliveries").inc(len(letters))
             logger.warning(
-                "dead-lettered %d poison entries of partition %s", len(letters), partition
+                "dead-lettered %d entries of partition %s that went to %d+ consumers",
+                len(letters),
+                partition,
+                limit + 1,
             )
         dead = {i for i, _ in poison}
         return [(i, f) for i, f in entries if i not in dead]
 
     async def _delivery_counts(self, partition: int, entries: Sequence[Entry]) -> dict[str, int]:
+        ids = sorted((i for i, _ in entries), key=id_key)
         rows = await resolve(
             self.redis.xpending_range(
                 self.layout.stream(partition),
                 GROUP,
-                min=entries[0][0],
-                max=entries[-1][0],
+                min=ids[0],
+                max=ids[-1],
                 count=len(entries) * 2 + 10,
                 consumername=self.settings.consumer_name,
             )
@@ -294,29 +414,47 @@ class Reader:
             for r in rows
         }
 
-    async def process_claimed(self, partition: int, entries: Sequence[Entry]) -> None:
-        """Entries taken over from another consumer: poison check, then the normal path."""
+    async def adopt(self, partition: int, entries: Sequence[Entry]) -> int:
+        """Entries just claimed from another consumer: poison check, then hand them to the
+        partition's task. Returns how many were handed over."""
+        if not entries:
+            return 0
         self.metrics.reclaimed.inc(len(entries))
-        rest = await self.drop_poison(partition, entries)
-        for start in range(0, len(rest), self.settings.batch):
-            await self.write_with_retry(partition, rest[start : start + self.settings.batch])
+        state = self.states[partition]
+        rest = await self.drop_poison(partition, [e for e in entries if e[0] not in state.held])
+        if rest:
+            state.hand_over(rest)
+        return len(rest)
 
     async def reclaim(self, partition: int) -> int:
-        """XAUTOCLAIM entries idle beyond the claim time, following the cursor to the end."""
+        """XAUTOCLAIM entries idle beyond the claim time (consumers that stopped) and hand
+        them to the partition's task; returns the number claimed.
+
+        A partition still re-reading its own pending entries after a start is skipped (the
+        two would deliver the same entries twice), and so is one whose task has
+        :data:`MAX_HANDOFF` claimed batches waiting (memory stays bounded while it is busy).
+        """
+        state = self.states[partition]
+        if not state.resumed:
+            return 0
         stream = self.layout.stream(partition)
         cursor: str | bytes = "0-0"
         total = 0
-        while True:
-            reply = await resolve(
-                self.redis.xautoclaim(
-                    stream,
-                    GROUP,
-                    self.settings.consumer_name,
-                    min_idle_time=self.settings.claim_idle_ms,
-                    start_id=cursor,
-                    count=self.settings.batch,
+        while len(state.handoff) < MAX_HANDOFF:
+            try:
+                reply = await resolve(
+                    self.redis.xautoclaim(
+                        stream,
+                        GROUP,
+                        self.settings.consumer_name,
+                        min_idle_time=self.settings.claim_idle_ms,
+                        start_id=cursor,
+                        count=self.settings.batch,
+                    )
                 )
-            )
+            except ResponseError as exc:  # stream or group deleted by an operator meanwhile
+                logger.warning("reclaim of partition %s skipped: %s", partition, exc)
+                break
             cursor, claimed = reply[0], _entries(reply[1])
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:
@@ -325,10 +463,11 @@ class Reader:
                     "partition %s: %d pending ids no longer exist", partition, len(deleted)
                 )
             if claimed:
-                await self.process_claimed(partition, claimed)
+                await self.adopt(partition, claimed)
                 total += len(claimed)
             if cursor in (b"0-0", "0-0"):
-                return total
+                break
+        return total
 
     async def reclaim_all(self) -> int:
         total = 0

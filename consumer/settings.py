@@ -1,4 +1,4 @@
-"""Settings of the consumer process (docs/operations.md, "Configuration").
+"""Settings of the consumer process (every variable is listed in docs/operations.md).
 
 Pipeline position: built once by ``consumer.__main__`` from the environment and passed to
 the worker, reader, maintenance and health server. Inherits the storage and stream settings
@@ -28,9 +28,9 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
     block_ms: int = Field(1000, ge=1, le=60_000, validation_alias="LEVIATHAN_CONSUMER_BLOCK_MS")
     """XREADGROUP BLOCK: how long an idle partition reader waits for new entries."""
     claim_idle_ms: int = Field(30_000, ge=100, validation_alias="LEVIATHAN_CONSUMER_CLAIM_IDLE_MS")
-    """Entries pending longer than this (a crashed or stuck consumer) are XAUTOCLAIMed."""
+    """Entries idle this long are XAUTOCLAIMed; a live consumer refreshes those it holds."""
     max_deliveries: int = Field(5, ge=1, validation_alias="LEVIATHAN_CONSUMER_MAX_DELIVERIES")
-    """An entry delivered more often than this (Redis' count) moves to the dead stream."""
+    """An entry delivered more often (to consumers that died with it) is dead-lettered."""
     stale_consumer_ms: int = Field(
         3_600_000, ge=1000, validation_alias="LEVIATHAN_CONSUMER_STALE_MS"
     )
@@ -51,6 +51,8 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
         30.0, gt=0, validation_alias="LEVIATHAN_CONSUMER_SHUTDOWN_TIMEOUT_S"
     )
     """On SIGTERM, how long to wait for the in-flight batch to be written and acked."""
+    stall_s: float = Field(60.0, gt=0, validation_alias="LEVIATHAN_CONSUMER_STALL_S")
+    """A partition holding entries with no commit for this long is reported stalled."""
 
     arq_redis_url: str | None = Field(None, validation_alias="LEVIATHAN_ARQ_REDIS_URL")
     """Single-node Redis of arq (health key, cron and admin jobs); default: the stream Redis.
@@ -85,6 +87,10 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
         return self
 
     @property
-    def heartbeat_max_age_s(self) -> float:
-        """/healthz fails when the read loop has not turned for this long."""
-        return self.block_ms / 1000 * 3 + self.retry_max_s + 10
+    def keepalive_s(self) -> float:
+        """How often held entries are refreshed (XCLAIM JUSTID): well inside the claim idle.
+
+        Entries held longer than this are refreshed on the next tick, one tick later at the
+        latest, so an entry a live consumer works on never reaches half the claim idle.
+        """
+        return self.claim_idle_ms / 1000 / 4

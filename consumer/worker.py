@@ -1,7 +1,8 @@
 """The arq worker hosting the consumer process (the only module importing arq).
 
 Pipeline position: ``consumer.__main__`` builds :class:`ConsumerSettings` and calls
-:func:`run`. arq owns the process: Redis pool, health key (``--check``), cron jobs for
+:func:`run`. arq owns the process: Redis pool, health key (``--check``: written by arq's own
+loop, so like /healthz it reflects the process, not storage), cron jobs for
 reclaim/trim/lag/stale consumers and jobs for operator work (replay dead letters, rebuild
 the graph). arq reads no streams, so the read loop is a long-running task started in
 ``on_startup`` and stopped in ``on_shutdown``: on SIGTERM arq cancels its own main task
@@ -17,9 +18,9 @@ import dataclasses
 import gc
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import arq.worker
 import orjson
@@ -97,7 +98,7 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
         metrics = ConsumerMetrics()
         reader = Reader(redis=redis, store=store, settings=settings, metrics=metrics)
         runner = await health.start(reader, metrics)
-        task = asyncio.create_task(reader.run(), name="consumer-read-loop")
+        task = reader.start()
         ctx[SPIDER] = forwarder.start_beside(
             settings,
             settings.redis_url,
@@ -140,25 +141,40 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     await d.redis.aclose()
 
 
+T = TypeVar("T")
+
+
+async def _routine(what: str, step: Awaitable[T], fallback: T) -> T:
+    """Run one maintenance step; Redis being away costs one log line, not a traceback per
+    cron run (the read loop reports the outage, and the next run tries again)."""
+    try:
+        return await step
+    except (RedisError, OSError) as exc:
+        logger.warning("%s skipped, Redis unavailable: %s", what, type(exc).__name__)
+        return fallback
+
+
 async def reclaim_job(ctx: dict[str, Any]) -> int:
-    return await deps(ctx).reader.reclaim_all()
+    return await _routine("reclaim", deps(ctx).reader.reclaim_all(), 0)
 
 
 async def trim_job(ctx: dict[str, Any]) -> int:
-    return await maintenance.trim_all(deps(ctx).reader)
+    return await _routine("trim", maintenance.trim_all(deps(ctx).reader), 0)
 
 
 async def lag_job(ctx: dict[str, Any]) -> None:
     d = deps(ctx)
-    await maintenance.record_lag(d.reader, d.metrics)
+    await _routine("lag metrics", maintenance.record_lag(d.reader, d.metrics), None)
 
 
 async def stale_consumers_job(ctx: dict[str, Any]) -> list[str]:
-    return await maintenance.remove_stale_consumers(deps(ctx).reader)
+    return await _routine(
+        "stale consumer removal", maintenance.remove_stale_consumers(deps(ctx).reader), []
+    )
 
 
 async def replay_dead_letters(ctx: dict[str, Any], ids: list[str] | None = None) -> int:
-    """Operator job: put dead entries back on their partition streams."""
+    """Operator job: put dead entries (all, or ``dlq list`` handles) back on their streams."""
     d = deps(ctx)
     return (await replay(d.redis, d.settings.layout, ids)).replayed
 

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from ingest import waiters
 from ingest.backpressure import LagGauge
 from ingest.body import read_bundle
 from ingest.entry import entry_fields
@@ -136,8 +137,10 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
         count = len(bundle.events)
         rt.metrics.bundle_bytes.observe(size)
         rt.metrics.bundle_events.observe(count)
-        if wait is not None and await rt.waiters.wait(partition, entry_id, wait):
-            return json_bytes({"status": "ok", "bundle_id": bundle.bundle_id, "ingested": count})
+        if wait is not None:
+            counts = await rt.waiters.wait_all([(partition, entry_id)], wait)
+            if counts is not None:
+                return json_bytes(waiters.answer(bundle.bundle_id, count, counts))
         body = {"status": "accepted", "bundle_id": bundle.bundle_id, "ingested": count}
         return json_bytes(body, status=202)
 

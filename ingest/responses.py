@@ -1,4 +1,4 @@
-"""Response wrapper models of the ingest tier's HTTP API (DESIGN §2, §5).
+"""Response wrapper models of the ingest tier's HTTP API (shapes listed in README.md).
 
 Pipeline position: the query handlers serialise these and :mod:`ingest.openapi` generates
 the document from them, so each wire shape is declared once. Item models come from
@@ -70,9 +70,15 @@ class InvalidateAccepted(Accepted):
 
 
 class IngestOk(BaseModel):
-    status: Literal["ok"]
+    """``?wait=`` answer once the consumers finished every entry of the bundle."""
+
+    status: Literal["ok", "partial"]  # partial: some events went to a dead stream
     bundle_id: str
     ingested: int
+    stored: int
+    revisions: int
+    duplicates: int
+    dead_lettered: int
 
 
 class ErrorItem(BaseModel):

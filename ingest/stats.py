@@ -1,8 +1,10 @@
-"""GET /v1/stats: per-partition queue figures read from Redis (DESIGN §3, §5).
+"""GET /v1/stats: per-partition queue figures read from Redis.
 
 Pipeline position: reads the streams the publisher writes and the consumers drain. Each
 partition's stream is queried with its own commands (XLEN, XINFO GROUPS, XINFO CONSUMERS)
 because a Redis Cluster rejects commands spanning keys of several partitions.
+``dead_letters`` counts the entries of every partition's dead stream plus those left in
+the single dead stream of earlier releases (docs/operations.md, "Dead letters").
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ async def _partition(redis: Redis, layout: StreamLayout, partition: int) -> Part
 
 async def collect(redis: Redis, layout: StreamLayout) -> Stats:
     parts = [await _partition(redis, layout, p) for p in range(layout.partitions)]
-    dead = int(await resolve(redis.xlen(layout.dead)))
+    dead = 0
+    for key in [*layout.dead_streams(), layout.legacy_dead]:
+        dead += int(await resolve(redis.xlen(key)))
     return Stats(
         partitions=parts,
         total_length=sum(p.length for p in parts),

@@ -3,16 +3,17 @@
 Pipeline position: the far end of the pipeline. After the queue drained and both tiers
 stopped, the test process opens the same store the consumer wrote and checks: every event
 id that got a 2xx is stored exactly once (0 lost, 0 duplicated), nothing is stored that no
-client sent, nothing went to the dead-letter stream, every partition's hash chain verifies
-and together the chains cover every stored event, and the stored graph equals
-:func:`storage.projection.project` applied to the stored events. On the client side: no 5xx
-other than 503, every 503 carried ``Retry-After``, no request timed out (a hang), and only the
-failure kinds the scenario allows.
+client sent, nothing went to a dead stream but what the scenario planted there, every
+partition's hash chain verifies and together the chains cover every stored event, and the
+stored graph equals :func:`storage.projection.project` applied to the stored events. On the
+client side: no 5xx other than 503, every 503 carried ``Retry-After``, no request timed out
+(a hang), and only the failure kinds the scenario allows.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from storage.config import create_store
 from storage.projection import Graph, project
 from tests.chaos.chaos_load import LoadClient
 from tests.chaos.chaos_stack import PARTITIONS, Stack
+
+Report = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +92,16 @@ async def audit(stack: Stack, load: LoadClient) -> Audit:
     )
 
 
-def assert_stored_exactly_once(result: Audit, load: LoadClient) -> None:
+def assert_stored_exactly_once(result: Audit, load: LoadClient, dead_letters: int = 0) -> None:
+    """Every accepted event stored once, nothing else; ``dead_letters`` entries (those the
+    scenario planted on purpose) and no more in the dead streams."""
     assert load.accepted_ids, "the load client never got a 2xx: the scenario proved nothing"
     assert result.lost == 0, f"{result.lost} events answered 2xx are not in storage"
     assert result.duplicated == 0, f"{result.duplicated} event ids are stored more than once"
     assert result.phantom == 0, f"{result.phantom} stored events were never sent"
-    assert result.dead_letters == 0, f"{result.dead_letters} entries were dead-lettered"
+    assert result.dead_letters == dead_letters, (
+        f"{result.dead_letters} entries were dead-lettered, expected {dead_letters}"
+    )
     assert not result.chain_problems, result.chain_problems
     assert result.chained == result.stored, (
         f"the chains cover {result.chained} events, storage holds {result.stored}"
@@ -112,3 +119,15 @@ def assert_client_saw(load: LoadClient, allowed: set[str]) -> None:
     assert not bare_503, f"{len(bare_503)} answers 503 without Retry-After"
     unexpected = {s: n for s, n in seen.items() if s not in {"200", "202", *allowed}}
     assert not unexpected, f"unexpected answers {unexpected} (allowed: 2xx, {sorted(allowed)})"
+
+
+async def finish(
+    stack: Stack, load: LoadClient, report: Report, dead_letters: int = 0, **extra: Any
+) -> None:
+    """Drain, stop both tiers (exit 0), audit storage and the client's answers."""
+    await stack.wait_drained(120)
+    codes = await stack.stop()
+    result = await audit(stack, load)
+    report({**load.summary(), **result.as_dict(), **extra, "exit_codes": codes})
+    assert_stored_exactly_once(result, load, dead_letters)
+    assert codes == {"ingest": 0, "consumer": 0}, codes

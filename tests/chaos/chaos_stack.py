@@ -26,6 +26,12 @@ from tests.chaos.chaos_support import Child, tier_argv
 from tests.consumer.process_support import backlog, free_port
 
 TOKEN = "chaos-token-0123456789abcdef"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 PARTITIONS = 4
 
 
@@ -140,6 +146,30 @@ class Stack:
         finally:
             await redis.aclose()
 
+    async def backlog(self) -> int:
+        """Entries not yet committed: undelivered plus delivered-but-unacked."""
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return await backlog(redis, self.layout)
+        finally:
+            await redis.aclose()
+
+    async def wait_holding(self, seconds: float) -> bool:
+        """Until the consumer holds delivered, unacked entries (True), polled every 2 ms on one
+        connection, or ``seconds`` passed (False)."""
+        redis = Redis.from_url(self.redis_url)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                for stream in self.layout.streams():
+                    with contextlib.suppress(ResponseError):
+                        if int((await redis.xpending(stream, GROUP))["pending"]) > 0:
+                            return True
+                await asyncio.sleep(0.002)
+            return False
+        finally:
+            await redis.aclose()
+
     async def pending(self) -> int:
         """Entries delivered to the consumer but not acked (e.g. held by a killed one)."""
         redis = Redis.from_url(self.redis_url)
@@ -153,11 +183,27 @@ class Stack:
             await redis.aclose()
 
     async def dead_letters(self) -> int:
+        return len(await self.dead_entries())
+
+    async def dead_entries(self) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every entry of every dead stream (the partitions' and the old single one)."""
         redis = Redis.from_url(self.redis_url)
         try:
-            return int(await resolve(redis.xlen(self.layout.dead)))
+            out = []
+            for key in [*self.layout.dead_streams(), self.layout.legacy_dead]:
+                out += [(_text(i), f) for i, f in await resolve(redis.xrange(key))]
+            return out
         finally:
             await redis.aclose()
+
+    async def probe_consumer(self, path: str) -> tuple[int, str]:
+        """GET one of the consumer's own endpoints (/healthz, /readyz, /metrics)."""
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{self.consumer_url}{path}") as resp,
+        ):
+            return resp.status, await resp.text()
 
     async def stop(self) -> dict[str, int | None]:
         """SIGTERM both tiers (in parallel, bounded); their exit codes."""

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
 from consumer.settings import ConsumerSettings
-from storage.base import BatchResult, EventStore, StorageUnavailable
+from storage.base import BatchResult, EventStore, StorageDataError, StorageUnavailable
 from storage.config import create_store
 from storage.envelope import Envelope, encode
 from storage.queue import StreamLayout, resolve
@@ -62,6 +62,29 @@ class FlakyStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class RefusingStore(FlakyStore):
+    """Wraps a real store; a batch holding a bundle in ``bad`` raises StorageDataError, as a
+    backend does for a value it cannot store. ``down`` makes every call StorageUnavailable
+    (an outage), and so does every call from number ``down_from`` on. Records every call."""
+
+    def __init__(self, inner: EventStore, bad: set[str]) -> None:
+        super().__init__(inner, failures=0)
+        self.bad = bad
+        self.down = False
+        self.down_from: int | None = None
+        self.batches: list[list[str]] = []
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        self.calls += 1
+        self.batches.append([e.bundle.bundle_id for e in envelopes])
+        if self.down or (self.down_from is not None and self.calls >= self.down_from):
+            raise StorageUnavailable("database went away (test)")
+        refused = [e.bundle.bundle_id for e in envelopes if e.bundle.bundle_id in self.bad]
+        if refused:
+            raise StorageDataError(f"value out of range in bundle {refused[0]} (test)")
+        return await self.inner.write_batch(partition, envelopes)
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from consumer import maintenance
@@ -65,9 +68,13 @@ async def test_stale_consumer_is_removed_only_after_its_entries_are_processed(
     )
     assert await maintenance.remove_stale_consumers(live) == []  # not idle long enough yet
     live.settings.stale_consumer_ms = 0  # now it is
+    await asyncio.sleep(live.settings.claim_idle_ms / 1000 + 0.05)
     assert await maintenance.remove_stale_consumers(live) == ["gone"]
     names = [c["name"] for c in await resolve(fake_redis.xinfo_consumers(stream, GROUP))]
     assert b"gone" not in names
+    # its entry is ours now, handed to our partition task, which stores and acks it
+    [handed] = live.states[0].handoff
+    await live.handle_batch(0, handed)
     assert int((await resolve(fake_redis.xpending(stream, GROUP)))["pending"]) == 0
     assert await ndjson_store.count_events() == 5
 
@@ -84,3 +91,63 @@ async def test_lag_gauge_counts_undelivered_entries(
     await maintenance.record_lag(reader, reader.metrics)
     assert reader.metrics.lag.labels("0")._value.get() == 3
     assert reader.metrics.pending.labels("0")._value.get() == 2
+
+
+async def test_trim_keeps_what_any_group_still_needs(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """A second group (a forwarder) that lags behind pins trimming at its own position."""
+    reader = one_partition_reader(fake_redis, ndjson_store, tmp_path, "c1")
+    await ensure_group(fake_redis, reader.layout)
+    stream = reader.layout.stream(0)
+    await resolve(fake_redis.xgroup_create(stream, "forwarder", id="0"))
+    raws = [f.attempt_lifecycle(f"a{i}", f"t{i}") for i in range(6)]
+    await add_bundles(fake_redis, reader.layout, raws)
+    all_ids = await ids_in(fake_redis, stream)
+    for _ in range(3):
+        await reader.handle_batch(0, await reader.read_once(0))  # writers acked all six
+    assert await maintenance.trim_partition(fake_redis, stream) == 0  # forwarder read none
+    got = await resolve(fake_redis.xreadgroup("forwarder", "f1", {stream: ">"}, count=3))
+    delivered = [i.decode() for i, _ in got[0][1]]
+    await resolve(fake_redis.xack(stream, "forwarder", delivered[0], delivered[2]))
+    assert await maintenance.trim_partition(fake_redis, stream) == 1  # its pending 2nd stays
+    assert await ids_in(fake_redis, stream) == all_ids[1:]
+
+
+async def test_trim_survives_pending_vanishing_and_groups_disappearing(
+    fake_redis: Redis,
+    ndjson_store: EventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pending entries are acked (or the group is destroyed) between XINFO and XPENDING,
+    as another replica's read loop or an operator does under load."""
+    reader = one_partition_reader(fake_redis, ndjson_store, tmp_path, "c1")
+    await ensure_group(fake_redis, reader.layout)
+    stream = reader.layout.stream(0)
+    await add_bundles(fake_redis, reader.layout, [f.attempt_lifecycle("a", "t")])
+    held = await reader.read_once(0)
+    xpending = fake_redis.xpending
+
+    async def acked_meanwhile(name: str, groupname: str) -> object:
+        await resolve(fake_redis.xack(name, groupname, *[i for i, _ in held]))
+        return await resolve(xpending(name, groupname))
+
+    monkeypatch.setattr(fake_redis, "xpending", acked_meanwhile)
+    assert await maintenance.trim_partition(fake_redis, stream) == 1
+    assert await ids_in(fake_redis, stream) == []
+
+    await add_bundles(fake_redis, reader.layout, [f.attempt_lifecycle("b", "t")])
+    await reader.read_once(0)
+
+    async def destroyed_meanwhile(name: str, groupname: str) -> object:
+        await resolve(fake_redis.xgroup_destroy(name, groupname))
+        return await resolve(xpending(name, groupname))
+
+    monkeypatch.setattr(fake_redis, "xpending", destroyed_meanwhile)
+    with caplog.at_level(logging.WARNING, logger="consumer.maintenance"):
+        assert await maintenance.trim_partition(fake_redis, stream) == 0
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"trim of {stream} skipped: ")
+    assert record.exc_info is None  # one line, no traceback

@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 from consumer import deadletter
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
-from storage.base import BatchResult, EventStore
+from storage.base import BatchResult, EntryOutcome, EventStore
 from storage.envelope import Envelope
-from storage.queue import GROUP, committed_token, resolve
+from storage.queue import GROUP, EntryCounts, announce_token, resolve
 from tests import factories as f
 from tests.consumer.conftest import FlakyStore, add_bundles, make_settings
 
@@ -50,42 +50,41 @@ async def test_batch_is_written_then_acked_and_announced(reader: Reader) -> None
             tokens.update(message["data"].decode().split(","))
         assert await pending(reader.redis, layout.stream(partition)) == 0
     await pubsub.aclose()  # type: ignore[no-untyped-call]
-    assert tokens == {committed_token(p, i) for p, i in added}
+    done = EntryCounts(stored=5)  # each lifecycle bundle: five new events
+    assert tokens == {announce_token(p, i, done) for p, i in added}
     for p, i in added:
-        assert await resolve(reader.redis.get(layout.committed_key(p, i))) == b"1"
+        assert await resolve(reader.redis.get(layout.committed_key(p, i))) == b"5.0.0.0"
     expected = sorted(e["event_id"] for raw in raws for e in raw["events"])  # type: ignore[attr-defined]
     assert sorted(await stored_ids(reader.store)) == expected
     assert reader.metrics.events_written._value.get() == len(expected)
 
 
-async def test_storage_error_leaves_batch_pending_then_retry_succeeds(
+async def test_outage_keeps_the_batch_pending_and_retries_until_storage_returns(
     reader: Reader, ndjson_store: EventStore
 ) -> None:
-    flaky = FlakyStore(ndjson_store, failures=1)
+    flaky = FlakyStore(ndjson_store, failures=10**9)  # down until we say otherwise
     reader.store = flaky
     (partition, _), *_ = await add_bundles(reader.redis, reader.layout, lifecycle(1))
     entries = await reader.read_once(partition)
-    with pytest.raises(Exception, match="went away"):
-        await reader.handle_batch(partition, entries)
+    task = asyncio.create_task(reader.handle_batch(partition, entries))
+    for _ in range(100):
+        if flaky.calls >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert not reader.storage_ok
+    assert "StorageUnavailable" in reader.storage_problem
+    assert reader.metrics.storage_available._value.get() == 0
     assert await pending(reader.redis, reader.layout.stream(partition)) == 1
     assert await stored_ids(ndjson_store) == []
-    await reader.handle_batch(partition, entries)
+    assert await resolve(reader.redis.xlen(reader.layout.dead_stream(partition))) == 0
+    flaky.failures = 0  # the database is back
+    counts = await asyncio.wait_for(task, 5)
+    assert counts == EntryCounts(stored=5)
+    assert reader.storage_ok
+    assert reader.metrics.storage_available._value.get() == 1
+    assert reader.metrics.storage_errors._value.get() == flaky.calls - 1
     assert await pending(reader.redis, reader.layout.stream(partition)) == 0
     assert len(await stored_ids(ndjson_store)) == 5
-
-
-async def test_write_with_retry_backs_off_until_storage_returns(
-    reader: Reader, ndjson_store: EventStore
-) -> None:
-    flaky = FlakyStore(ndjson_store, failures=3)
-    reader.store = flaky
-    (partition, _), *_ = await add_bundles(reader.redis, reader.layout, lifecycle(1))
-    entries = await reader.read_once(partition)
-    await asyncio.wait_for(reader.write_with_retry(partition, entries), 5)
-    assert flaky.calls == 4
-    assert reader.storage_ok
-    assert reader.metrics.storage_errors._value.get() == 3
-    assert await pending(reader.redis, reader.layout.stream(partition)) == 0
 
 
 async def test_undecodable_entry_is_dead_at_once_and_rest_flows(reader: Reader) -> None:
@@ -97,7 +96,7 @@ async def test_undecodable_entry_is_dead_at_once_and_rest_flows(reader: Reader) 
         entries = await reader.read_once(p)
         if entries:
             await reader.handle_batch(p, entries)
-    dead = await resolve(reader.redis.xrange(layout.dead))
+    dead = await resolve(reader.redis.xrange(layout.dead_stream(0)))
     assert len(dead) == 1
     fields = dead[0][1]
     assert fields[deadletter.ENTRY_ID].decode() == bad_id
@@ -105,22 +104,39 @@ async def test_undecodable_entry_is_dead_at_once_and_rest_flows(reader: Reader) 
     assert fields[b"bundle"] == b"{nope"
     assert await pending(reader.redis, stream) == 0
     assert len(await stored_ids(reader.store)) == 5
+    # a waiter for the bad entry is answered too: one (uncountable) event dead-lettered
+    marker = await resolve(reader.redis.get(layout.committed_key(0, bad_id)))
+    assert EntryCounts.parse(marker) == EntryCounts(dead_lettered=1)
 
 
-async def test_conflicting_event_goes_to_dead_with_reason(reader: Reader) -> None:
+async def test_backend_outcomes_are_announced_per_entry(reader: Reader) -> None:
+    """Revisions and duplicates reported by the backend reach the markers and metrics."""
     layout = reader.layout
     first = f.body("t", "b-same", [f.event("task.created", {"task_id": "x"}, event_id="e-1")])
-    second = f.body("t", "b-same", [f.event("task.created", {"task_id": "y"}, event_id="e-1")])
-    [(partition, _)] = await add_bundles(reader.redis, layout, [first])
+    again = f.body("t", "b-same", [f.event("task.created", {"task_id": "x"}, event_id="e-1")])
+    [(partition, first_id)] = await add_bundles(reader.redis, layout, [first])
     await reader.handle_batch(partition, await reader.read_once(partition))
-    await add_bundles(reader.redis, layout, [second])
+    [(_, again_id)] = await add_bundles(reader.redis, layout, [again])
+    counts = await reader.handle_batch(partition, await reader.read_once(partition))
+    assert counts == EntryCounts(duplicates=1)
+    assert await resolve(reader.redis.get(layout.committed_key(partition, first_id))) == b"1.0.0.0"
+    assert await resolve(reader.redis.get(layout.committed_key(partition, again_id))) == b"0.0.1.0"
+    assert reader.metrics.duplicates._value.get() == 1
+
+    class Revising(FlakyStore):
+        async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+            outcomes = {e.entry_id: EntryOutcome(revisions=len(e.bundle.events)) for e in envelopes}
+            return BatchResult(
+                revisions=sum(o.revisions for o in outcomes.values()), outcomes=outcomes
+            )
+
+    reader.store = Revising(reader.store, 0)
+    [(_, revised_id)] = await add_bundles(reader.redis, layout, [again])
     await reader.handle_batch(partition, await reader.read_once(partition))
-    dead = await resolve(reader.redis.xrange(layout.dead))
-    assert [d[1][deadletter.REASON] for d in dead] == [b"conflict"]
-    assert dead[0][1][b"event_id"] == b"e-1"
-    assert b'"y"' in dead[0][1][b"event"]
-    assert await pending(reader.redis, layout.stream(partition)) == 0
-    assert reader.metrics.conflicts._value.get() == 1
+    assert (
+        await resolve(reader.redis.get(layout.committed_key(partition, revised_id))) == b"0.1.0.0"
+    )
+    assert reader.metrics.revisions._value.get() == 1
 
 
 async def test_reclaim_dead_letters_poison_while_the_rest_flows(
@@ -140,10 +156,16 @@ async def test_reclaim_dead_letters_poison_while_the_rest_flows(
     for _ in range(3):  # three more deliveries of one entry: crashed consumers before
         await resolve(fake_redis.xclaim(stream, GROUP, "ghost", 0, [poison]))
     await asyncio.sleep(0.15)  # past claim_idle_ms
+    assert await reader.reclaim(0) == 0  # not before our own pending list was re-read
+    reader.states[0].resumed = True
     assert await reader.reclaim(0) == 3
-    dead = await resolve(fake_redis.xrange(settings.layout.dead))
+    dead = await resolve(fake_redis.xrange(settings.layout.dead_stream(0)))
     assert [d[1][deadletter.ENTRY_ID].decode() for d in dead] == [poison]
     assert dead[0][1][deadletter.REASON].startswith(b"max_deliveries")
+    # the rest is handed to the partition's task (the only writer of the partition)
+    [handed] = reader.states[0].handoff
+    assert [i for i, _ in handed] == [i for i, _ in entries[1:]]
+    await reader.handle_batch(0, reader.states[0].handoff.popleft())
     assert await pending(fake_redis, stream) == 0
     assert len(await stored_ids(ndjson_store)) == 10
     assert reader.metrics.reclaimed._value.get() == 3
@@ -221,7 +243,9 @@ async def test_killed_between_write_and_xack_is_reclaimed_and_stored_once(
         ConsumerMetrics(),
     )
     await asyncio.sleep(victim_settings.claim_idle_ms / 1000 + 0.05)
+    survivor.states[partition].resumed = True
     assert await survivor.reclaim(partition) == len(entries)
+    await survivor.handle_batch(partition, survivor.states[partition].handoff.popleft())
     assert await pending(fake_redis, stream) == 0
     assert sorted(await stored_ids(ndjson_store)) == written_once  # nothing twice
     assert survivor.metrics.duplicates._value.get() == len(written_once)

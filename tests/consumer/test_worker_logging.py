@@ -1,13 +1,22 @@
-"""consumer.worker's log filter: routine cron lines hidden at INFO, failures always shown."""
+"""consumer.worker's logging: routine cron lines hidden at INFO, failures always shown, and a
+maintenance job that cannot reach Redis logs one line instead of a traceback."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
+from redis.asyncio import Redis
 
-from consumer.worker import _QuietRoutine
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from consumer.worker import _QuietRoutine, lag_job, reclaim_job, stale_consumers_job, trim_job
+from storage.config import create_store
+from tests.consumer.conftest import make_settings
 
 
 def _record(level: int, msg: str) -> logging.LogRecord:
@@ -40,3 +49,31 @@ def test_operator_jobs_and_failures_are_kept() -> None:
 def test_debug_shows_everything() -> None:
     logging.getLogger().setLevel(logging.DEBUG)
     assert _QuietRoutine().filter(_record(logging.INFO, "  0.49s → cron:lag_job()"))
+
+
+async def test_maintenance_jobs_log_one_line_while_redis_is_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
+    redis = Redis.from_url(settings.redis_url)
+    store = create_store(settings)
+    reader = Reader(redis, store, settings, ConsumerMetrics())
+    for state in reader.states:
+        state.resumed = True
+    deps = SimpleNamespace(reader=reader, metrics=reader.metrics)
+    ctx = {"deps": deps}
+    with (
+        patch("consumer.worker.deps", lambda ctx: ctx["deps"]),
+        caplog.at_level(logging.WARNING, logger="consumer.worker"),
+    ):
+        assert await reclaim_job(ctx) == 0
+        assert await trim_job(ctx) == 0
+        assert await stale_consumers_job(ctx) == []
+        await lag_job(ctx)
+    await redis.aclose()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"{what} skipped, Redis unavailable: ConnectionError"
+        for what in ("reclaim", "trim", "stale consumer removal", "lag metrics")
+    ]
+    assert all(r.exc_info is None for r in caplog.records)

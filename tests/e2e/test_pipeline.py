@@ -121,6 +121,10 @@ async def test_posted_bundles_are_stored_exactly(
             "status": "ok",
             "bundle_id": raw["bundle_id"],
             "ingested": len(raw["events"]),
+            "stored": len(raw["events"]),
+            "revisions": 0,
+            "duplicates": 0,
+            "dead_lettered": 0,
         }
 
     expected = {

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from ingest.app import RUNTIME_KEY, create_app
 from ingest.waiters import Waiters
 from storage.envelope import decode
-from storage.queue import GROUP, PartitionMismatchError, committed_token, resolve
+from storage.queue import GROUP, EntryCounts, PartitionMismatchError, announce_token, resolve
 from tests.ingest.ingest_support import (
     AUTH,
     LAYOUT,
@@ -147,8 +147,8 @@ async def test_partition_mismatch_refuses_to_start() -> None:
     await runner.cleanup()
 
 
-async def _consumer(redis: Redis, committed_before_wait: bool) -> None:
-    """Simulated consumer: reads the one entry and announces it committed."""
+async def _consumer(redis: Redis, counts: EntryCounts) -> None:
+    """Simulated consumer: reads the one entry, marks and announces it finished."""
     while True:
         entries = await stream_entries(redis)
         if entries:
@@ -156,29 +156,70 @@ async def _consumer(redis: Redis, committed_before_wait: bool) -> None:
         await asyncio.sleep(0.01)
     partition, (entry_id, _) = entries[0]
     key = LAYOUT.committed_key(partition, entry_id.decode())
-    await resolve(redis.set(key, "1", ex=120))
-    if not committed_before_wait:
-        await resolve(
-            redis.publish(LAYOUT.committed_channel, committed_token(partition, entry_id.decode()))
-        )
+    await resolve(redis.set(key, counts.encode(), ex=120))
+    token = announce_token(partition, entry_id.decode(), counts)
+    await resolve(redis.publish(LAYOUT.committed_channel, token))
 
 
-async def test_wait_200_when_consumer_commits(aiohttp_client: ClientFactory) -> None:
+@pytest.mark.parametrize(
+    ("counts", "status"),
+    [
+        (EntryCounts(stored=1, duplicates=1), "ok"),
+        (EntryCounts(revisions=2), "ok"),
+        (EntryCounts(dead_lettered=2), "partial"),
+    ],
+)
+async def test_wait_200_tells_what_the_consumer_did(
+    aiohttp_client: ClientFactory, counts: EntryCounts, status: str
+) -> None:
     redis = FakeAsyncRedis()
     client = await client_for(aiohttp_client, make_settings(), redis)
-    consumer = asyncio.create_task(_consumer(redis, committed_before_wait=False))
+    consumer = asyncio.create_task(_consumer(redis, counts))
     resp = await client.post(f"{URL}?wait=5", data=raw(bundle_body()), headers=AUTH)
     await consumer
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok", "bundle_id": "bundle-att-1", "ingested": 2}
+    assert await resp.json() == {
+        "status": status,
+        "bundle_id": "bundle-att-1",
+        "ingested": 2,
+        "stored": counts.stored,
+        "revisions": counts.revisions,
+        "duplicates": counts.duplicates,
+        "dead_lettered": counts.dead_lettered,
+    }
 
 
-async def test_wait_sees_commit_that_happened_before_subscribing() -> None:
+async def test_wait_all_sums_entries_and_sees_commits_from_before_it_listened() -> None:
     redis = FakeAsyncRedis()
-    await resolve(redis.set(LAYOUT.committed_key(2, "5-0"), "1", ex=120))
-    waiters = Waiters(redis, LAYOUT)  # listener not even started: only the marker can answer
-    assert await waiters.wait(2, "5-0", 5.0) is True
-    assert await waiters.wait(2, "6-0", 0.05) is False
+    await resolve(redis.set(LAYOUT.committed_key(2, "5-0"), EntryCounts(3).encode(), ex=120))
+    await resolve(redis.set(LAYOUT.committed_key(2, "5-1"), EntryCounts(1, 1).encode(), ex=120))
+    waiters = Waiters(redis, LAYOUT)  # listener not even started: only markers can answer
+    assert await waiters.wait_all([(2, "5-0"), (2, "5-1")], 5.0) == EntryCounts(4, 1)
+    assert await waiters.wait_all([(2, "5-0"), (2, "6-0")], 0.05) is None  # 6-0 unfinished
+    # an older consumer's marker carries no counts: no made-up answer, the wait times out
+    await resolve(redis.set(LAYOUT.committed_key(2, "7-0"), "1", ex=120))
+    assert await waiters.wait_all([(2, "7-0")], 0.05) is None
+
+
+async def test_wait_all_resolves_from_announcements_and_a_late_marker() -> None:
+    redis = FakeAsyncRedis()
+    waiters = Waiters(redis, LAYOUT)
+    waiters.start()
+    try:
+        waiting = asyncio.create_task(waiters.wait_all([(1, "9-0"), (3, "9-0")], 2.0))
+        await asyncio.sleep(0.2)  # registered and subscribed
+        message = ",".join(
+            [announce_token(1, "9-0", EntryCounts(2)), announce_token(3, "8-0", EntryCounts(7))]
+        )
+        await resolve(redis.publish(LAYOUT.committed_channel, message))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # partition 3's entry 9-0 is still unfinished
+        # finished while the announcement was lost (e.g. the listener was resubscribing):
+        # the marker is read again at the deadline
+        await resolve(redis.set(LAYOUT.committed_key(3, "9-0"), EntryCounts(0, 0, 0, 4).encode()))
+        assert await waiting == EntryCounts(stored=2, dead_lettered=4)
+    finally:
+        await waiters.stop()
 
 
 async def test_wait_times_out_with_202(aiohttp_client: ClientFactory) -> None:

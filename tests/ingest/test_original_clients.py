@@ -77,7 +77,7 @@ class Plane:
                 for partition in range(LAYOUT.partitions):
                     entries = await reader.read_once(partition)
                     if entries:
-                        written += 1 + await reader.handle_batch(partition, entries)
+                        written += 1 + (await reader.handle_batch(partition, entries)).stored
                 if not written:
                     return total
                 total += written

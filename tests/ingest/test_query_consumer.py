@@ -28,7 +28,7 @@ async def drain(settings: StorageSettings, redis: aioredis.Redis) -> int:
         for partition in range(LAYOUT.partitions):
             entries = await reader.read_once(partition)
             if entries:
-                written += await reader.handle_batch(partition, entries)
+                written += (await reader.handle_batch(partition, entries)).stored
         return written
     finally:
         await store.close()

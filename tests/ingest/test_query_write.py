@@ -103,7 +103,10 @@ async def test_stats_per_partition(
         await resolve(redis.xadd(busy, {b"n": str(n).encode()}))
     await resolve(redis.xgroup_create(busy, GROUP, id="0"))
     await resolve(redis.xreadgroup(GROUP, "writer-a", {busy: ">"}, count=2))
-    await resolve(redis.xadd(LAYOUT.dead, {b"reason": orjson.dumps("poison")}))
+    await resolve(redis.xadd(LAYOUT.dead_stream(1), {b"dead_reason": b"unstorable: test"}))
+    await resolve(redis.xadd(LAYOUT.dead_stream(3), {b"dead_reason": b"undecodable: test"}))
+    # an entry left in the single dead stream of earlier releases still counts
+    await resolve(redis.xadd(LAYOUT.legacy_dead, {b"reason": orjson.dumps("poison")}))
 
     stats = await (await client.get("/v1/stats")).json()
     part = stats["partitions"][1]
@@ -119,4 +122,4 @@ async def test_stats_per_partition(
     }
     assert stats["total_length"] == 3
     assert stats["total_pending"] == 2
-    assert stats["dead_letters"] == 1
+    assert stats["dead_letters"] == 3

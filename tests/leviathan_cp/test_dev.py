@@ -226,7 +226,7 @@ def test_second_dev_in_the_folder_refuses_and_tools_use_the_state_file(tmp_path:
         tools_env = {k: v for k, v in env.items() if k != "LEVIATHAN_API_PORT"}
         dlq = _cli(work, tools_env, "dlq", "list")
         assert dlq.returncode == 0, dlq.stderr
-        assert dlq.stdout == "no dead letters (leviathan:events:dead is empty)\n"
+        assert dlq.stdout == "no dead letters (every dead stream is empty)\n"
         assert f"using the dev stack running here (pid {first.pid})" in dlq.stderr
         assert state["redis_url"] in dlq.stderr
         verify = _cli(work, tools_env, "verify")

@@ -1,0 +1,73 @@
+"""Acknowledging stored entries and announcing what became of them.
+
+Pipeline position: the last step of a batch, after ``store.write_batch`` returned. One
+MULTI on the partition's slot XACKs the entries, sets each entry's commit marker (its
+:class:`storage.queue.EntryCounts`, short-lived) and publishes one announcement for the
+whole batch; ingest's ``?wait=`` waiters (ingest/waiters.py) resolve from the announcement,
+or from the marker when the commit beat their subscription. Dead-lettered entries are
+finished the same way by consumer.deadletter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from storage.base import BatchResult, EntryOutcome
+from storage.envelope import Envelope
+from storage.queue import (
+    COMMITTED_MARKER_TTL_S,
+    GROUP,
+    EntryCounts,
+    StreamLayout,
+    announce_token,
+)
+
+
+def entry_counts(envelopes: Sequence[Envelope], result: BatchResult) -> list[EntryCounts]:
+    """Per-entry counts of one successful ``write_batch``, in the order of ``envelopes``.
+
+    Backends report them in ``result.outcomes``. A backend that does not (the interface
+    predates per-entry outcomes) still yields exact figures when they can be derived: the
+    totals of a one-entry batch, or every event new when the batch had no duplicate and no
+    revision. Otherwise only the totals are known, and the entries' events are reported as
+    stored.
+    """
+    outcomes = result.outcomes
+    if len(outcomes) >= len(envelopes):
+        return [_counts(outcomes.get(e.entry_id)) for e in envelopes]
+    if len(envelopes) == 1 and not outcomes:
+        return [EntryCounts(result.written, result.revisions, result.duplicates)]
+    return [
+        _counts(outcomes.get(e.entry_id))
+        if e.entry_id in outcomes
+        else EntryCounts(stored=len(e.bundle.events))
+        for e in envelopes
+    ]
+
+
+def _counts(outcome: EntryOutcome | None) -> EntryCounts:
+    if outcome is None:
+        return EntryCounts()
+    return EntryCounts(outcome.stored, outcome.revisions, outcome.duplicates)
+
+
+async def commit(
+    redis: Redis,
+    layout: StreamLayout,
+    partition: int,
+    ids: Sequence[str],
+    counts: Sequence[EntryCounts],
+) -> None:
+    """XACK ``ids`` of ``partition``, mark and announce each with its counts, atomically."""
+    key = layout.committed_key
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xack(layout.stream(partition), GROUP, *ids)
+        for entry_id, c in zip(ids, counts, strict=True):
+            pipe.set(key(partition, entry_id), c.encode(), ex=COMMITTED_MARKER_TTL_S)
+        pipe.publish(
+            layout.committed_channel,
+            ",".join(announce_token(partition, i, c) for i, c in zip(ids, counts, strict=True)),
+        )
+        await pipe.execute()

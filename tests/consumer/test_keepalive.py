@@ -1,0 +1,171 @@
+"""A live consumer keeps what it works on; only a stopped consumer's entries are claimed;
+one unstorable entry no longer takes its batch and partition down with it.
+
+Real Redis (XAUTOCLAIM, XCLAIM JUSTID and delivery counts as the server keeps them) and a
+real NDJSON store behind a switch that makes it unavailable. The outage lasts several claim
+idle times, during which another consumer runs its reclaim over and over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from storage.base import EventStore
+from storage.config import create_store
+from storage.queue import GROUP, resolve
+from tests import factories as f
+from tests.consumer.conftest import (
+    FlakyStore,
+    RefusingStore,
+    SettingsFactory,
+    add_bundles,
+    make_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+CLAIM_IDLE_MS = 200
+
+
+async def deliveries(redis: Redis, stream: str) -> dict[str, tuple[str, int]]:
+    rows = await resolve(redis.xpending_range(stream, GROUP, min="-", max="+", count=100))
+    return {
+        r["message_id"].decode(): (r["consumer"].decode(), int(r["times_delivered"])) for r in rows
+    }
+
+
+async def until(predicate: object, seconds: float) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_entries_retried_through_an_outage_are_not_claimed_by_anyone(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path, partitions=1, consumer_name="live", claim_idle_ms=CLAIM_IDLE_MS, max_deliveries=1
+    )
+    down = FlakyStore(ndjson_store, failures=10**9)
+    live = Reader(redis_client, down, settings, ConsumerMetrics())
+    other = Reader(
+        redis_client,
+        ndjson_store,
+        make_settings(tmp_path, partitions=1, consumer_name="other", claim_idle_ms=CLAIM_IDLE_MS),
+        ConsumerMetrics(),
+    )
+    other.states[0].resumed = True
+    raws = [f.attempt_lifecycle(f"a{i}", "t") for i in range(3)]
+    task = live.start()
+    try:
+        await add_bundles(redis_client, settings.layout, raws)
+        stream = settings.layout.stream(0)
+        await until(lambda: down.calls >= 2, 5)  # read, and retrying through the outage
+        for _ in range(10):  # 10 x 150 ms: the outage lasts 7.5 claim idle times
+            await asyncio.sleep(0.15)
+            assert await other.reclaim(0) == 0
+            assert await live.reclaim(0) == 0  # nor by its own reclaim job
+        held = await deliveries(redis_client, stream)
+        assert len(held) == 3
+        assert set(held.values()) == {("live", 1)}  # never re-delivered
+        down.failures = 0  # the database is back
+        await until(lambda: not live.states[0].held, 5)
+        assert await deliveries(redis_client, stream) == {}
+        assert await ndjson_store.count_events() == 15
+        assert await resolve(redis_client.xlen(settings.layout.dead_stream(0))) == 0
+    finally:
+        live.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_entries_of_a_consumer_that_stopped_are_claimed_after_the_claim_idle(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path, partitions=1, consumer_name="dies", claim_idle_ms=CLAIM_IDLE_MS
+    )
+    down = FlakyStore(ndjson_store, failures=10**9)
+    dies = Reader(redis_client, down, settings, ConsumerMetrics())
+    task = dies.start()
+    await add_bundles(redis_client, settings.layout, [f.attempt_lifecycle("a", "t")])
+    await until(lambda: down.calls >= 1, 5)
+    task.cancel()  # the process is gone: no keep-alive any more
+    await asyncio.gather(task, return_exceptions=True)
+    survivor = Reader(
+        redis_client,
+        ndjson_store,
+        make_settings(
+            tmp_path, partitions=1, consumer_name="survivor", claim_idle_ms=CLAIM_IDLE_MS
+        ),
+        ConsumerMetrics(),
+    )
+    survivor.states[0].resumed = True
+    assert await survivor.reclaim(0) == 0  # not idle long enough yet
+    await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.05)
+    assert await survivor.reclaim(0) == 1
+    stream = settings.layout.stream(0)
+    assert set((await deliveries(redis_client, stream)).values()) == {("survivor", 2)}
+    await survivor.handle_batch(0, survivor.states[0].handoff.popleft())
+    assert await ndjson_store.count_events() == 5
+    assert await deliveries(redis_client, stream) == {}
+
+
+async def test_one_unstorable_bundle_among_healthy_ones_while_reclaim_runs(
+    backend_settings: SettingsFactory, redis_client: Redis
+) -> None:
+    """The whole loop as the process runs it (partition task, keep-alive, reclaim every
+    100 ms with a 200 ms claim idle and at most 2 deliveries), 1 refused bundle among 7 in
+    one partition, then more bundles: only the refused one is dead, the rest stored once,
+    the later ones read and stored too."""
+    settings = backend_settings(
+        partitions=1, claim_idle_ms=CLAIM_IDLE_MS, max_deliveries=2, batch=50
+    )
+    inner = create_store(settings)
+    await inner.open()
+    store = RefusingStore(inner, {"bundle-bad"})
+    reader = Reader(redis_client, store, settings, ConsumerMetrics())
+    task = reader.start()
+
+    async def reclaiming() -> None:
+        while True:
+            await reader.reclaim_all()
+            await asyncio.sleep(0.1)
+
+    cron = asyncio.create_task(reclaiming())
+    try:
+        raws = [f.attempt_lifecycle(f"h{i}", "t") for i in range(3)]
+        raws.append(f.attempt_lifecycle("bad", "t"))
+        raws += [f.attempt_lifecycle(f"h{i}", "t") for i in range(3, 6)]
+        await add_bundles(redis_client, settings.layout, raws)
+        await asyncio.sleep(1.0)  # five claim idle times
+        later = [f.attempt_lifecycle(f"later{i}", "t") for i in range(3)]
+        await add_bundles(redis_client, settings.layout, later)
+
+        async def stored() -> set[str]:
+            return {e.bundle_id async for e in inner.iter_events()}
+
+        expected = {r["bundle_id"] for r in raws + later} - {"bundle-bad"}
+        for _ in range(100):
+            if await stored() == expected:
+                break
+            await asyncio.sleep(0.05)
+        assert await stored() == expected
+        events = [e.event_id async for e in inner.iter_events()]
+        assert len(events) == len(set(events)) == 5 * len(expected)
+        dead = await resolve(redis_client.xrange(settings.layout.dead_stream(0)))
+        assert [d[b"dead_reason"].split(b":")[0] for _, d in dead] == [b"unstorable"]
+        assert reader.metrics.reclaimed._value.get() == 0  # nothing of ours was claimed
+    finally:
+        cron.cancel()
+        reader.stop()
+        await asyncio.wait_for(task, 5)
+        await asyncio.gather(cron, return_exceptions=True)
+        await inner.close()
