@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.exceptions import ResponseError
 
 SCHEMES = ("redis://", "rediss://")
 
@@ -94,3 +95,14 @@ def redis_client(url: str, *, cluster: bool, **kwargs: Any) -> Redis:
 def is_cluster(redis: Redis) -> bool:
     """True for a client made in cluster mode (its pipelines hold no MULTI)."""
     return isinstance(redis, RedisCluster)  # type: ignore[unreachable, unused-ignore]
+
+
+def is_missing(exc: ResponseError) -> bool:
+    """True when Redis' refusal says the stream or the group does not exist (yet).
+
+    Every other refusal (``WRONGTYPE``, ``CLUSTERDOWN``, ``LOADING``, ``NOPERM``, ``MOVED``
+    from a client pointed at the wrong node…) is a real fault and must reach the operator
+    with its text instead of being read as "nothing there".
+    """
+    text = str(exc)
+    return text.startswith("NOGROUP") or "no such key" in text.lower()

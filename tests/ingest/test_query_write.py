@@ -123,3 +123,15 @@ async def test_stats_per_partition(
     assert stats["total_length"] == 3
     assert stats["total_pending"] == 2
     assert stats["dead_letters"] == 3
+
+
+async def test_stats_reports_a_refusal_with_its_text(
+    make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
+) -> None:
+    """A key of the wrong type is a fault to report, not a stream that is missing."""
+    await resolve(redis.set(LAYOUT.stream(2), b"not a stream"))
+    client = await aiohttp_client(make_app(), headers=AUTH)
+    resp = await client.get("/v1/stats")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert "WRONGTYPE" in await resp.text()

@@ -6,10 +6,12 @@ import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from consumer.settings import ConsumerSettings
 from storage.config import StorageSettings, settings_error_line
-from storage.redisconn import check_url, is_cluster, redis_client
+from storage.queue import resolve
+from storage.redisconn import check_url, is_cluster, is_missing, redis_client
 
 
 @pytest.mark.parametrize(
@@ -90,3 +92,18 @@ def test_cluster_consumer_needs_its_own_arq_redis(monkeypatch: pytest.MonkeyPatc
 def test_single_node_arq_defaults_to_the_stream_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEVIATHAN_REDIS_URL", "redis://q:6379/2")
     assert ConsumerSettings().arq_url == "redis://q:6379/2"
+
+
+@pytest.mark.integration
+async def test_only_missing_key_or_group_counts_as_missing(redis_client: Redis) -> None:
+    with pytest.raises(ResponseError) as no_key:
+        await resolve(redis_client.xinfo_groups("absent"))
+    assert is_missing(no_key.value)
+    await resolve(redis_client.xadd("s", {"f": "v"}))
+    with pytest.raises(ResponseError) as no_group:
+        await resolve(redis_client.xinfo_consumers("s", "absent"))
+    assert is_missing(no_group.value)
+    await resolve(redis_client.set("plain", "x"))
+    with pytest.raises(ResponseError) as wrong:
+        await resolve(redis_client.xinfo_groups("plain"))
+    assert not is_missing(wrong.value)
