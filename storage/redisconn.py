@@ -17,13 +17,26 @@ the :class:`~redis.asyncio.Redis` type; code that needs a transaction inside one
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ExecAbortError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SCHEMES = ("redis://", "rediss://")
 
@@ -87,14 +100,107 @@ def redis_client(url: str, *, cluster: bool, **kwargs: Any) -> Redis:
     if options.pop("connection_class", None) is SSLConnection:
         options["ssl"] = True
     options.update(kwargs)
-    client = RedisCluster(startup_nodes=nodes, **options)
+    client = StreamCluster(startup_nodes=nodes, **options)  # type: ignore[abstract]
     # Same command methods for every call the tiers make (see the module docstring).
     return cast("Redis", client)
 
 
+class StreamCluster(RedisCluster):
+    """redis-py's cluster client plus a single-node client per master, for what the cluster
+    client cannot send: a MULTI inside one slot, a pub/sub subscription, the publisher's raw
+    pipelines. A node client is made on first use and kept; :meth:`refresh` re-reads the
+    slot map after a MOVED, an ASK or a failover."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._node_clients: dict[str, Redis] = {}
+
+    async def node_for(self, key: str | None = None) -> Redis:
+        """The single-node client of the master serving ``key``'s slot (any master when
+        ``key`` is None)."""
+        await self.initialize()
+        node = self.get_node_from_key(key) if key is not None else self.get_random_node()
+        if node is None:  # the slot has no master right now (failover in progress)
+            raise RedisConnectionError(f"no master serves the slot of {key!r}")
+        client = self._node_clients.get(node.name)
+        if client is None:
+            options = dict(self.connection_kwargs)
+            options.pop("response_callbacks", None)
+            connection_class = options.pop("connection_class", Connection)
+            pool = ConnectionPool(
+                connection_class=connection_class, host=node.host, port=node.port, **options
+            )
+            client = Redis(connection_pool=pool)
+            self._node_clients[node.name] = client
+        return client
+
+    async def refresh(self) -> None:
+        """Re-read the slot map from the nodes (after MOVED/ASK or a lost master)."""
+        await self.initialize()
+        await self.nodes_manager.initialize()
+
+    async def aclose(self) -> None:
+        clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in clients:
+            await client.aclose(close_connection_pool=True)  # a pool it was handed
+        await super().aclose()
+
+
 def is_cluster(redis: Redis) -> bool:
     """True for a client made in cluster mode (its pipelines hold no MULTI)."""
-    return isinstance(redis, RedisCluster)  # type: ignore[unreachable, unused-ignore]
+    return isinstance(redis, StreamCluster)  # type: ignore[unreachable, unused-ignore]
+
+
+def as_cluster(redis: Redis) -> StreamCluster | None:
+    """The cluster client behind ``redis``, or None for a single node."""
+    if isinstance(redis, StreamCluster):  # type: ignore[unreachable, unused-ignore]
+        return redis  # type: ignore[unreachable, unused-ignore]
+    return None
+
+
+REDIRECTS = (AskError, TryAgainError, ClusterDownError, ExecAbortError)  # MovedError is an AskError
+
+
+def is_redirect(exc: BaseException) -> bool:
+    """A cluster's "not here / not now" reply (or the MULTI it aborted): nothing of the
+    command ran, so a retry on the node the refreshed slot map names is safe."""
+    return isinstance(exc, REDIRECTS)
+
+
+async def atomic(redis: Redis, key: str, fill: Callable[[Pipeline], object]) -> list[Any]:
+    """The commands ``fill`` queues, run as one MULTI/EXEC on the node serving ``key``'s
+    slot; every key they touch must share ``key``'s hash tag.
+
+    On a single node this is a plain transaction pipeline. On a cluster it goes to the
+    master of the slot; a redirect (the slot moved, a failover happened) refreshes the slot
+    map and tries again, as a refused MULTI ran none of its commands.
+    """
+    cluster = as_cluster(redis)
+    for attempt in range(ATOMIC_ATTEMPTS):
+        target = redis if cluster is None else await cluster.node_for(key)
+        async with target.pipeline(transaction=True) as pipe:
+            fill(pipe)
+            try:
+                return await pipe.execute()
+            except ResponseError as exc:
+                if cluster is None or not is_redirect(exc) or attempt == ATOMIC_ATTEMPTS - 1:
+                    raise
+            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError):
+                if cluster is not None:
+                    await _quiet_refresh(cluster)
+                raise  # it may have run: the caller decides whether a retry is safe
+        await _quiet_refresh(cluster)
+        await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+ATOMIC_ATTEMPTS = 5
+
+
+async def _quiet_refresh(cluster: StreamCluster) -> None:
+    """Refresh the slot map; a cluster that cannot answer now is retried on the next use."""
+    with contextlib.suppress(RedisError, OSError):
+        await cluster.refresh()
 
 
 def is_missing(exc: ResponseError) -> bool:

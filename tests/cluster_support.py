@@ -153,6 +153,25 @@ class RedisClusterServers:
                         return node
         raise LookupError(f"no live master serves slot {slot}")
 
+    def move_slot(self, slot: int, target: ClusterNode) -> None:
+        """Move ``slot`` with its keys to master ``target`` by hand, as ``redis-cli
+        --cluster reshard`` does: IMPORTING/MIGRATING, MIGRATE the keys, then SETSLOT NODE
+        on every master. Clients see ASK during the move and MOVED after it."""
+        source = self.node_of_slot(slot)
+        if source is target:
+            return
+        source_id = source.cli("CLUSTER", "MYID").strip()
+        target_id = target.cli("CLUSTER", "MYID").strip()
+        target.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while True:
+            keys = source.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+            if not keys:
+                break
+            source.cli("MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *keys)
+        for node in self.masters():
+            node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
     def flush(self) -> None:
         for node in self.masters():
             node.cli("FLUSHALL")
