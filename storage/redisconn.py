@@ -203,6 +203,21 @@ async def _quiet_refresh(cluster: StreamCluster) -> None:
         await cluster.refresh()
 
 
+async def after_failure(redis: Redis) -> None:
+    """After a lost connection: on a cluster, re-read the slot map (a failover may have
+    moved the slots to a replica); on a single node nothing to do."""
+    cluster = as_cluster(redis)
+    if cluster is not None:
+        await _quiet_refresh(cluster)
+
+
+async def subscriber(redis: Redis) -> Redis:
+    """A client that can SUBSCRIBE: ``redis`` itself, or on a cluster one node's client
+    (a cluster delivers every PUBLISH to every node's subscribers)."""
+    cluster = as_cluster(redis)
+    return redis if cluster is None else await cluster.node_for(None)
+
+
 def is_missing(exc: ResponseError) -> bool:
     """True when Redis' refusal says the stream or the group does not exist (yet).
 
