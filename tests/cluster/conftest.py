@@ -24,15 +24,16 @@ ClusterStackFactory = Callable[..., Stack]
 async def cluster_stack(
     tmp_path: Path, cluster_url: str, redis_url: str, postgres_url: str
 ) -> AsyncIterator[ClusterStackFactory]:
-    """``cluster_stack(**env)``: ingest + consumer (PostgreSQL) on the cluster, not started."""
+    """``cluster_stack(backend="postgres", **env)``: ingest + consumer on the cluster, not
+    started."""
     made: list[Stack] = []
 
-    def make(**env: str) -> Stack:
+    def make(backend: str = "postgres", **env: str) -> Stack:
         stack = Stack(
             tmp_path / f"stack{len(made)}",
             cluster_url,
-            "postgres",
-            postgres_url,
+            backend,
+            postgres_url if backend == "postgres" else None,
             LEVIATHAN_REDIS_CLUSTER="1",
             LEVIATHAN_ARQ_REDIS_URL=redis_url,
             **env,
