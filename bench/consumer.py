@@ -80,7 +80,7 @@ async def backlog(redis: Redis, layout: StreamLayout) -> int:
 
 async def drain(settings: ConsumerSettings, bundles: int) -> float:
     """Seconds for one consumer to write and ack ``bundles`` pre-filled bundles."""
-    redis = Redis.from_url(settings.redis_url)
+    redis = settings.stream_redis()  # one node or the cluster, as the consumer's
     store = create_store(settings, writer=True)  # as the consumer process makes it
     layout = settings.layout
     try:
