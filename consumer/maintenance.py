@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, _entries
+from storage.lag import lag_of
 from storage.queue import GROUP, id_key, resolve
 from storage.redisconn import is_missing
 
@@ -114,13 +115,17 @@ async def trim_all(reader: Reader) -> int:
 
 async def record_lag(reader: Reader, metrics: ConsumerMetrics) -> None:
     """Per-partition lag (undelivered) and pending (unacked) gauges from XINFO GROUPS,
-    and the progress gauges (logging a partition that became stalled)."""
+    and the progress gauges (logging a partition that became stalled).
+
+    The lag is checked against the stream (:func:`storage.lag.lag_of`): Redis' counter can
+    be null or wrong after an AOF repair or an XSETID.
+    """
     for partition, stream in enumerate(reader.layout.streams()):
         info = await group_info(reader.redis, stream)
         if info is None:
             continue
-        lag = info.get("lag")
-        metrics.lag.labels(str(partition)).set(float(lag) if lag is not None else 0.0)
+        lag = await lag_of(reader.redis, stream, info)
+        metrics.lag.labels(str(partition)).set(float(lag))
         metrics.pending.labels(str(partition)).set(float(info["pending"]))
     stalled = set(metrics.update_progress(reader.states, reader.settings.stall_s))
     for state in reader.states:

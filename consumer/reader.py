@@ -70,6 +70,46 @@ async def ensure_group(redis: Redis, layout: StreamLayout) -> None:
                 raise
 
 
+def _entry_bytes(fields: dict[bytes, bytes]) -> int:
+    return sum(len(k) + len(v) for k, v in fields.items())
+
+
+async def read_bounded(
+    redis: Redis, settings: ConsumerSettings, stream: str, last_id: str
+) -> list[Entry]:
+    """One batch of ``stream``: at most ``batch`` entries and its share of ``batch_bytes``.
+
+    Every partition of the process holds a batch at once, so each may read
+    ``batch_bytes / partitions`` bytes (at least one entry). XREADGROUP has no byte limit:
+    a batch is read in rounds, each asking for no more entries than the remaining share
+    holds at the largest entry size ingest writes. Only the first round blocks.
+    """
+    allowance = max(settings.batch_bytes // settings.partitions, settings.entry_max_bytes)
+    entries: list[Entry] = []
+    size = 0
+    cursor = last_id
+    block = settings.block_ms if last_id == ">" else None
+    while True:
+        room = (allowance - size) // settings.entry_max_bytes
+        count = min(settings.batch - len(entries), max(room, 1))
+        reply = await resolve(
+            redis.xreadgroup(
+                GROUP, settings.consumer_name, {stream: cursor}, count=count, block=block
+            )
+        )
+        raw = reply[0][1] if reply else []
+        got = _entries(raw)
+        entries.extend(got)
+        size += sum(_entry_bytes(f) for _, f in got)
+        full = len(entries) >= settings.batch or allowance - size < settings.entry_max_bytes
+        if len(raw) < count or full:
+            return entries
+        block = None
+        if cursor != ">":  # re-reading our pending list: continue after the last id seen
+            last = raw[-1][0]
+            cursor = last.decode() if isinstance(last, bytes) else last
+
+
 @dataclass
 class _Ledger:
     """What of one batch is decided but not yet in Redis, and what is finished (acked)."""
@@ -246,20 +286,9 @@ class Reader:
 
     # -- reading ---------------------------------------------------------------------
     async def read_once(self, partition: int, last_id: str = ">") -> list[Entry]:
-        """One XREADGROUP on one partition; another ``last_id`` pages our own pending list."""
-        block = None if last_id != ">" else self.settings.block_ms
-        reply = await resolve(
-            self.redis.xreadgroup(
-                GROUP,
-                self.settings.consumer_name,
-                {self.layout.stream(partition): last_id},
-                count=self.settings.batch,
-                block=block,
-            )
-        )
-        if not reply:
-            return []
-        return _entries(reply[0][1])
+        """One batch of one partition (:func:`read_bounded`); another ``last_id`` than
+        ``">"`` pages our own pending list."""
+        return await read_bounded(self.redis, self.settings, self.layout.stream(partition), last_id)
 
     async def run_partition(self, partition: int) -> None:
         """Read one partition until stopped: our own pending entries first, then new ones.

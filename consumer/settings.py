@@ -24,7 +24,14 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
     )
     """Consumer name inside group ``writers``; pod/host name so a restart resumes its PEL."""
     batch: int = Field(200, ge=1, le=10_000, validation_alias="LEVIATHAN_CONSUMER_BATCH")
-    """Entries per XREADGROUP COUNT, i.e. bundles per ``write_batch`` call."""
+    """Most entries per batch, i.e. bundles (or chunks of one) per ``write_batch`` call."""
+    batch_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, validation_alias="LEVIATHAN_CONSUMER_BATCH_BYTES"
+    )
+    """Most entry bytes held in batches by one process, split evenly over the partitions
+    (each reads its share, at least one entry, and asks for no more entries than fit at
+    LEVIATHAN_STREAM_ENTRY_MAX_BYTES apiece), so a backlog of large bundles never takes
+    the consumer past its memory limit (a batch takes ~36 times its bytes while stored)."""
     block_ms: int = Field(1000, ge=1, le=60_000, validation_alias="LEVIATHAN_CONSUMER_BLOCK_MS")
     """XREADGROUP BLOCK: how long an idle partition reader waits for new entries."""
     claim_idle_ms: int = Field(30_000, ge=100, validation_alias="LEVIATHAN_CONSUMER_CLAIM_IDLE_MS")

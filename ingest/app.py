@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from ingest import console
 from ingest.auth import TokenSet
 from ingest.backpressure import LagGauge
+from ingest.budget import Budget
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
 from ingest.metrics import IngestMetrics
@@ -102,8 +103,15 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
         retry_after=settings.retry_after_seconds,
         on_batch=metrics.pipeline_batch.observe,
     )
-    lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.queue_lag.set)
-    rt = Runtime(settings, client, metrics, publisher, lag, Waiters(client, settings.layout))
+    lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.record_queue)
+    budget = Budget(
+        settings.max_inflight_bytes,
+        settings.inflight_wait_seconds,
+        settings.retry_after_seconds,
+        metrics.inflight_bytes.set,
+    )
+    waiters = Waiters(client, settings.layout)
+    rt = Runtime(settings, client, metrics, publisher, lag, waiters, budget)
     app = web.Application(
         client_max_size=settings.max_body_bytes + RAW_SLACK,
         middlewares=[

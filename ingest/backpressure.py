@@ -1,10 +1,13 @@
-"""Cached queue lag for backpressure (DESIGN §3).
+"""Cached queue state for backpressure: lag and Redis memory (docs/operations.md).
 
-Pipeline position: checked by the ingest handler before queueing a bundle. The total lag
-of group ``writers`` over all partitions (XINFO GROUPS ``lag``; XLEN while the group does
-not exist yet) is measured at most once per ``ttl`` seconds; concurrent requests share
-one in-flight measurement instead of each calling Redis, and a slightly stale value is
-served while it is refreshed in the background.
+Pipeline position: checked by the ingest handler before queueing a bundle. Two marks:
+the total lag of group ``writers`` over all partitions (:func:`storage.lag.stream_lag`,
+which does not trust an inconsistent XINFO counter), and Redis' ``used_memory`` against
+``LEVIATHAN_QUEUE_HIGH_WATER_BYTES`` (at most :data:`MAXMEMORY_SHARE` of Redis'
+``maxmemory``), so a backlog of large bundles is refused before Redis refuses writes.
+Measured at most once per ``ttl`` seconds; concurrent requests share one in-flight
+measurement instead of each calling Redis, and a slightly stale value is served while it
+is refreshed in the background.
 """
 
 from __future__ import annotations
@@ -13,61 +16,78 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from storage.queue import GROUP, StreamLayout, resolve
+from storage.lag import stream_lag
+from storage.queue import StreamLayout, resolve
 
 log = logging.getLogger(__name__)
 STALE_FACTOR = 5
+MAXMEMORY_SHARE = 0.8  # room left for what is already on its way when the mark is passed
 
 
-def _log_failure(task: asyncio.Task[int]) -> None:
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """One measurement: writers-group lag over all partitions and Redis' memory."""
+
+    lag: int = 0
+    used_memory: int = 0
+    maxmemory: int = 0
+
+    def memory_mark(self, high_water_bytes: int) -> int:
+        """The memory mark in force: the setting, or less when Redis' maxmemory is lower."""
+        if self.maxmemory > 0:
+            return min(high_water_bytes, int(self.maxmemory * MAXMEMORY_SHARE))
+        return high_water_bytes
+
+
+def _log_failure(task: asyncio.Task[QueueState]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("queue lag measurement failed: %s", type(task.exception()).__name__)
+        log.warning("queue state measurement failed: %s", type(task.exception()).__name__)
 
 
 async def measure_lag(redis: Redis, layout: StreamLayout) -> int:
     """Entries not yet delivered to the writers group, summed over partitions."""
-    lags = await asyncio.gather(*(_stream_lag(redis, s) for s in layout.streams()))
+    lags = await asyncio.gather(*(stream_lag(redis, s) for s in layout.streams()))
     return sum(lags)
 
 
-async def _stream_lag(redis: Redis, stream: str) -> int:
+async def _memory(redis: Redis) -> dict[str, Any]:
     try:
-        groups = await resolve(redis.xinfo_groups(stream))
-    except ResponseError:  # stream does not exist yet
-        return 0
-    group = next((g for g in groups if _name(g) == GROUP), None)
-    lag = None if group is None else group.get("lag")
-    return int(lag) if lag is not None else int(await resolve(redis.xlen(stream)))
+        return dict(await resolve(redis.info("memory")))
+    except ResponseError:  # a managed Redis may refuse INFO: the lag mark still applies
+        return {}
 
 
-def _name(group: dict[str, object]) -> str:
-    name = group.get("name")
-    return name.decode() if isinstance(name, bytes) else str(name)
+async def measure(redis: Redis, layout: StreamLayout) -> QueueState:
+    """Lag and ``INFO memory`` (``used_memory``, ``maxmemory``) in one measurement."""
+    lag, info = await asyncio.gather(measure_lag(redis, layout), _memory(redis))
+    return QueueState(lag, int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
 
 
 class LagGauge:
-    """Shared, cached lag; ``on_value`` exports each fresh measurement."""
+    """Shared, cached queue state; ``on_value`` exports each fresh measurement."""
 
     def __init__(
         self,
         redis: Redis,
         layout: StreamLayout,
         ttl: float,
-        on_value: Callable[[int], None] | None = None,
+        on_value: Callable[[QueueState], None] | None = None,
     ) -> None:
         self._redis = redis
         self._layout = layout
         self._ttl = ttl
         self._on_value = on_value
-        self._value = 0
+        self._value = QueueState()
         self._stamp = float("-inf")
-        self._inflight: asyncio.Task[int] | None = None
+        self._inflight: asyncio.Task[QueueState] | None = None
 
-    def cached(self) -> int | None:
+    def cached(self) -> QueueState | None:
         """The last measurement while usable, else ``None`` (no I/O).
 
         Fresh (younger than ``ttl``): returned as is. Stale but younger than
@@ -82,20 +102,20 @@ class LagGauge:
             return self._value
         return None
 
-    def _start_refresh(self) -> asyncio.Task[int]:
+    def _start_refresh(self) -> asyncio.Task[QueueState]:
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.create_task(self._refresh())
             self._inflight.add_done_callback(_log_failure)
         return self._inflight
 
-    async def lag(self) -> int:
+    async def lag(self) -> QueueState:
         cached = self.cached()
         if cached is not None:
             return cached
         return await asyncio.shield(self._start_refresh())
 
-    async def _refresh(self) -> int:
-        value = await measure_lag(self._redis, self._layout)
+    async def _refresh(self) -> QueueState:
+        value = await measure(self._redis, self._layout)
         self._value, self._stamp = value, time.monotonic()
         if self._on_value is not None:
             self._on_value(value)

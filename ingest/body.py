@@ -1,10 +1,19 @@
-"""Request body → validated :class:`Bundle`, or a raised client error (DESIGN §2).
+"""Request body → validated bundle ready to queue, or a raised client error (README).
 
 Pipeline position: first step of ``POST /v1/events/ingest`` after auth. The server runs
 with ``auto_decompress=False`` (see :data:`ingest.app.HANDLER_ARGS`) so the raw bytes
 arrive here; gzip is inflated with ``zlib.decompressobj`` and ``max_length`` so a gzip bomb
-is stopped at the limit instead of inflating in memory. JSON is parsed once by orjson and
-the resulting object validated by pydantic.
+is stopped at the limit instead of inflating in memory. JSON is parsed once by orjson.
+
+Memory: the body is read from the stream without aiohttp's cached copy (``request.read()``
+would keep it for the request's whole life, ``?wait=`` included) and dropped once parsed.
+A bundle of up to :data:`CHUNK_EVENTS` events is validated as one model, the common case
+and the fast path; a larger one is validated :data:`CHUNK_EVENTS` events at a time, each
+chunk's models encoded into entry JSON (:class:`ingest.entry.ChunkWriter`) and dropped
+before the next, with a yield to the event loop in between. Its peak memory is then the
+body's parsed values plus one chunk of models plus the encoded entries, not a whole
+bundle of models (about 14 times the body). Error locations stay those of the whole
+bundle (``["events", 41327, "timestamp"]``).
 """
 
 from __future__ import annotations
@@ -12,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
-from pydantic import ValidationError
+from aiohttp import StreamReader, web
+from pydantic import TypeAdapter, ValidationError
 
+from ingest.budget import PEAK_FACTOR, Grant
+from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
 from ingest.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -25,9 +37,61 @@ from ingest.errors import (
     Unprocessable,
     UnsupportedMedia,
 )
-from storage.schema import Bundle
+from storage.schema import Bundle, WireEvent
 
 GZIP_MAGIC = b"\x1f\x8b"
+RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
+CHUNK_EVENTS = 1000
+_EVENTS = TypeAdapter(list[WireEvent])
+
+
+def describe_size(nbytes: int) -> str:
+    """A byte limit in the units the docs use: ``64 MiB``, ``512 KiB``, else bytes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size and nbytes % size == 0:
+            return f"{nbytes // size} {unit}"
+    return f"{nbytes} bytes"
+
+
+def _too_large(what: str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} exceeds the limit of {describe_size(limit)}.", reason="body_size"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one ingest request may be; built once from the settings."""
+
+    max_body: int
+    max_events: int
+    entry_max: int
+    body_timeout: float = 30.0
+
+    @property
+    def max_raw(self) -> int:
+        return self.max_body + RAW_SLACK
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated bundle: either the whole model (the fast path) or its encoded chunks."""
+
+    bundle_id: str
+    count: int
+    size: int
+    bundle: Bundle | None = None
+    chunks: list[bytes] | None = None
+
+    def entries(self, token_label: str, entry_max: int) -> list[dict[bytes, bytes]]:
+        """The XADD field maps: one for most bundles, several for a split one."""
+        if self.bundle is not None:
+            fields = entry_fields(self.bundle, token_label)
+            if len(fields[b"bundle"]) <= entry_max or len(self.bundle.events) < 2:
+                return [fields]
+            self.chunks, self.bundle = split_bundle(self.bundle, entry_max), None
+        assert self.chunks is not None
+        return chunk_fields(self.bundle_id, self.chunks, token_label)
 
 
 def check_headers(request: web.Request, max_raw: int) -> None:
@@ -42,11 +106,20 @@ def check_headers(request: web.Request, max_raw: int) -> None:
         raise UnsupportedMedia("Content-Encoding must be gzip or identity.")
     length = request.content_length
     if length is not None and length > max_raw:
-        raise PayloadTooLarge(f"Request body exceeds {max_raw} bytes.", reason="body_size")
+        raise _too_large("Request body", max_raw - RAW_SLACK)
 
 
-def gunzip(raw: bytes, limit: int) -> bytes:
-    """Inflate a gzip body, never holding more than ``limit + 1`` output bytes."""
+def gzip_size_hint(raw: bytes | bytearray) -> int:
+    """The size the gzip trailer announces (ISIZE; a client may lie, so only an estimate)."""
+    return int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else 0
+
+
+def gunzip(raw: bytes | bytearray, limit: int) -> bytearray:
+    """Inflate a gzip body, never holding more than ``limit + 1`` output bytes.
+
+    Returned as the bytearray it was inflated into: a copy to ``bytes`` would double
+    the peak memory of a large body for a moment.
+    """
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     out = bytearray()
     data = raw
@@ -54,9 +127,7 @@ def gunzip(raw: bytes, limit: int) -> bytes:
         while True:
             out += inflater.decompress(data, limit + 1 - len(out))
             if len(out) > limit:
-                raise PayloadTooLarge(
-                    f"Decompressed body exceeds {limit} bytes.", reason="body_size"
-                )
+                raise _too_large("Decompressed body", limit)
             data = inflater.unconsumed_tail
             if not data:
                 break
@@ -66,8 +137,8 @@ def gunzip(raw: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
     if len(out) > limit:
-        raise PayloadTooLarge(f"Decompressed body exceeds {limit} bytes.", reason="body_size")
-    return bytes(out)
+        raise _too_large("Decompressed body", limit)
+    return out
 
 
 def _loc(err_loc: tuple[int | str, ...]) -> list[int | str]:
@@ -94,19 +165,27 @@ def _nul_locations(value: Any, loc: list[int | str]) -> Iterator[list[int | str]
             yield from _nul_locations(item, [*loc, i])
 
 
-def parse_bundle(body: bytes, max_events: int) -> Bundle:
-    """400 for malformed JSON/UTF-8, 413 for too many events, 422 for schema problems."""
+def _loads(body: bytes | bytearray) -> Any:
     try:
-        obj: Any = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Body is not valid JSON: {exc}.", reason="bad_json") from None
-    if isinstance(obj, dict):
-        events = obj.get("events")
-        if isinstance(events, list) and len(events) > max_events:
-            raise PayloadTooLarge(
-                f"Bundle has {len(events)} events; at most {max_events} are accepted.",
-                reason="event_count",
-            )
+
+
+def _check_count(obj: Any, max_events: int) -> list[Any] | None:
+    """The events list when there is one; 413 when it holds too many."""
+    events = obj.get("events") if isinstance(obj, dict) else None
+    if not isinstance(events, list):
+        return None
+    if len(events) > max_events:
+        raise PayloadTooLarge(
+            f"Bundle has {len(events)} events; at most {max_events} are accepted.",
+            reason="event_count",
+        )
+    return events
+
+
+def _check_nul(body: bytes | bytearray, obj: Any) -> None:
     if b"\\u0000" in body:  # cheap pre-check; the walk below runs only when it may matter
         nul = list(_nul_locations(obj, []))
         if nul:
@@ -114,17 +193,111 @@ def parse_bundle(body: bytes, max_events: int) -> Bundle:
                 "Strings must not contain the NUL character (\\u0000).",
                 errors=[{"loc": loc, "msg": "NUL character in string"} for loc in nul[:20]],
             )
+
+
+def _errors(exc: ValidationError, start: int | None = None) -> list[dict[str, Any]]:
+    """pydantic's errors as ``{loc, msg}`` items.
+
+    With ``start``, ``exc`` came from a chunk of events beginning at that index: its
+    locations begin with the index within the chunk and become the whole bundle's.
+    """
+    out: list[dict[str, Any]] = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc: list[int | str] = list(e["loc"])
+        if start is not None and isinstance(loc[0], int):
+            loc = ["events", start + loc[0], *loc[1:]]
+        out.append({"loc": loc, "msg": e["msg"]})
+    return out
+
+
+def _invalid(errors: list[dict[str, Any]]) -> Unprocessable:
+    noun = "problem" if len(errors) == 1 else "problems"
+    return Unprocessable(f"Bundle failed validation with {len(errors)} {noun}.", errors=errors)
+
+
+def _validate(obj: Any) -> Bundle:
     try:
         return Bundle.model_validate(obj)
     except ValidationError as exc:
-        errors = [
-            {"loc": _loc(e["loc"]), "msg": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        noun = "problem" if len(errors) == 1 else "problems"
-        raise Unprocessable(
-            f"Bundle failed validation with {len(errors)} {noun}.", errors=errors
-        ) from None
+        raise _invalid(_errors(exc)) from None
+
+
+def parse_bundle(body: bytes | bytearray, max_events: int) -> Bundle:
+    """400 for malformed JSON/UTF-8, 413 for too many events, 422 for schema problems."""
+    obj = _loads(body)
+    _check_count(obj, max_events)
+    _check_nul(body, obj)
+    return _validate(obj)
+
+
+async def _validate_chunked(obj: dict[str, Any], events: list[Any], entry_max: int) -> Prepared:
+    """Validate a large bundle :data:`CHUNK_EVENTS` events at a time, encoding as it goes.
+
+    Every chunk is validated even after an error, so the 422 lists every problem as the
+    one-model path would; encoding stops at the first error.
+    """
+    errors: list[dict[str, Any]] = []
+    header: Bundle | None = None
+    try:
+        header = Bundle.model_validate({**obj, "events": []})
+    except ValidationError as exc:
+        errors.extend(_errors(exc))
+    obj["events"] = None  # the list is released chunk by chunk below
+    writer = ChunkWriter(header, entry_max) if header is not None else None
+    count = len(events)
+    for start in range(0, count, CHUNK_EVENTS):
+        part = events[start : start + CHUNK_EVENTS]
+        events[start : start + CHUNK_EVENTS] = [None] * len(part)
+        try:
+            models = _EVENTS.validate_python(part)
+        except ValidationError as exc:
+            errors.extend(_errors(exc, start))
+            writer = None
+        else:
+            if writer is not None and not errors:
+                for offset, model in enumerate(models):
+                    writer.add(event_json(model, start + offset))
+            del models
+        del part
+        await asyncio.sleep(0)  # other requests (and health probes) run between chunks
+    if errors or header is None or writer is None:
+        raise _invalid(errors)
+    return Prepared(header.bundle_id, count, 0, chunks=writer.finish())
+
+
+async def prepare(box: list[bytes | bytearray], limits: Limits) -> Prepared:
+    """Parse and validate the decompressed body in ``box`` (see the module docstring).
+
+    The caller hands over its only reference in a one-item list, so the text can be
+    freed as soon as it is parsed.
+    """
+    body = box.pop()
+    obj = _loads(body)
+    events = _check_count(obj, limits.max_events)
+    _check_nul(body, obj)
+    size = len(body)
+    del body  # the caller holds no reference: parsed, the text is no longer needed
+    if events is None or len(events) <= CHUNK_EVENTS:
+        bundle = _validate(obj)
+        return Prepared(bundle.bundle_id, len(bundle.events), size, bundle=bundle)
+    prepared = await _validate_chunked(obj, events, limits.entry_max)
+    prepared.size = size
+    return prepared
+
+
+async def _read_stream(content: StreamReader, max_raw: int) -> bytes:
+    """Every byte of the body, at most ``max_raw``; one chunk is returned without a copy."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_raw:
+            raise _too_large("Request body", max_raw - RAW_SLACK)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def read_body(request: web.Request, max_raw: int, body_timeout: float) -> bytes:
@@ -137,31 +310,54 @@ async def read_body(request: web.Request, max_raw: int, body_timeout: float) -> 
         if request.content.is_eof():
             # the whole body came with the headers (the usual bundle): nothing can stall,
             # so skip arming a timer (asyncio.timeout was ~5% of the ingest's CPU)
-            return await request.read()
+            return await _read_stream(request.content, max_raw)
         async with asyncio.timeout(body_timeout):
-            return await request.read()
+            return await _read_stream(request.content, max_raw)
     except TimeoutError:
         detail = f"The request body did not arrive within {body_timeout:g} s."
         raise RequestTimeout(detail) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"Request body exceeds {max_raw} bytes.", reason="body_size"
-        ) from None
+
+
+async def read_prepared(
+    request: web.Request, limits: Limits, grant: Grant | None = None
+) -> Prepared:
+    """Headers, body, gzip, JSON, validation; ``grant`` grows to the body's real size.
+
+    The grant is grown before each step that allocates in proportion to the body
+    (inflating, parsing), so the budget is charged before the memory is used.
+    """
+    check_headers(request, max_raw=limits.max_raw)
+    raw: bytes | bytearray = await read_body(request, limits.max_raw, limits.body_timeout)
+    gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+    # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
+    # client_max_size); only bytes that still carry the gzip magic are inflated here.
+    if gzipped and raw[:2] == GZIP_MAGIC:
+        if grant is not None:
+            hint = min(gzip_size_hint(raw), limits.max_body)
+            await grant.grow(len(raw) + PEAK_FACTOR * hint)
+        raw = gunzip(raw, limits.max_body)
+    elif len(raw) > limits.max_body:
+        raise _too_large("Request body", limits.max_body)
+    if grant is not None:
+        await grant.grow(PEAK_FACTOR * len(raw))
+    box = [raw]
+    del raw
+    return await prepare(box, limits)
 
 
 async def read_bundle(
     request: web.Request, max_raw: int, max_body: int, max_events: int, body_timeout: float = 30.0
 ) -> tuple[Bundle, int]:
-    """The validated bundle and its (decompressed) size in bytes."""
+    """The validated bundle and its (decompressed) size in bytes, as one model.
+
+    For callers that need the whole model (benchmarks, tools); the ingest handler uses
+    :func:`read_prepared`, which bounds the memory of large bundles.
+    """
     check_headers(request, max_raw=max_raw)
-    raw = await read_body(request, max_raw, body_timeout)
+    raw: bytes | bytearray = await read_body(request, max_raw, body_timeout)
     gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
-    # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
-    # client_max_size); only bytes that still carry the gzip magic are inflated here.
     if gzipped and raw[:2] == GZIP_MAGIC:
-        body = gunzip(raw, max_body)
-    else:
-        if len(raw) > max_body:
-            raise PayloadTooLarge(f"Request body exceeds {max_body} bytes.", reason="body_size")
-        body = raw
-    return parse_bundle(body, max_events), len(body)
+        raw = gunzip(raw, max_body)
+    elif len(raw) > max_body:
+        raise _too_large("Request body", max_body)
+    return parse_bundle(raw, max_events), len(raw)

@@ -1,8 +1,10 @@
 """Ingest and health handlers (README "The contract").
 
-Pipeline position: ``POST /v1/events/ingest`` = backpressure check → body → envelope →
-group-commit XADD into the bundle's partition → optional ``?wait=`` for the consumer's
-commit. ``/healthz`` does no I/O; ``/readyz`` pings Redis and reports draining.
+Pipeline position: ``POST /v1/events/ingest`` = in-flight budget → body → backpressure
+check → entries → group-commit XADD into the bundle's partition (one MULTI/EXEC when the
+bundle was split) → optional ``?wait=`` for the consumer's commit of every entry. The
+budget is given back once Redis answered the XADD: a waiting request holds only its ids
+and counts. ``/healthz`` does no I/O; ``/readyz`` pings Redis and reports draining.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ingest import waiters
-from ingest.backpressure import LagGauge
-from ingest.body import read_bundle
-from ingest.entry import entry_fields
+from ingest.backpressure import LagGauge, QueueState
+from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
+from ingest.budget import PEAK_FACTOR, Budget
 from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
@@ -31,12 +33,13 @@ from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
 from storage.envelope import encode
-from storage.queue import resolve
+from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
-RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
+__all__ = ["RAW_SLACK", "Runtime", "ingest_routes", "json_bytes"]
+UNKNOWN_LENGTH_ESTIMATE = 1024 * 1024  # chunked uploads: grown once the body is read
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Runtime:
     publisher: Publisher
     lag: LagGauge
     waiters: Waiters
+    budget: Budget
     draining: bool = False
     ready_at: float = field(default_factory=time.monotonic)
 
@@ -87,16 +91,39 @@ def _wait_param(request: web.Request) -> float | None:
     return value
 
 
-def _check_lag(rt: Runtime, lag: int) -> None:
-    if lag > rt.settings.queue_high_water:
+def _check_queue(rt: Runtime, state: QueueState) -> None:
+    """503 naming the mark passed: the group's lag in entries, or Redis' memory."""
+    settings = rt.settings
+    if state.lag > settings.queue_high_water:
         raise Unavailable(
-            "The queue is over its high-water mark; retry later.",
-            rt.settings.retry_after_seconds,
+            f"The queue is over its high-water mark of {settings.queue_high_water} entries "
+            "not yet delivered to consumers; retry later.",
+            settings.retry_after_seconds,
             reason="backpressure",
+        )
+    mark = state.memory_mark(settings.queue_high_water_bytes)
+    if state.used_memory > mark:
+        raise Unavailable(
+            f"Redis memory use is over its high-water mark of {describe_size(mark)}; retry later.",
+            settings.retry_after_seconds,
+            reason="backpressure_memory",
         )
 
 
-async def _measured_lag(rt: Runtime) -> int:
+def _estimate(request: web.Request) -> int:
+    """Budget to reserve before reading: the raw body's size times the parse's peak factor.
+
+    A gzip body is reserved at its compressed size here and grown once its announced size
+    is known (:func:`ingest.body.read_prepared`).
+    """
+    length = request.content_length
+    if length is None:
+        return UNKNOWN_LENGTH_ESTIMATE
+    gzipped = "gzip" in request.headers.get("Content-Encoding", "")
+    return length if gzipped else PEAK_FACTOR * length
+
+
+async def _measured_lag(rt: Runtime) -> QueueState:
     """The lag when no usable cached reading exists (start-up, or Redis was unreachable)."""
     try:
         return await asyncio.wait_for(rt.lag.lag(), rt.settings.redis_timeout_seconds)
@@ -105,9 +132,32 @@ async def _measured_lag(rt: Runtime) -> int:
 
 
 async def admit(rt: Runtime) -> None:
-    """Raise 503 while the queue is over its high-water mark (or its lag is unknowable)."""
-    lag = rt.lag.cached()
-    _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
+    """Raise 503 while the queue is over a high-water mark (or its state is unknowable)."""
+    state = rt.lag.cached()  # the common case: no timer, no await
+    _check_queue(rt, state if state is not None else await _measured_lag(rt))
+
+
+async def _queue(
+    rt: Runtime, request: web.Request, limits: Limits, layout: StreamLayout, streams: list[str]
+) -> tuple[str, int, list[str], int]:
+    """Read, validate and queue one bundle within the budget; nothing of it is kept.
+
+    Returns the bundle id, the partition, the entry ids and the event count.
+    """
+    async with rt.budget.reserve(_estimate(request)) as grant:
+        prepared = await read_prepared(request, limits, grant)
+        await admit(rt)
+        bundle_id, count = prepared.bundle_id, prepared.count
+        partition = layout.partition_of(bundle_id)
+        entries = prepared.entries(request[TOKEN_LABEL], limits.entry_max)
+        rt.metrics.bundle_bytes.observe(prepared.size)
+        del prepared
+        if len(entries) == 1:
+            ids = [await rt.publisher.publish(streams[partition], entries[0])]
+        else:
+            ids = await rt.publisher.publish_atomic(streams[partition], entries)
+        rt.metrics.bundle_entries.observe(len(entries))
+    return bundle_id, partition, ids, count
 
 
 def ingest_routes(rt: Runtime) -> web.RouteTableDef:
@@ -115,33 +165,25 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     settings = rt.settings
     layout = settings.layout  # a property that builds a new StreamLayout on every access
     streams = layout.streams()
-    max_raw = rt.max_raw
+    limits = Limits(
+        settings.max_body_bytes,
+        settings.max_events,
+        settings.entry_max_bytes,
+        settings.body_timeout_seconds,
+    )
 
     @routes.post("/v1/events/ingest")
     @requires(Role.INGEST)
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request) or settings.default_wait_seconds or None
-        bundle, size = await read_bundle(
-            request,
-            max_raw,
-            settings.max_body_bytes,
-            settings.max_events,
-            settings.body_timeout_seconds,
-        )
-        lag = rt.lag.cached()  # the common case: no timer, no await
-        _check_lag(rt, lag if lag is not None else await _measured_lag(rt))
-        partition = layout.partition_of(bundle.bundle_id)
-        entry_id = await rt.publisher.publish(
-            streams[partition], entry_fields(bundle, request[TOKEN_LABEL])
-        )
-        count = len(bundle.events)
-        rt.metrics.bundle_bytes.observe(size)
+        bundle_id, partition, ids, count = await _queue(rt, request, limits, layout, streams)
         rt.metrics.bundle_events.observe(count)
         if wait is not None:
-            counts = await rt.waiters.wait_all([(partition, entry_id)], wait)
+            # every entry of a split bundle: the answer sums their counts
+            counts = await rt.waiters.wait_all([(partition, i) for i in ids], wait)
             if counts is not None:
-                return json_bytes(waiters.answer(bundle.bundle_id, count, counts))
-        body = {"status": "accepted", "bundle_id": bundle.bundle_id, "ingested": count}
+                return json_bytes(waiters.answer(bundle_id, count, counts))
+        body = {"status": "accepted", "bundle_id": bundle_id, "ingested": count}
         return json_bytes(body, status=202)
 
     @routes.get("/healthz")

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one ingest app (DESIGN §5), on its own CollectorRegistry.
+"""Prometheus metrics of one ingest app (docs/operations.md), on its own CollectorRegistry.
 
 Pipeline position: the request middleware, the ingest handler, the publisher and the lag
 gauge record here; ``GET /metrics`` renders it. A registry per app (never the global one)
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ingest.backpressure import QueueState
 
 
 @dataclass
@@ -35,13 +37,24 @@ class IngestMetrics:
             "ingest_bundle_bytes",
             "Accepted bundle size after decompression",
             registry=r,
-            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+            buckets=(
+                256,
+                1024,
+                4096,
+                16384,
+                65536,
+                262144,
+                1048576,
+                4194304,
+                16777216,
+                67108864,
+            ),
         )
         self.bundle_events = Histogram(
             "ingest_bundle_events",
             "Events per accepted bundle",
             registry=r,
-            buckets=(1, 5, 10, 20, 50, 100, 500, 1000, 5000, 10000),
+            buckets=(1, 5, 10, 20, 50, 100, 500, 1000, 5000, 10000, 50000, 100000),
         )
         self.rejections = Counter(
             "ingest_rejections_total",
@@ -58,3 +71,21 @@ class IngestMetrics:
         self.queue_lag = Gauge(
             "ingest_queue_lag", "Last measured writers-group lag (all partitions)", registry=r
         )
+        self.redis_memory = Gauge(
+            "ingest_redis_used_memory_bytes", "Last measured Redis used_memory", registry=r
+        )
+        self.inflight_bytes = Gauge(
+            "ingest_inflight_bytes",
+            "Bytes of the in-flight memory budget held by requests being read and parsed",
+            registry=r,
+        )
+        self.bundle_entries = Histogram(
+            "ingest_bundle_entries",
+            "Stream entries per accepted bundle (more than 1: split into chunks)",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+
+    def record_queue(self, state: QueueState) -> None:
+        self.queue_lag.set(state.lag)
+        self.redis_memory.set(state.used_memory)

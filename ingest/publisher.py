@@ -1,4 +1,4 @@
-"""Group-commit publisher: many requests' XADDs in one Redis round trip (DESIGN §3).
+"""Group-commit publisher: many requests' XADDs in one Redis round trip (docs/design-notes.md).
 
 Pipeline position: the handler hands a validated envelope to :meth:`Publisher.publish`
 and awaits its own future; one background task drains everything pending (up to
@@ -13,6 +13,13 @@ loop run one more pass before taking a batch (requests whose bodies arrived in t
 read join it), and its connection carries no per-command timers (see :meth:`_connection`).
 Both measured with ``bench.ingest`` (20-event bundles, 16 connections): batches of ~8
 XADDs grew to ~12 and accepted events/s by 5-9%.
+
+A bundle split into several entries (:meth:`Publisher.publish_atomic`) rides in the same
+pipeline as ``MULTI``, its XADDs to the one partition stream, ``EXEC``: all of them or none
+are added (Redis refuses a transaction whose commands failed to queue, an out-of-memory
+refusal among them). A batch's deadline grows with its bytes, so a pipeline of large
+entries that Redis is still reading is not abandoned (and answered 503) while Redis goes
+on to add it.
 """
 
 from __future__ import annotations
@@ -24,21 +31,27 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from ingest.errors import Unavailable
 
 log = logging.getLogger(__name__)
+# A batch may take its timeout plus its bytes at this rate: a loaded Redis on a shared
+# host still reads and appends well over 8 MiB/s.
+MIN_BYTES_PER_SECOND = 8 * 1024 * 1024
+OOM_DETAIL = "Redis is out of memory (maxmemory reached); retry later."
 
 
 @dataclass(slots=True)
 class _Pending:
     stream: str
-    fields: dict[bytes, bytes]
-    future: asyncio.Future[str]
+    # one entry's fields, or a list of them added together in one MULTI/EXEC
+    fields: dict[bytes, bytes] | list[dict[bytes, bytes]]
+    future: asyncio.Future[Any]
 
 
 class Publisher:
@@ -111,6 +124,15 @@ class Publisher:
         self._pending.append(_Pending(stream, fields, future))
         self._wakeup.set()
         # A cancelled request cancels only its own future; the drain task skips it.
+        return await future
+
+    async def publish_atomic(self, stream: str, entries: list[dict[bytes, bytes]]) -> list[str]:
+        """XADD every field map of ``entries`` to ``stream`` in one MULTI/EXEC; their ids."""
+        if self._loop is None or not self.running:
+            raise Unavailable("The queue publisher is not running.", self._retry_after)
+        future: asyncio.Future[list[str]] = self._loop.create_future()
+        self._pending.append(_Pending(stream, entries, future))
+        self._wakeup.set()
         return await future
 
     def _take_batch(self) -> list[_Pending]:
@@ -193,16 +215,13 @@ class Publisher:
     async def _send(self, batch: list[_Pending]) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        results: list[bytes | ResponseError] = []
+        packet = b"".join([_pack(i) for i in batch])
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout + len(packet) / MIN_BYTES_PER_SECOND):
                 conn = await self._connection()
-                await conn.send_packed_command(b"".join([_pack_xadd(i) for i in batch]))
-                for _ in batch:
-                    try:
-                        results.append(await conn.read_response(disable_decoding=True))
-                    except ResponseError as exc:  # one refused XADD; the rest still answer
-                        results.append(exc)
+                await conn.send_packed_command(packet)
+                del packet
+                results = await _read_replies(conn, batch)
             self._used_at = time.monotonic()
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("XADD pipeline of %d failed: %s", len(batch), type(exc).__name__)
@@ -216,23 +235,79 @@ class Publisher:
                 continue
             if isinstance(result, ResponseError):
                 log.warning("XADD to %s failed: %s", item.stream, result)
-                _fail(item.future, self._retry_after)
+                oom = isinstance(result, OutOfMemoryError) or "OOM" in str(result)
+                _fail(item.future, self._retry_after, OOM_DETAIL if oom else None)
+            elif isinstance(result, list):
+                item.future.set_result([r.decode() for r in result])
             else:
                 item.future.set_result(result.decode())
 
 
-def _pack_xadd(item: _Pending) -> bytes:
+async def _read_replies(conn: AbstractConnection, batch: list[_Pending]) -> list[Any]:
+    """One reply per item: an entry id, a list of them, or the ResponseError."""
+    results: list[Any] = []
+    for item in batch:
+        if isinstance(item.fields, list):
+            results.append(await _read_transaction(conn, len(item.fields)))
+            continue
+        try:
+            results.append(await conn.read_response(disable_decoding=True))
+        except ResponseError as exc:  # one refused XADD; the rest still answer
+            results.append(exc)
+    return results
+
+
+async def _read_transaction(conn: AbstractConnection, count: int) -> list[bytes] | ResponseError:
+    """The replies of ``MULTI``, ``count`` XADDs and ``EXEC``: the ids, or the first error.
+
+    An XADD refused while queueing (out of memory, bad arguments) makes Redis discard the
+    whole transaction at EXEC (EXECABORT): nothing of it was added.
+    """
+    error: ResponseError | None = None
+    for _ in range(count + 1):  # +OK, then +QUEUED per XADD
+        try:
+            await conn.read_response(disable_decoding=True)
+        except ResponseError as exc:
+            error = error or exc
+    try:
+        reply = await conn.read_response(disable_decoding=True)
+    except ResponseError as exc:
+        return error or exc
+    if reply is None:  # EXEC answered nil: the transaction was discarded
+        return error or ResponseError("EXEC discarded the transaction")
+    failed = [r for r in reply if isinstance(r, ResponseError)]
+    if failed:  # same stream, same checks: in practice all of them fail, or none
+        log.error("EXEC added %d of %d entries", count - len(failed), count)
+        return failed[0]
+    return list(reply)
+
+
+def _pack(item: _Pending) -> bytes:
+    if isinstance(item.fields, list):
+        return b"".join(
+            [
+                b"*1\r\n$5\r\nMULTI\r\n",
+                *(_pack_xadd(item.stream, f) for f in item.fields),
+                b"*1\r\n$4\r\nEXEC\r\n",
+            ]
+        )
+    return _pack_xadd(item.stream, item.fields)
+
+
+def _pack_xadd(stream_name: str, fields: dict[bytes, bytes]) -> bytes:
     """RESP of ``XADD <stream> * <field> <value> ...`` (what redis-py's packer would send)."""
-    stream = item.stream.encode()
+    stream = stream_name.encode()
     parts = [
         b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n"
-        % (3 + 2 * len(item.fields), len(stream), stream)
+        % (3 + 2 * len(fields), len(stream), stream)
     ]
-    for name, value in item.fields.items():
+    for name, value in fields.items():
         parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name), name, len(value), value))
     return b"".join(parts)
 
 
-def _fail(future: asyncio.Future[str], retry_after: int) -> None:
+def _fail(future: asyncio.Future[Any], retry_after: int, detail: str | None = None) -> None:
     if not future.done():
-        future.set_exception(Unavailable("The queue is unreachable.", retry_after))
+        message = detail or "The queue is unreachable."
+        reason = "redis_oom" if detail == OOM_DETAIL else None
+        future.set_exception(Unavailable(message, retry_after, reason=reason))

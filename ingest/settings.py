@@ -48,13 +48,13 @@ class IngestSettings(StorageSettings):
         8000, ge=0, le=65535, validation_alias="LEVIATHAN_API_PORT", description="Listen port."
     )
     max_body_bytes: int = Field(
-        10 * MIB,
+        64 * MIB,
         ge=1024,
         validation_alias="LEVIATHAN_MAX_BODY_BYTES",
         description="Largest accepted body after decompression (413 above).",
     )
     max_events: int = Field(
-        10_000,
+        100_000,
         ge=1,
         validation_alias="LEVIATHAN_MAX_EVENTS",
         description="Most events accepted in one bundle (413 above).",
@@ -64,6 +64,26 @@ class IngestSettings(StorageSettings):
         ge=1,
         validation_alias="LEVIATHAN_QUEUE_HIGH_WATER",
         description="Total consumer-group lag above which ingest answers 503.",
+    )
+    queue_high_water_bytes: int = Field(
+        512 * MIB,
+        ge=MIB,
+        validation_alias="LEVIATHAN_QUEUE_HIGH_WATER_BYTES",
+        description="Redis used_memory above which ingest answers 503 (at most 80% of "
+        "Redis' maxmemory when that is set).",
+    )
+    max_inflight_bytes: int = Field(
+        256 * MIB,
+        ge=MIB,
+        validation_alias="LEVIATHAN_INGEST_MAX_INFLIGHT_BYTES",
+        description="Memory budget of one ingest process for request bodies being read, "
+        "inflated, parsed and encoded; a request that does not fit waits, then gets 503.",
+    )
+    inflight_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="LEVIATHAN_INGEST_INFLIGHT_WAIT_SECONDS",
+        description="Longest wait for room in the in-flight budget before answering 503.",
     )
     drain_seconds: float = Field(
         5.0,

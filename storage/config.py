@@ -1,7 +1,7 @@
 """Storage and queue settings shared by every process, and the backend factory.
 
 Pipeline position: each process's single settings class (``ingest.settings``,
-``consumer.settings``) inherits :class:`StorageSettings`, so env names (DESIGN §6) are
+``consumer.settings``) inherits :class:`StorageSettings`, so env names (docs/operations.md) are
 declared once. Nothing here reads the environment at import time; pydantic-settings reads
 it when ``__main__`` builds the settings object.
 """
@@ -22,7 +22,7 @@ from storage.redisconn import check_url, redis_client
 
 
 class StorageSettings(BaseSettings):
-    """Backend, PostgreSQL, NDJSON and Redis stream settings (DESIGN §3, §4, §6)."""
+    """Backend, PostgreSQL, NDJSON and Redis stream settings (docs/operations.md, Configuration)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
@@ -50,6 +50,15 @@ class StorageSettings(BaseSettings):
     partitions: int = Field(8, ge=1, le=1024, validation_alias="LEVIATHAN_PARTITIONS")
     stream_prefix: str = Field(
         DEFAULT_PREFIX, min_length=1, validation_alias="LEVIATHAN_STREAM_PREFIX"
+    )
+    # shared: ingest splits bundles into entries of at most this size, and the consumer
+    # sizes each XREADGROUP so that a batch stays within its byte bound
+    entry_max_bytes: int = Field(
+        128 * 1024,
+        ge=16 * 1024,
+        validation_alias="LEVIATHAN_STREAM_ENTRY_MAX_BYTES",
+        description="Largest stream entry ingest writes (a bigger bundle becomes several "
+        "entries); consumers size their reads by it. Same value in every process.",
     )
 
     @model_validator(mode="after")

@@ -1,9 +1,15 @@
-"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (DESIGN §3).
+"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (docs/design-notes.md, Queue).
 
 Pipeline position: the only format shared by the two tiers through Redis. An entry is a
 flat field map ``{v, bundle, received_at, token}``; ``bundle`` holds the normalised bundle
 as orjson/pydantic JSON bytes. ``v`` versions the layout so a consumer can refuse (and
 dead-letter) an entry written by a newer ingest instead of misreading it.
+
+Version 2 adds three fields and nothing else: a bundle too large for one entry is split
+into several entries of its partition (added in one MULTI/EXEC), each carrying
+``bundle_id``, ``chunk`` (0-based index) and ``chunks`` (how many). Each chunk's ``bundle``
+is a normal bundle holding a slice of the events (artifacts on chunk 0 only), so storage
+handles a chunk like any other entry. Single-entry bundles are still written as version 1.
 
 Decoding also refuses what storage could never write, so it is dead-lettered at once
 instead of failing its batch on every retry: U+0000 in any string (PostgreSQL cannot
@@ -27,7 +33,8 @@ from storage.chain import payload_json
 from storage.schema import Bundle, format_timestamp, is_normalised
 
 ENVELOPE_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION})
+CHUNKED_VERSION = 2  # version 1 plus bundle_id, chunk, chunks
+SUPPORTED_VERSIONS = frozenset({ENVELOPE_VERSION, CHUNKED_VERSION})
 
 
 class EnvelopeError(ValueError):
@@ -48,6 +55,9 @@ class Envelope:
     # texts() computes them then
     payloads: tuple[bytes, ...] = ()
     timestamps: tuple[str, ...] = ()
+    # position of this entry among the entries of one split bundle (0 of 1 when not split)
+    chunk: int = 0
+    chunks: int = 1
 
     def texts(self) -> tuple[Sequence[str], Sequence[bytes]]:
         """Each event's normalised timestamp and payload bytes, as the hash chain uses them."""
@@ -150,6 +160,7 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
                 f"NUL character (\\u0000) in {', '.join(nul[:5])}: PostgreSQL cannot store it"
             )
     token = _text(fields, b"token").decode("utf-8", errors="replace")
+    chunk, chunks = _chunk_of(fields, bundle) if version == CHUNKED_VERSION else (0, 1)
     return Envelope(
         bundle=bundle,
         received_at=received_at,
@@ -157,4 +168,19 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         entry_id=entry_id,
         payloads=payloads_of(bundle),
         timestamps=timestamps_of(data, bundle),
+        chunk=chunk,
+        chunks=chunks,
     )
+
+
+def _chunk_of(fields: dict[bytes, bytes], bundle: Bundle) -> tuple[int, int]:
+    """``(chunk, chunks)`` of a version 2 entry, checked against its bundle."""
+    try:
+        chunk, chunks = int(_text(fields, b"chunk")), int(_text(fields, b"chunks"))
+    except ValueError:
+        raise EnvelopeError("envelope chunk or chunks is not an integer") from None
+    if not 0 <= chunk < chunks:
+        raise EnvelopeError(f"envelope chunk {chunk} is outside 0..{chunks - 1}")
+    if _text(fields, b"bundle_id") != bundle.bundle_id.encode():
+        raise EnvelopeError("envelope bundle_id differs from its bundle's")
+    return chunk, chunks

@@ -1,0 +1,133 @@
+"""The in-flight memory budget: wait for room (bounded), then 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from fakeredis import FakeAsyncRedis
+
+from ingest.app import RUNTIME_KEY
+from ingest.budget import Budget
+from ingest.errors import Unavailable
+from tests.factories import body, event
+from tests.ingest.ingest_support import (
+    AUTH,
+    TOKEN,
+    ClientFactory,
+    bundle_body,
+    client_for,
+    make_settings,
+    raw,
+    stream_entries,
+)
+
+URL = "/v1/events/ingest"
+
+
+async def test_a_request_that_does_not_fit_waits_then_gets_503() -> None:
+    budget = Budget(100, wait=0.3, retry_after=3)
+    async with budget.reserve(80):
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as caught:
+            async with budget.reserve(50):
+                pytest.fail("granted beyond the budget")
+        assert 0.3 <= time.monotonic() - started < 2
+        assert caught.value.status == 503
+        assert caught.value.headers == {"Retry-After": "3"}
+        assert "in-flight memory budget" in caught.value.detail
+        assert budget.used == 80
+    assert budget.used == 0
+
+
+async def test_a_waiting_request_gets_in_once_room_is_freed() -> None:
+    budget = Budget(100, wait=5, retry_after=1)
+    first = budget.reserve(80)
+    await first.__aenter__()
+    waiter = asyncio.create_task(budget.acquire(50))
+    behind = asyncio.create_task(budget.acquire(10))  # fits, but waits its turn (FIFO)
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    assert not behind.done()
+    first.release()
+    assert await waiter == 50
+    assert await behind == 10
+    assert budget.used == 60
+
+
+async def test_a_reservation_larger_than_the_budget_runs_alone() -> None:
+    budget = Budget(100, wait=0.2, retry_after=1)
+    async with budget.reserve(10_000) as grant:
+        assert grant.held == 100
+        with pytest.raises(Unavailable):
+            await budget.acquire(1)
+    assert budget.used == 0
+
+
+async def test_a_cancelled_waiter_holds_nothing() -> None:
+    budget = Budget(100, wait=5, retry_after=1)
+    await budget.acquire(100)
+    waiter = asyncio.create_task(budget.acquire(30))
+    await asyncio.sleep(0.02)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    budget.release(100)
+    assert budget.used == 0
+    assert await budget.acquire(100) == 100
+
+
+async def test_grow_waits_for_the_difference_only() -> None:
+    budget = Budget(100, wait=0.2, retry_after=1)
+    async with budget.reserve(30) as grant:
+        await grant.grow(60)
+        assert (grant.held, budget.used) == (60, 60)
+        await grant.grow(10)  # never shrinks
+        assert grant.held == 60
+    assert budget.used == 0
+
+
+async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """A slow upload holds the whole (tiny) budget: the next request waits, then 503."""
+    redis = FakeAsyncRedis()
+    settings = make_settings(max_inflight_bytes=1024 * 1024, inflight_wait_seconds=0.3)
+    client = await client_for(aiohttp_client, settings, redis)
+    rt = client.app[RUNTIME_KEY]
+    events = [event("attempt.progress", {"i": i, "pad": "x" * 200}) for i in range(800)]
+    data = raw(body("repo-a", "bundle-slow", events))  # x PEAK_FACTOR is over 1 MiB
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = (
+        f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    writer.write(head.encode() + data[:1000])
+    await writer.drain()
+    for _ in range(200):
+        if rt.budget.used:
+            break
+        await asyncio.sleep(0.01)
+    assert rt.budget.used == rt.budget.total
+
+    started = time.monotonic()
+    resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
+    assert resp.status == 503
+    assert time.monotonic() - started >= 0.3
+    assert resp.headers["Retry-After"] == "1"
+    assert "in-flight memory budget" in (await resp.json())["detail"]
+    assert await stream_entries(redis) == []
+
+    writer.write(data[1000:])
+    await writer.drain()
+    status_line = await reader.readline()
+    assert status_line.startswith(b"HTTP/1.1 202")
+    writer.close()
+    await writer.wait_closed()
+    assert rt.budget.used == 0
+    resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
+    assert resp.status == 202
+    queued = {orjson.loads(f[b"bundle"])["bundle_id"] for _, (_, f) in await stream_entries(redis)}
+    assert queued == {"bundle-slow", "bundle-fast"}
