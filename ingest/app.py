@@ -21,6 +21,7 @@ from ingest import console
 from ingest.auth import TokenSet
 from ingest.backpressure import LagGauge
 from ingest.budget import Budget
+from ingest.cluster_publisher import ClusterPublisher
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
 from ingest.metrics import IngestMetrics
@@ -32,6 +33,7 @@ from ingest.settings import IngestSettings
 from ingest.store_ctx import store_ctx
 from ingest.waiters import Waiters
 from storage.queue import ensure_partition_count
+from storage.redisconn import as_cluster
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,30 @@ def _redis_client(settings: IngestSettings) -> Redis:
     )
 
 
+def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) -> Publisher:
+    """The group-commit publisher: one, or on a cluster one per master behind a router."""
+
+    def node(redis: Redis) -> Publisher:
+        return Publisher(
+            redis,
+            max_batch=settings.publish_max_batch,
+            timeout=settings.redis_timeout_seconds,
+            retry_after=settings.retry_after_seconds,
+            on_batch=metrics.pipeline_batch.observe,
+            min_replica_acks=settings.redis_min_replica_acks,
+        )
+
+    cluster = as_cluster(client)
+    if cluster is None:
+        return node(client)
+    return ClusterPublisher(
+        cluster,
+        node,
+        timeout=settings.redis_timeout_seconds,
+        retry_after=settings.retry_after_seconds,
+    )
+
+
 def _add_routes(app: web.Application, rt: Runtime) -> None:
     """Every route table of the ingest process; the query API and console add theirs here."""
     app.add_routes(ingest_routes(rt))
@@ -96,13 +122,7 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     """The ingest app; ``redis`` lets tests inject a client (e.g. fakeredis)."""
     client = redis if redis is not None else _redis_client(settings)
     metrics = IngestMetrics()
-    publisher = Publisher(
-        client,
-        max_batch=settings.publish_max_batch,
-        timeout=settings.redis_timeout_seconds,
-        retry_after=settings.retry_after_seconds,
-        on_batch=metrics.pipeline_batch.observe,
-    )
+    publisher = _publisher(settings, client, metrics)
     lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.record_queue)
     budget = Budget(
         settings.max_inflight_bytes,

@@ -108,8 +108,10 @@ class RedisClusterServers:
         )
         self.wait_ok(30)
 
-    def wait_ok(self, seconds: float) -> None:
-        """Until every live node reports ``cluster_state:ok`` and agrees on the masters."""
+    def wait_ok(self, seconds: float, replicas: bool = True) -> None:
+        """Until every live node reports ``cluster_state:ok``, the masters are three and
+        (``replicas``) each has its replica attached and in sync — a replica still loading
+        its first copy would not acknowledge a WAIT."""
         deadline = time.monotonic() + seconds
         last = ""
         while time.monotonic() < deadline:
@@ -119,11 +121,23 @@ class RedisClusterServers:
                     continue
                 with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                     states.append("cluster_state:ok" in node.cli("CLUSTER", "INFO", timeout=5))
-            if states and all(states) and len(self.masters()) == MASTERS:
-                return
-            last = f"{sum(states)}/{len(states)} nodes ok"
+            masters = self.masters()
+            if states and all(states) and len(masters) == MASTERS:
+                if not replicas or all(self._replicated(m) for m in masters):
+                    return
+                last = "replicas not in sync yet"
+            else:
+                last = f"{sum(states)}/{len(states)} nodes ok, {len(masters)} masters"
             time.sleep(0.2)
         raise RuntimeError(f"cluster not ok after {seconds} s ({last})")
+
+    @staticmethod
+    def _replicated(master: ClusterNode) -> bool:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            info = master.cli("INFO", "replication", timeout=5)
+            wanted = f"connected_slaves:{REPLICAS_PER_MASTER}"
+            return wanted in info and "state=online" in info
+        return False
 
     def masters(self) -> list[ClusterNode]:
         """Live nodes that call themselves master and own slots."""

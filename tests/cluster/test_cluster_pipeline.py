@@ -1,5 +1,6 @@
 """End to end on a real Redis Cluster: ``python -m ingest`` and ``python -m consumer`` with
-their streams on three masters. An undecodable entry is dead-lettered to its partition's
+their streams on three masters. Bundles POSTed with ``?wait=`` are answered 200 with their
+counts, stored exactly and chained; an undecodable entry is dead-lettered to its partition's
 dead stream and ``leviathan-cp dlq`` lists and replays it on the cluster."""
 
 from __future__ import annotations
@@ -7,12 +8,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from typing import Any
 
+import aiohttp
 import pytest
 
+from storage.config import create_store
 from storage.queue import resolve
+from tests.chaos.chaos_stack import TOKEN
 from tests.cluster.conftest import ClusterStackFactory
 from tests.consumer.process_support import ROOT
+from tests.e2e.test_pipeline import posted_bundles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,3 +59,33 @@ async def test_dead_letter_and_replay_on_a_cluster(cluster_stack: ClusterStackFa
     finally:
         await redis.aclose()
     await stack.stop()
+
+
+@pytest.mark.parametrize("backend", ["ndjson", "postgres"])
+async def test_waited_bundles_stored_exactly_on_a_cluster(
+    cluster_stack: ClusterStackFactory, backend: str
+) -> None:
+    stack = cluster_stack(backend)
+    await stack.start()
+    raws = posted_bundles()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
+
+        async def post(raw: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            async with session.post(f"{stack.url}/v1/events/ingest?wait=20", json=raw) as resp:
+                return resp.status, await resp.json()
+
+        answers = await asyncio.gather(*(post(raw) for raw in raws))
+    for raw, (status, body) in zip(raws, answers, strict=True):
+        assert status == 200, body
+        assert body["stored"] == len(raw["events"]), body
+    codes = await stack.stop()
+    assert codes == {"ingest": 0, "consumer": 0}, codes
+    store = create_store(stack.settings())
+    await store.open()
+    try:
+        stored = [e.event_id async for e in store.iter_events()]
+        assert sorted(stored) == sorted(e["event_id"] for raw in raws for e in raw["events"])
+        for partition in range(stack.layout.partitions):
+            assert (await store.verify_chain(partition)).ok
+    finally:
+        await store.close()
