@@ -123,7 +123,13 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     client = redis if redis is not None else _redis_client(settings)
     metrics = IngestMetrics()
     publisher = _publisher(settings, client, metrics)
-    lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.record_queue)
+    lag = LagGauge(
+        client,
+        settings.layout,
+        settings.lag_cache_seconds,
+        metrics.record_queue,
+        high_water_bytes=settings.queue_high_water_bytes,
+    )
     budget = Budget(
         settings.max_inflight_bytes,
         settings.inflight_wait_seconds,

@@ -116,12 +116,15 @@ class StreamCluster(RedisCluster):
         self._node_clients: dict[str, Redis] = {}
 
     async def node_for(self, key: str | None = None) -> Redis:
-        """The single-node client of the master serving ``key``'s slot (any master when
-        ``key`` is None)."""
+        """The single-node client of the master serving ``key``'s slot (any node, replicas
+        included, when ``key`` is None)."""
         await self.initialize()
         node = self.get_node_from_key(key) if key is not None else self.get_random_node()
         if node is None:  # the slot has no master right now (failover in progress)
             raise RedisConnectionError(f"no master serves the slot of {key!r}")
+        return self._client_of(node)
+
+    def _client_of(self, node: ClusterNode) -> Redis:
         client = self._node_clients.get(node.name)
         if client is None:
             options = dict(self.connection_kwargs)
@@ -133,6 +136,11 @@ class StreamCluster(RedisCluster):
             client = Redis(connection_pool=pool)
             self._node_clients[node.name] = client
         return client
+
+    async def masters(self) -> list[Redis]:
+        """The single-node client of every master (per-node figures such as INFO)."""
+        await self.initialize()
+        return [self._client_of(node) for node in self.get_primaries()]
 
     async def refresh(self) -> None:
         """Re-read the slot map from the nodes (after MOVED/ASK or a lost master)."""
