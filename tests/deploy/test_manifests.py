@@ -314,6 +314,7 @@ def test_cluster_overlay_keeps_arq_on_one_node_and_streams_on_the_cluster() -> N
     docs = render("cluster")
     config = _config(docs)
     assert config["LEVIATHAN_REDIS_CLUSTER"] == "1"
+    assert config["LEVIATHAN_REDIS_MIN_REPLICA_ACKS"] == "1"
     arq_host = config["LEVIATHAN_ARQ_REDIS_URL"].split("//")[1].split(":")[0]
     assert [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == arq_host]
     assert set(_tier_env(docs)) == {"leviathan-ingest", "leviathan-consumer"}
