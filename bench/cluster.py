@@ -34,6 +34,7 @@ import orjson
 
 from bench.consumer import EVENTS_PER_BUNDLE, bundle, drain
 from consumer.settings import ConsumerSettings
+from storage.config import StorageSettings
 from tests.cluster_support import RedisClusterServers
 from tests.consumer.process_support import ROOT, free_port
 
@@ -81,6 +82,9 @@ def _ingest_env(
             "LEVIATHAN_API_HOST": "127.0.0.1",
             "LEVIATHAN_API_PORT": str(port),
             "LEVIATHAN_QUEUE_HIGH_WATER": "100000000",
+            "LEVIATHAN_DRAIN_SECONDS": "0",
+            # a shared Redis may hold others' data: only this run's lag may refuse it
+            "LEVIATHAN_QUEUE_HIGH_WATER_BYTES": str(1 << 40),
             "LEVIATHAN_NDJSON_DIR": tempfile.mkdtemp(prefix="bench-cluster-"),
         }
     )
@@ -116,7 +120,13 @@ async def ingest_round(topology: str, args: argparse.Namespace, cluster_url: str
     port = free_port()
     env = _ingest_env(topology, args, cluster_url, port)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingest", cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL
+        sys.executable,
+        "-m",
+        "ingest",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -137,6 +147,23 @@ async def ingest_round(topology: str, args: argparse.Namespace, cluster_url: str
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 30)
+        await _drop_streams(topology, args, cluster_url, env["LEVIATHAN_STREAM_PREFIX"])
+
+
+async def _drop_streams(
+    topology: str, args: argparse.Namespace, cluster_url: str, prefix: str
+) -> None:
+    settings = StorageSettings(
+        stream_prefix=prefix,
+        partitions=args.partitions,
+        **_queue(topology, args.redis_url, cluster_url),
+    )
+    redis = settings.stream_redis()
+    try:
+        for key in [*settings.layout.streams(), settings.layout.meta]:
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
 
 
 def _report(name: str, rates: dict[str, list[float]]) -> None:
