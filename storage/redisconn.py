@@ -11,8 +11,11 @@ slot map after a failover. arq never gets this client: it keeps its own single n
 
 The cluster client offers the same command methods as the single-node one for everything
 the tiers send (single-key commands, or keys of one partition's slot), so callers keep
-the :class:`~redis.asyncio.Redis` type; code that needs a transaction inside one slot asks
-:func:`is_cluster` first.
+the :class:`~redis.asyncio.Redis` type. What it cannot send goes through the helpers here
+on either topology: :func:`atomic` (a MULTI inside one slot), :func:`subscriber`
+(pub/sub), :meth:`StreamCluster.node_for` / :meth:`StreamCluster.masters` (one node's
+client: the publisher's raw pipelines, per-node INFO), :func:`after_failure` (re-read the
+slot map).
 """
 
 from __future__ import annotations
@@ -175,6 +178,9 @@ def is_redirect(exc: BaseException) -> bool:
     return isinstance(exc, REDIRECTS)
 
 
+ATOMIC_ATTEMPTS = 5
+
+
 async def atomic(redis: Redis, key: str, fill: Callable[[Pipeline], object]) -> list[Any]:
     """The commands ``fill`` queues, run as one MULTI/EXEC on the node serving ``key``'s
     slot; every key they touch must share ``key``'s hash tag.
@@ -200,9 +206,6 @@ async def atomic(redis: Redis, key: str, fill: Callable[[Pipeline], object]) -> 
         await _quiet_refresh(cluster)
         await asyncio.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-ATOMIC_ATTEMPTS = 5
 
 
 async def _quiet_refresh(cluster: StreamCluster) -> None:
