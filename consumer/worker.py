@@ -42,6 +42,7 @@ from consumer.settings import ConsumerSettings
 from storage.base import EventStore
 from storage.config import create_store
 from storage.queue import PartitionMismatchError, ensure_partition_count
+from storage.redisconn import refusal_line
 
 logger = logging.getLogger(__name__)
 SPIDER = "spider"  # ctx key of the Spider forwarder running beside the read loop, if enabled
@@ -254,6 +255,9 @@ def run(settings: ConsumerSettings) -> int:
     except (PartitionMismatchError, health.HealthServerError) as exc:
         # refused at start-up: one line, no traceback (arq has closed its pool by now)
         print(f"consumer: {exc}", file=sys.stderr)
+        return 1
+    except ResponseError as exc:  # e.g. MOVED: a cluster node addressed as a single node
+        print(f"consumer: Redis refused the start-up: {refusal_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

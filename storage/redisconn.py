@@ -238,3 +238,12 @@ def is_missing(exc: ResponseError) -> bool:
     """
     text = str(exc)
     return text.startswith("NOGROUP") or "no such key" in text.lower()
+
+
+def refusal_line(exc: BaseException) -> str:
+    """Redis' own words for an error at start, with the likely fix for a cluster node
+    addressed as a single node (MOVED/ASK/CROSSSLOT)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, AskError) or any(w in text for w in ("MOVED", "ASK ", "CROSSSLOT")):
+        text += " (a Redis Cluster node: set LEVIATHAN_REDIS_CLUSTER=1 and list seed nodes)"
+    return text
