@@ -32,7 +32,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.consumer import EVENTS_PER_BUNDLE, bundle, drain
+from bench.consumer import drain
+from bench.streams import EVENTS_PER_BUNDLE, bundle
 from consumer.settings import ConsumerSettings
 from storage.config import StorageSettings
 from tests.cluster_support import RedisClusterServers

@@ -24,58 +24,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-
+from bench import consumer_e2e
+from bench.streams import EVENTS_PER_BUNDLE, backlog, prefill
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings
 from consumer.worker import tune_gc
 from storage.config import create_store
-from storage.envelope import encode
-from storage.queue import GROUP, StreamLayout
-from storage.schema import Bundle
 
-EVENTS_PER_BUNDLE = 20
 TARGETS = {"postgres": 30_000, "ndjson": 50_000}
-
-
-def bundle(n: int, run: str) -> Bundle:
-    """An attempt's 20 events: task/attempt lifecycle around a burst of file discoveries."""
-    attempt, task = f"att-{run}-{n}", f"task-{run}-{n}"
-    kinds = ["task.created", "attempt.created", "attempt.started"]
-    kinds += ["file.discovered"] * (EVENTS_PER_BUNDLE - 4) + ["attempt.succeeded"]
-    events: list[dict[str, Any]] = [
-        {
-            "event_id": f"{attempt}-{i}",
-            "event_type": kind,
-            "timestamp": f"2026-11-28T09:{i // 60:02d}:{i % 60:02d}Z",
-            "actor_id": f"worker-{n % 16}",
-            "payload": {"task_id": task, "attempt_id": attempt, "path": f"src/m{i}.py"},
-        }
-        for i, kind in enumerate(kinds)
-    ]
-    return Bundle.model_validate(
-        {"target": "bench", "bundle_id": f"bundle-{attempt}", "events": events}
-    )
-
-
-async def prefill(redis: Redis, layout: StreamLayout, count: int, run: str) -> None:
-    for stream in layout.streams():
-        await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    for start in range(0, count, 500):
-        async with redis.pipeline(transaction=False) as pipe:
-            for n in range(start, min(count, start + 500)):
-                b = bundle(n, run)
-                pipe.xadd(layout.stream(layout.partition_of(b.bundle_id)), encode(b, "bench"))  # type: ignore[arg-type]
-            await pipe.execute()
-
-
-async def backlog(redis: Redis, layout: StreamLayout) -> int:
-    total = 0
-    for stream in layout.streams():
-        for row in await redis.xinfo_groups(stream):
-            total += int(row["pending"]) + int(row.get("lag") or 0)
-    return total
 
 
 async def drain(settings: ConsumerSettings, bundles: int) -> float:
@@ -191,9 +148,7 @@ def cli() -> None:
             p.error(f"--{name} must be at least 1")
     asyncio.run(main(args))
     if args.e2e:
-        from bench.consumer_e2e import run
-
-        asyncio.run(run(args.redis_url))
+        asyncio.run(consumer_e2e.run(args.redis_url))
 
 
 if __name__ == "__main__":

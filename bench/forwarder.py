@@ -30,7 +30,7 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bench.consumer import EVENTS_PER_BUNDLE, backlog, prefill
+from bench.streams import EVENTS_PER_BUNDLE, backlog, prefill
 from consumer.forwarder import Forwarder
 from consumer.forwarder_metrics import SpiderMetrics
 from consumer.forwarder_settings import SpiderSettings

@@ -1,4 +1,4 @@
-"""Ingest throughput/latency benchmark: ``python -m bench.ingest`` (issue 2).
+"""Ingest throughput/latency benchmark: ``python -m bench.ingest``.
 
 Pipeline position: measures the HTTP front door against the real Redis. In ONE run, with
 20-event bundles and 16 concurrent connections, it serves three handlers — each in its own

@@ -55,13 +55,13 @@ def dsn(base: str, db: str) -> str:
     return base.rsplit("/", 1)[0] + "/" + db
 
 
-async def prepare_db(admin_dsn: str, fresh: bool) -> None:
+async def prepare_db(admin_dsn: str, db: str, fresh: bool) -> None:
     con = await asyncpg.connect(admin_dsn)
     try:
         if fresh:
-            await con.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB):
-            await con.execute(f"CREATE DATABASE {DB}")
+            await con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if not await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db):
+            await con.execute(f'CREATE DATABASE "{db}"')
     finally:
         await con.close()
 
@@ -192,6 +192,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--fresh", action="store_true", help="drop and re-seed the database")
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default=DB, help="the seeded database (kept between runs)")
     parser.add_argument("--topology", action="store_true", help="time the topology endpoints")
     parser.add_argument("--backend", choices=["ndjson", "postgres"], default="ndjson")
     parser.add_argument("--sizes", default="1000,1000000", help="log sizes for --topology")
@@ -200,9 +201,11 @@ async def main() -> None:
         await query_topology.run(args, serve_and_time)
         return
 
-    await prepare_db(args.admin_dsn, args.fresh)
+    await prepare_db(args.admin_dsn, args.database, args.fresh)
     settings = StorageSettings(
-        backend="postgres", postgres_dsn=dsn(args.admin_dsn, DB), partitions=LAYOUT.partitions
+        backend="postgres",
+        postgres_dsn=dsn(args.admin_dsn, args.database),
+        partitions=LAYOUT.partitions,
     )
     store = create_store(settings)
     await store.open()
@@ -210,12 +213,12 @@ async def main() -> None:
         have = await store.count_events()
         if have < args.events:
             if have:
-                raise SystemExit(f"{DB} holds {have:,} events; re-run with --fresh")
+                raise SystemExit(f"{args.database} holds {have:,} events; re-run with --fresh")
             await seed(store, args.events, args.attempts)
         print(f"store holds {await store.count_events():,} events")
     finally:
         await store.close()
-    con = await asyncpg.connect(dsn(args.admin_dsn, DB))
+    con = await asyncpg.connect(dsn(args.admin_dsn, args.database))
     try:
         sample = "SELECT id FROM nodes WHERE type = $1 ORDER BY random() LIMIT 1000"
         ids = [r[0] for r in await con.fetch(sample, ATTEMPT)]
@@ -224,7 +227,7 @@ async def main() -> None:
     finally:
         await con.close()
     await measure(settings, args.requests, ids, max_gid)
-    await explain(dsn(args.admin_dsn, DB), ids[0], max_gid // 2)
+    await explain(dsn(args.admin_dsn, args.database), ids[0], max_gid // 2)
 
 
 if __name__ == "__main__":

@@ -1,174 +1,161 @@
-"""One benchmark run of the whole project: ``python -m bench.run_all`` (issue 7).
+"""Every benchmark in one run, written to bench/RESULTS.md: ``python -m bench.run_all``.
 
-Pipeline position: above every tier. Runs each per-tier script present under bench/
-(ingest vs validate-only, consumer vs raw COPY, NDJSON append at empty vs 1,000,000 events,
-PostgreSQL, query), then starts a private stack (:mod:`bench.stack`: own Redis, a throwaway
-PostgreSQL database, the real ingest and consumer processes), measures peak RSS of each tier
-under a burst of 10,000-event bundles and end-to-end persisted events/s with
-:mod:`leviathan_cp.loadgen`, and writes everything to bench/RESULTS.md with the machine
-description and the command line.
+Pipeline position: above every tier. Runs each entry of :data:`bench.registry.BENCHMARKS`
+(ingest, consumer drain, ingest-to-commit latency, NDJSON append, PostgreSQL write,
+query, topology on both backends, chain verification, Spider forwarder, big bundles, the
+whole stack) as its own ``python -m`` process, one after the other, reads each figure from
+what the script prints, and writes the whole results file: how to reproduce it, the
+machine (CPU, cores, memory, kernel, Python, package and server versions, git commit), a
+table of every figure with its target and whether it is met, then each script's own output.
+``--quick`` runs every benchmark at small sizes (a smoke run of the whole set in a minute or
+two; its figures say nothing about the targets). Exit 1 when a benchmark failed or a figure is
+missing from its output, whatever the figures are.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import platform
-import random
 import subprocess
 import sys
 import time
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import orjson
-
-from bench.stack import Stack
-from leviathan_cp import loadgen
-from leviathan_cp.loadgen_bundles import BundleMaker
+from bench.machine import describe
+from bench.registry import BENCHMARKS, Benchmark
 
 HERE = Path(__file__).resolve().parent
-TIERS: dict[str, list[str]] = {
-    "ingest": [],
-    "consumer": ["--e2e"],
-    "storage_ndjson": ["--events", "1000000"],
-    "storage_postgres": [],
-    "query": [],
-}
-PACKAGES = ("aiohttp", "arq", "redis", "asyncpg", "pydantic", "orjson")
+ROOT = HERE.parent
+HEADER = """\
+# Benchmark results
+
+Written in one run by
+
+    {command}
+
+and never edited by hand: history lives in git (`git log -p bench/RESULTS.md`), not in this
+file. Every benchmark is a script under `bench/` listed in `bench/registry.py` with its
+sizes and targets; `python -m bench.run_all --quick` runs them all at small sizes as a
+smoke test (its figures say nothing about the targets).
+
+The development hosts are shared 2-core VMs whose speed drifts by a third within minutes,
+so a figure here compares with figures of the same run only. To compare two commits, use
+the A/B harness, which runs one benchmark against both in alternation and reports the
+median of the per-pair ratios:
+
+    python -m bench.ab main HEAD --pairs 4 --metric 'ndjson: +median ([\\d,]+)' \\
+        -- bench.consumer --rounds 1 --skip-postgres
+
+The long versions are not part of this run: `python -m bench.soak --minutes 10` (rounds of
+load on a private stack, exact stored counts and memory per round) and
+`LEVIATHAN_LONG=1 pytest tests/fuzz` (10,000 cases per property).
+"""
 
 
-def machine() -> list[str]:
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in PACKAGES)
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    return [
-        f"- CPU: {cpu}, nproc {os.cpu_count()}, memory {mem_kib / 1024 / 1024:.1f} GiB",
-        f"- {platform.platform()}, Python {platform.python_version()}",
-        f"- {versions}",
-        f"- {server.strip().split(' sha=')[0]}",
-    ]
+@dataclass
+class Outcome:
+    bench: Benchmark
+    command: str
+    output: str
+    code: int | None  # None: timed out
+    seconds: float
+    values: list[float | None]
+
+    @property
+    def failed(self) -> bool:
+        return self.code != 0 or any(v is None for v in self.values)
 
 
-def run_tier(name: str, extra: list[str], timeout: float) -> str:
-    if not (HERE / f"{name}.py").exists():
-        return "(script not present in this checkout)"
-    cmd = [sys.executable, "-m", f"bench.{name}", *extra]
+def run_one(bench: Benchmark, quick: bool, timeout: float) -> Outcome:
+    argv = bench.argv(quick)
+    command = "python -m " + " ".join(argv)
+    started = time.perf_counter()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
-    except subprocess.TimeoutExpired:
-        return f"(timed out after {timeout:.0f} s)"
-    out = done.stdout.strip() or done.stderr.strip()[-2000:]
-    return f"$ python -m bench.{name} {' '.join(extra)}\n{out}\n(exit {done.returncode})"
+        done = subprocess.run(
+            [sys.executable, "-m", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
+        )
+        output, code = done.stdout.strip(), done.returncode
+        if code != 0:
+            output += "\n" + done.stderr.strip()[-3000:]
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        output, code = out + f"\n(timed out after {timeout:.0f} s)", None
+    seconds = time.perf_counter() - started
+    values = [figure.extract(output) for figure in bench.figures]
+    return Outcome(bench, command, output.strip(), code, seconds, values)
 
 
-async def burst(stack: Stack, bundles: int) -> dict[str, Any]:
-    """Two clients posting 10,000-event bundles; returns statuses and peak RSS per tier."""
-    maker = BundleMaker("burst", 0, 10_000, random.Random(7), "bench-burst")
-    bodies = [orjson.dumps(maker._burst(f"burst-{i}")) for i in range(bundles)]
-    headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"}
-    statuses: dict[int, int] = {}
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-
-        async def post(data: bytes) -> None:
-            async with session.post(f"{stack.url}/v1/events/ingest", data=data) as resp:
-                await resp.read()
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-
-        for i in range(0, len(bodies), 2):
-            await asyncio.gather(*(post(b) for b in bodies[i : i + 2]))
-    await asyncio.sleep(3)  # let the consumer write the burst so its peak is included
-    return {"statuses": statuses, "peak_rss_mib": stack.peaks()}
+def verdict(outcome: Outcome, index: int) -> tuple[str, str, str]:
+    """(measured, target, met) cells of one figure."""
+    figure, value = outcome.bench.figures[index], outcome.values[index]
+    unit = figure.unit if figure.unit in ("", "x", "%") else f" {figure.unit}"
+    target = "— (reference)" if figure.target is None else f"{figure.target}{unit}"
+    if value is None:
+        return "**missing**", target, "no figure"
+    whole = figure.unit in ("events", "bundles")  # counts
+    measured = (f"{value:,.0f}" if abs(value) >= 100 or whole else f"{value:.2f}") + unit
+    if figure.target is None:
+        return measured, target, "—"
+    return measured, target, "yes" if figure.target.met(value) else "**no**"
 
 
-async def end_to_end(admin_dsn: str, seconds: float, workers: int) -> dict[str, Any]:
-    try:
-        stack = await Stack(admin_dsn).__aenter__()
-    except RuntimeError as exc:
-        return {"error": str(exc)}
-    try:
-        try:
-            mem = await burst(stack, 6)
-            args = loadgen._parse(stack.loadgen_argv(workers, seconds, "--visible-timeout", "180"))
-            summary = await loadgen.run(args)
-        except Exception as exc:
-            logs = "\n".join(f"--- {n}\n{stack.log_tail(n)}" for n in ("ingest", "consumer"))
-            return {"error": f"{type(exc).__name__}: {exc}", "logs": logs}
-        return {"burst": mem, "loadgen": summary, "peak_rss_after_load_mib": stack.peaks()}
-    finally:
-        await stack.__aexit__(None, None, None)
-
-
-def write_results(path: Path, command: str, tiers: dict[str, str], e2e: dict[str, Any]) -> None:
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on:",
-        "",
-        *machine(),
-        "",
-    ]
-    for name, out in tiers.items():
-        lines += [f"## {name}", "", "```", out, "```", ""]
-    lines += [
-        "## end to end (one ingest + one consumer, PostgreSQL, own Redis)",
-        "",
-        "```json",
-        orjson.dumps(e2e, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode(),
-        "```",
-        "",
-    ]
-    lines += [
-        "## Long versions",
-        "",
-        "`LEVIATHAN_LONG=1 pytest tests/fuzz` runs 10,000 cases per fuzz property (150 in CI).",
-        "`python -m bench.soak --minutes 10 --append-results` runs the 10-minute soak and appends",
-        "its table below; the chaos suite is `pytest tests/chaos` (in CI).",
-        "",
-        "Note: persisted_events_per_s = stored unique / (load seconds + committed_after_s), where",
-        "committed_after_s is the time after the last post until /v1/stats shows no lag and",
-        "nothing pending (every entry acked after its commit); the stored-count check pages",
-        "GET /v1/events afterwards, untimed (visible_after_s).",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+def render(outcomes: list[Outcome], command: str, machine: list[str], quick: bool) -> str:
+    lines = [HEADER.format(command=command)]
+    finished = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines += [f"## Machine (run finished {finished})", "", *machine, ""]
+    if quick:
+        lines += ["**A `--quick` run: small sizes, the figures say nothing about the targets.**"]
+        lines += ["Regenerate with `python -m bench.run_all` on a quiet host.", ""]
+    lines += ["## Figures", "", "| benchmark | figure | measured | target | met |"]
+    lines += ["|---|---|---|---|---|"]
+    for o in outcomes:
+        for i, figure in enumerate(o.bench.figures):
+            measured, target, met = verdict(o, i)
+            lines.append(f"| {o.bench.name} | {figure.label} | {measured} | {target} | {met} |")
+    lines.append("")
+    for o in outcomes:
+        state = "timed out" if o.code is None else f"exit {o.code}"
+        lines += [f"## {o.bench.name}: {o.bench.title}", ""]
+        lines += [f"`{o.command}` ({state}, {o.seconds:.0f} s)", "", "```", o.output, "```", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every bench")
+    p.add_argument("--only", help="comma-separated benchmark names (default: all)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    p.add_argument("--output", type=Path, help="default bench/RESULTS.md (not with --only)")
     p.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    p.add_argument("--seconds", type=float, default=20.0, help="end-to-end load duration")
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--tier-timeout", type=float, default=600.0)
-    p.add_argument("--skip-tiers", action="store_true")
-    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    args = p.parse_args(argv)
-    tiers: dict[str, str] = {}
-    if not args.skip_tiers:
-        for name, extra in TIERS.items():
-            tiers[name] = run_tier(name, extra, args.tier_timeout)
-            print(f"== {name}\n{tiers[name]}", flush=True)
-    e2e = asyncio.run(end_to_end(args.admin_dsn, args.seconds, args.workers))
-    print(orjson.dumps(e2e, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-    command = "python -m bench.run_all" + ("" if argv is None else " " + " ".join(argv))
-    if argv is None and len(sys.argv) > 1:
-        command += " " + " ".join(sys.argv[1:])
-    write_results(args.out, command, tiers, e2e)
-    return 0 if "error" not in e2e else 1
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    names = [b.name for b in BENCHMARKS]
+    chosen = args.only.split(",") if args.only else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(names)}")
+    if args.only and args.output is None:
+        p.error("--only writes a partial results file: name it with --output")
+    output: Path = args.output or HERE / "RESULTS.md"
+    redis_url = os.environ.get("LEVIATHAN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")
+    machine = describe(ROOT, redis_url, args.admin_dsn)  # before the load, for its load average
+    outcomes: list[Outcome] = []
+    for bench in (b for b in BENCHMARKS if b.name in chosen):
+        print(f"== {bench.name}: python -m {' '.join(bench.argv(args.quick))}", flush=True)
+        outcomes.append(run_one(bench, args.quick, args.timeout))
+        print(outcomes[-1].output + "\n", flush=True)
+    command = " ".join(["python -m bench.run_all", *(sys.argv[1:] if argv is None else argv)])
+    output.write_text(render(outcomes, command, machine, args.quick))
+    failed = [o.bench.name for o in outcomes if o.failed]
+    if failed:
+        print(f"bench.run_all: failed or missing figures: {', '.join(failed)}", file=sys.stderr)
+    print(f"wrote {output}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Soak: the whole pipeline under repeated load for minutes, watching for leaks and losses.
 
-Pipeline position: wraps everything, like bench/run_all.py's end-to-end tier: a private
+Pipeline position: wraps everything, like :mod:`bench.stack_load` (run_all's stack tier): a private
 stack (own redis-server with AOF, throwaway PostgreSQL database, real ``python -m ingest`` and
 ``python -m consumer``) driven by the ``leviathan-cp bench`` load generator in rounds. Each
 round loads for ``--round`` seconds, waits until the queue is drained and every accepted
@@ -9,8 +9,10 @@ partition's hash chain is verified. Rounds, not one long flat-out run, because t
 tier outpaces one consumer on this machine: a 10-minute flat-out run would only measure a
 growing Redis backlog.
 
-    python -m bench.soak --minutes 10            # the long version reported in RESULTS.md
-    python -m bench.soak --minutes 10 --append-results
+    python -m bench.soak --minutes 10
+
+It prints a markdown table of the rounds. bench/RESULTS.md is written by ``python -m
+bench.run_all`` alone; put a soak's table in the commit message that it measured.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from typing import Any
 from bench.stack import Stack
 from leviathan_cp import loadgen
 from storage.config import StorageSettings, create_store
-
-HERE = Path(__file__).resolve().parent
 
 
 def rss_mib(pid: int) -> float:
@@ -128,17 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--round", type=float, default=45.0, help="seconds of load per round")
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument(
-        "--append-results", action="store_true", help="append the table to bench/RESULTS.md"
-    )
     args = p.parse_args(argv)
     result = asyncio.run(soak(args.admin_dsn, args.minutes, args.round, args.workers))
     command = f"python -m bench.soak --minutes {args.minutes:g} --round {args.round:g}"
     text = _markdown(result, command)
     print(text)
-    if args.append_results:
-        with (HERE / "RESULTS.md").open("a") as out:
-            out.write(text)
     ok = result["all_rounds_ok"] and not result["chains_broken"]
     return 0 if ok else 1
 

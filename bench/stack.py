@@ -1,4 +1,4 @@
-"""A private control-plane stack for end-to-end benchmarks (used by bench/run_all.py).
+"""A private control-plane stack for end-to-end benchmarks (bench/stack_load.py, bench/soak.py).
 
 Pipeline position: wraps the whole pipeline. Starts its own ``redis-server`` (temp dir, AOF
 everysec, free port), creates a throwaway database on the given PostgreSQL server, and runs

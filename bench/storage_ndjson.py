@@ -1,4 +1,4 @@
-"""Append rate of the NDJSON backend at an empty log vs at a large log (DESIGN §4: O(1)).
+"""Append rate of the NDJSON backend at an empty log vs at a large log (appends must stay O(1)).
 
 Pipeline position: measures :meth:`storage.ndjson.NdjsonStore.write_batch`, the consumer's
 per-batch write, in isolation (no Redis). Run ``python -m bench.storage_ndjson

@@ -1,4 +1,4 @@
-"""Write rate of the PostgreSQL backend vs raw COPY of the same rows (DESIGN §4).
+"""Write rate of the PostgreSQL backend vs raw COPY of the same rows.
 
 Pipeline position: measures :meth:`storage.postgres.PostgresStore.write_batch`, the
 consumer's per-batch write, in isolation (no Redis). Run ``python -m bench.storage_postgres

@@ -30,23 +30,10 @@ from storage.redisconn import atomic
 def entry_counts(envelopes: Sequence[Envelope], result: BatchResult) -> list[EntryCounts]:
     """Per-entry counts of one successful ``write_batch``, in the order of ``envelopes``.
 
-    Backends report them in ``result.outcomes``. A backend that does not (the interface
-    predates per-entry outcomes) still yields exact figures when they can be derived: the
-    totals of a one-entry batch, or every event new when the batch had no duplicate and no
-    revision. Otherwise only the totals are known, and the entries' events are reported as
-    stored.
+    Both backends report an outcome for every envelope (``BatchResult.outcomes``).
     """
     outcomes = result.outcomes
-    if len(outcomes) >= len(envelopes):
-        return [_counts(outcomes.get(e.entry_id)) for e in envelopes]
-    if len(envelopes) == 1 and not outcomes:
-        return [EntryCounts(result.written, result.revisions, result.duplicates)]
-    return [
-        _counts(outcomes.get(e.entry_id))
-        if e.entry_id in outcomes
-        else EntryCounts(stored=len(e.bundle.events))
-        for e in envelopes
-    ]
+    return [_counts(outcomes.get(e.entry_id)) for e in envelopes]
 
 
 def _counts(outcome: EntryOutcome | None) -> EntryCounts:

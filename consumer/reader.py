@@ -179,7 +179,7 @@ class Reader:
         async def stored(batch: Sequence[Envelope], result: BatchResult) -> None:
             counts = entry_counts(batch, result)
             ledger.stored.extend(zip([e.entry_id for e in batch], counts, strict=True))
-            ledger.totals += EntryCounts(result.written, result.revisions, result.duplicates)
+            ledger.totals += sum(counts, EntryCounts())  # written includes revisions
             self._record_stored(result)
             await self._flush(partition, ledger)
 

@@ -95,7 +95,7 @@ async def serve(settings: IngestSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    del argv  # configuration comes from the environment (DESIGN §6)
+    del argv  # configuration comes from the environment (docs/operations.md, "Configuration")
     try:
         settings = IngestSettings()
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Client-facing error tree of the ingest tier (DESIGN §2).
+"""Client-facing error tree of the ingest tier (README, "The contract").
 
 Pipeline position: body parsing, auth, the publisher and backpressure raise these; the
 error middleware (:mod:`ingest.middlewares`) turns each into ``{"detail", "errors"}`` JSON

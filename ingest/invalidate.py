@@ -9,23 +9,21 @@ the high-water mark); the envelope records the caller's token label, and the rou
 the ``admin`` role. The consumer stores and projects it like any event.
 
 The event_id is a random UUID: the event carries the request time, so a deterministic id
-would turn a client's retry into a *conflict* (same id, different content) that the
-consumer dead-letters; two invalidations of one attempt are harmless in the projection.
+would turn a client's retry into a revision of one event (same id, different content)
+rather than a second event; two invalidations of one attempt are harmless in the
+projection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from ingest.deps import DEPS_KEY
-from ingest.errors import BadRequest, PayloadTooLarge, RequestTimeout, Unprocessable
+from ingest.jsonbody import read_model
 from ingest.middlewares import TOKEN_LABEL
 from ingest.params import not_found
 from ingest.responses import InvalidateAccepted
@@ -33,31 +31,6 @@ from ingest.roles import Role, requires
 from ingest.store_ctx import STORE_KEY
 from storage.schema import Bundle, InvalidateRequest
 from storage.views import AttemptDetail
-
-MAX_BODY = 64 * 1024
-BODY_TIMEOUT = 30
-
-
-async def _request_body(request: web.Request) -> InvalidateRequest:
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            raw = await request.content.read(MAX_BODY + 1)
-    except TimeoutError:
-        raise RequestTimeout(f"The request body did not arrive within {BODY_TIMEOUT} s.") from None
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge(f"The request body exceeds {MAX_BODY} bytes.")
-    try:
-        data = orjson.loads(raw or b"null")
-    except orjson.JSONDecodeError:
-        raise BadRequest("The request body is not valid JSON.") from None
-    try:
-        return InvalidateRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *err["loc"]], "msg": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        raise Unprocessable("A non-empty reason is required.", errors=errors) from None
 
 
 def _target_of(detail: AttemptDetail) -> str:
@@ -94,7 +67,8 @@ def build_bundle(attempt_id: str, reason: str, detail: AttemptDetail) -> Bundle:
 async def handle_invalidate(request: web.Request) -> web.Response:
     attempt_id = request.match_info["attempt_id"]
     store = request.app[STORE_KEY]
-    body = await _request_body(request)  # 422 before 404, as FastAPI clients expect
+    # 422 before 404, as FastAPI clients expect
+    body = await read_model(request, InvalidateRequest, "A non-empty reason is required.")
     if not await store.attempt_exists(attempt_id):
         not_found("attempt", attempt_id)
     detail = await store.get_attempt(attempt_id)

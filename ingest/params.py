@@ -1,4 +1,4 @@
-"""Query-parameter parsing for the ingest tier's read endpoints (DESIGN §5).
+"""Query-parameter parsing for the ingest tier's read endpoints (README, "The contract").
 
 Pipeline position: between aiohttp's raw query string and the storage read interface.
 Every bad value becomes a 422 whose ``errors[].loc`` is ``["query", <name>]`` and every

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 from ingest.deps import DEPS_KEY
 from ingest.errors import Unavailable
 from ingest.responses import ConsumerStats, PartitionStats, Stats
+from storage.lag import lag_of
 from storage.queue import GROUP, StreamLayout, resolve
 from storage.redisconn import is_missing
 
@@ -48,8 +49,9 @@ async def _partition(redis: Redis, layout: StreamLayout, partition: int) -> Part
     for group in groups:
         if _text(_field(group, "name")) != GROUP:
             continue
-        raw_lag = _field(group, "lag")
-        lag = None if raw_lag is None else int(raw_lag)  # None: Redis cannot tell (trimmed)
+        # Redis' own lag counter can be null or wrong (after trimming, an AOF repair):
+        # the same checked reading backpressure uses
+        lag = await lag_of(redis, key, dict(group))
         pending = int(_field(group, "pending") or 0)
         for c in await resolve(redis.xinfo_consumers(key, GROUP)):
             consumers.append(

@@ -1,4 +1,4 @@
-"""``leviathan-cp bench``: a load generator for a running ingest tier (issue 7).
+"""``leviathan-cp bench``: a load generator for a running ingest tier.
 
 Pipeline position: a client in front of ``POST /v1/events/ingest``. N simulated workers post
 realistic bundles (:mod:`leviathan_cp.loadgen_bundles`), a progress line is refreshed about

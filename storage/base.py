@@ -56,6 +56,14 @@ class StorageCorrupt(StorageError):
     """Stored state contradicts itself (e.g. an index ahead of its log)."""
 
 
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (driver messages may span several), for error texts."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 @dataclass(slots=True)
 class StoredEvent:
     """One row of the event log. ``timestamp``/``received_at`` are normalised strings.
@@ -77,6 +85,11 @@ class StoredEvent:
     seq: int
     prev_hash: str
     hash: str
+    # 1 for the first content stored under an event_id, 2, 3, … for each later one
+    revision: int = 1
+    # content digest (storage.chain.digest_of); "" where a reader did not load it. The
+    # projection's versions end with it, so the write and rebuild paths always set it.
+    digest: str = ""
 
     @property
     def task_id(self) -> str | None:
@@ -104,23 +117,8 @@ class StoredEvent:
             hash=self.hash,
             task_id=self.task_id,
             attempt_id=self.attempt_id,
+            revision=self.revision,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """An event whose ``event_id`` was already stored with different content.
-
-    First write wins; the consumer dead-letters the newcomer with reason ``conflict``.
-    """
-
-    event_id: str
-    entry_id: str
-    bundle_id: str
-    target: str
-    event: dict[str, Any]
-    stored_digest: str
-    new_digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +139,14 @@ class EntryOutcome:
 class BatchResult:
     """What one ``write_batch`` did; counts are of events, not bundles.
 
-    ``outcomes`` maps each envelope's ``entry_id`` to its :class:`EntryOutcome`.
+    ``written`` counts every event appended to the log, ``revisions`` those of them that
+    are a new revision of a known ``event_id`` (so ``written - revisions`` had new ids),
+    ``duplicates`` identical re-deliveries dropped. ``outcomes`` maps each envelope's
+    ``entry_id`` to its :class:`EntryOutcome` (envelopes sharing an entry_id are summed).
     """
 
     written: int = 0
     duplicates: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
     revisions: int = 0
     outcomes: dict[str, EntryOutcome] = field(default_factory=dict)
 
@@ -166,11 +166,14 @@ class EventStore(Protocol):
     async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
         """Append the events of ``envelopes`` (all read from ``partition``) atomically.
 
-        In order: dedup by ``event_id`` (identical content → dropped and counted, different
-        content → :class:`Conflict`), link the new events into the partition's chain, store
+        In order: dedup by ``event_id`` and content digest (the same content as any stored
+        revision of that id → dropped and counted; new content under a known id → stored
+        as its next revision), link the new events into the partition's chain, store
         bundle artifacts, merge :func:`storage.projection.fold` of the new events into the
         graph. Either all of it is durable when this returns, or none of it is and it
-        raises. Safe to call again with the same envelopes (at-least-once delivery).
+        raises: :class:`StorageUnavailable` for anything transient (retry the batch),
+        :class:`StorageDataError` for data the backend refuses (isolate the entry). Safe to
+        call again with the same envelopes (at-least-once delivery).
         """
 
     # -- read side (query API) ------------------------------------------------------

@@ -162,7 +162,7 @@ def link(
 def content_digest(
     *, event_type: str, timestamp: str, actor_id: str | None, payload: Mapping[str, Any]
 ) -> str:
-    """Digest of what a client sent for an ``event_id`` (duplicate vs conflict test)."""
+    """Digest of what a client sent for an ``event_id`` (duplicate vs revision test)."""
     return digest_bytes(
         event_type=event_type,
         timestamp=timestamp,

@@ -24,7 +24,13 @@ from storage import ndjson_index as idx
 from storage import ndjson_log as log
 from storage import ndjson_read as rd
 from storage import ndjson_write as wr
-from storage.base import BatchResult, StorageUnavailable, StoredEvent
+from storage.base import (
+    BatchResult,
+    StorageDataError,
+    StorageUnavailable,
+    StoredEvent,
+    describe,
+)
 from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
 from storage.projection import Graph, fold
@@ -43,6 +49,9 @@ from storage.views import (
 )
 
 T = TypeVar("T")
+# Raised while planning or writing a batch because of a value in it (an integer SQLite
+# cannot hold, a constraint the data breaks): the same batch would fail again.
+DATA_ERRORS = (TypeError, ValueError, OverflowError, sqlite3.IntegrityError, sqlite3.DataError)
 LOCK_FILE = "write.lock"
 LOCK_TIMEOUT = 60.0
 PAGE = 1000
@@ -69,7 +78,12 @@ class NdjsonStore:
         try:
             return fn(self._con)
         except (OSError, sqlite3.OperationalError) as exc:
-            raise StorageUnavailable(f"NDJSON store: {exc}") from exc
+            # disk full, I/O error, "database is locked", a vanished directory: transient
+            raise StorageUnavailable(f"NDJSON store: {describe(exc)}") from exc
+        except sqlite3.DatabaseError as exc:
+            # the index file cannot be used as it is (e.g. malformed): retried, never
+            # blamed on a batch; an operator rebuilds it from the logs
+            raise StorageUnavailable(f"NDJSON index unusable: {describe(exc)}") from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -147,7 +161,10 @@ class NdjsonStore:
         """
 
         def write(con: sqlite3.Connection) -> BatchResult:
-            return wr.write_batch(con, self.directory, partition, envelopes)
+            try:
+                return wr.write_batch(con, self.directory, partition, envelopes)
+            except DATA_ERRORS as exc:  # rolled back: nothing of the batch is stored
+                raise StorageDataError(f"NDJSON store refused the batch: {describe(exc)}") from exc
 
         on_loop = (
             self.write_on_loop
@@ -314,10 +331,10 @@ class NdjsonStore:
             rows = await self._run(page)
             if not rows:
                 return
-            events = await asyncio.to_thread(rd.load_events, self.directory, [r[:4] for r in rows])
+            events = await asyncio.to_thread(rd.load_events, self.directory, [r[:5] for r in rows])
             for ev in events:
                 yield ev
-            last = rows[-1][4]
+            last = rows[-1][5]
 
     async def graph(self) -> Graph:
         return await self._run(idx.read_graph)

@@ -19,15 +19,19 @@ import orjson
 
 from storage.ndjson_read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.revisions import Known, known_from
 from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
 # insert. Index files made before keep AUTOINCREMENT and behave the same.
-SCHEMA = """
+# One row per revision of an event_id (storage.revisions): the unique key is
+# (event_id, revision); the writer, alone under the directory lock, never stores a digest
+# twice under one id.
+EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS events (
     gid INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
     digest TEXT NOT NULL,
     partition INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -37,12 +41,26 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp TEXT NOT NULL,
     task_id TEXT,
     attempt_id TEXT,
-    target TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_pseq ON events(partition, seq);
-CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id);
-CREATE INDEX IF NOT EXISTS events_task ON events(task_id);
-CREATE INDEX IF NOT EXISTS events_type ON events(event_type);
+    target TEXT NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 1
+)
+"""
+EVENT_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_revision ON events(event_id, revision)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_pseq ON events(partition, seq)",
+    "CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id)",
+    "CREATE INDEX IF NOT EXISTS events_task ON events(task_id)",
+    "CREATE INDEX IF NOT EXISTS events_type ON events(event_type)",
+)
+EVENT_COLUMNS = (
+    "gid, event_id, digest, partition, seq, offset, length, event_type, timestamp, task_id, "
+    "attempt_id, target"
+)
+SCHEMA = (
+    EVENTS_TABLE
+    + ";\n"
+    + ";\n".join(EVENT_INDEXES)
+    + """;
 CREATE TABLE IF NOT EXISTS heads (
     partition INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -88,6 +106,7 @@ CREATE TABLE IF NOT EXISTS topology (
     PRIMARY KEY (target, kind, item)
 ) WITHOUT ROWID;
 """
+)
 
 INDEX_FILE = "index.sqlite3"
 PAGE_SIZE = 16384
@@ -116,10 +135,52 @@ def connect(directory: Path) -> sqlite3.Connection:
     had_topology = con.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'topology'"
     ).fetchone()
+    migrate_revisions(con)
     con.executescript(SCHEMA)
     if had_topology is None:
         backfill_topology(con, directory)
     return con
+
+
+def _needs_revisions(con: sqlite3.Connection) -> bool:
+    columns = {row[1] for row in con.execute("PRAGMA table_info(events)")}
+    return bool(columns) and "revision" not in columns
+
+
+def migrate_revisions(con: sqlite3.Connection) -> bool:
+    """Rebuild an index file made before revisions existed, in place; True if it did.
+
+    Its ``events`` table had ``event_id UNIQUE`` and no ``revision`` column, and SQLite
+    cannot drop a column constraint, so the table is copied into the new layout (every
+    existing row is revision 1: the old writer stored one content per id) in one
+    transaction; a crash midway leaves the old file as it was.
+    """
+    if not _needs_revisions(con):  # the usual open: no write lock taken
+        return False
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if not _needs_revisions(con):  # another process migrated it meanwhile
+            con.execute("ROLLBACK")
+            return False
+        con.execute("ALTER TABLE events RENAME TO events_v1")
+        for (name,) in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events_v1' "
+            "AND sql IS NOT NULL"
+        ).fetchall():
+            con.execute(f'DROP INDEX "{name}"')
+        con.execute(EVENTS_TABLE)
+        con.execute(
+            f"INSERT INTO events({EVENT_COLUMNS}, revision) "
+            f"SELECT {EVENT_COLUMNS}, 1 FROM events_v1 ORDER BY gid"
+        )
+        con.execute("DROP TABLE events_v1")
+        for statement in EVENT_INDEXES:
+            con.execute(statement)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
 
 
 def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -127,15 +188,16 @@ def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + CHUNK]
 
 
-def stored_digests(con: sqlite3.Connection, event_ids: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
+def stored_digests(con: sqlite3.Connection, event_ids: Sequence[str]) -> Known:
+    """What is stored under ``event_ids`` (every revision), as the planners read it."""
+    found: list[tuple[str, str, int]] = []
     for part in chunks(event_ids):
         marks = ",".join("?" * len(part))
-        rows = con.execute(
-            f"SELECT event_id, digest FROM events WHERE event_id IN ({marks})", tuple(part)
-        )
-        found.update(rows)
-    return found
+        found += con.execute(
+            f"SELECT event_id, digest, revision FROM events WHERE event_id IN ({marks})",
+            tuple(part),
+        ).fetchall()
+    return known_from(found)
 
 
 def head(con: sqlite3.Connection, partition: int) -> tuple[int, str, int] | None:
@@ -175,7 +237,7 @@ def load_nodes(con: sqlite3.Connection, keys: Sequence[NodeKey]) -> dict[NodeKey
 
 def _node_row(key: NodeKey, props: dict[str, Prop]) -> tuple[str, str, str, str]:
     vals = {name: p.value for name, p in props.items()}
-    vers = {name: [p.version[0], p.version[1]] for name, p in props.items()}
+    vers = {name: list(p.version) for name, p in props.items()}
     return (key[0], key[1], orjson.dumps(vals).decode(), orjson.dumps(vers).decode())
 
 

@@ -21,7 +21,9 @@ import orjson
 from storage.base import StorageCorrupt, StoredEvent
 from storage.schema import format_timestamp
 
-_FIELDS = tuple(f.name for f in fields(StoredEvent))
+# what every stored line holds; ``revision`` came later (lines without it are revision 1)
+# and the digest lives in the index, not in the line
+_FIELDS = tuple(f.name for f in fields(StoredEvent) if f.name not in ("revision", "digest"))
 
 
 def partition_path(directory: Path, partition: int) -> Path:
@@ -50,6 +52,7 @@ def encode_line(
     seq: int,
     prev_hash: str,
     hash_: str,
+    revision: int,
 ) -> bytes:
     """One stored line: the fields of :class:`StoredEvent` in its order, newline-ended.
 
@@ -69,20 +72,25 @@ def encode_line(
             "seq": seq,
             "prev_hash": prev_hash,
             "hash": hash_,
+            "revision": revision,
         },
         option=orjson.OPT_APPEND_NEWLINE,
     )
 
 
-def decode_line(line: bytes) -> StoredEvent:
-    """Parse one stored line; raises ``ValueError`` naming what is wrong."""
+def decode_line(line: bytes, digest: str = "") -> StoredEvent:
+    """Parse one stored line (``digest`` from the index, when the caller has it); raises
+    ``ValueError`` naming what is wrong."""
     data: Any = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
     missing = [name for name in _FIELDS if name not in data]
     if missing:
         raise ValueError(f"line lacks {', '.join(missing)}")
-    return StoredEvent(**{name: data[name] for name in _FIELDS})
+    revision = data.get("revision", 1)
+    if type(revision) is not int or revision < 1:
+        raise ValueError("line has an invalid revision")
+    return StoredEvent(**{name: data[name] for name in _FIELDS}, revision=revision, digest=digest)
 
 
 def append(path: Path, data: bytes) -> tuple[int, int]:

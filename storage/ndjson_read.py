@@ -44,23 +44,24 @@ from storage.views import (
     failure_error,
 )
 
-EVENT_COLS = "gid, partition, offset, length"
+EVENT_COLS = "gid, partition, offset, length, digest"
 _TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
 _STATUS = "json_extract(vals, '$.status')"
 
 
 def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
-    """Events of index rows ``(gid, partition, offset, length)``, each file opened once."""
+    """Events of index rows ``(gid, partition, offset, length, digest)``, each file opened
+    once."""
     with ExitStack() as stack:
         files: dict[int, BinaryIO] = {}
         events = []
-        for _, partition, offset, length in rows:
+        for _, partition, offset, length, digest in rows:
             fh = files.get(partition)
             if fh is None:
                 path = log.partition_path(directory, partition)
                 fh = files[partition] = stack.enter_context(open(path, "rb"))
             fh.seek(offset)
-            events.append(log.decode_line(fh.read(length)))
+            events.append(log.decode_line(fh.read(length), digest))
         return events
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,12 @@ from orjson import Fragment
 from storage import ndjson_index as idx
 from storage import ndjson_log as log
 from storage import topology
-from storage.base import BatchResult, Conflict, StorageCorrupt, StoredEvent
+from storage.base import BatchResult, StorageCorrupt, StoredEvent
 from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
 from storage.projection import PROJECTED_TYPES, fold
-from storage.schema import Bundle
+from storage.revisions import Tally, revise
+from storage.schema import artifact_id_of, bundle_attempt
 
 
 @dataclass(slots=True)
@@ -41,7 +42,8 @@ class _Plan:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     projected: list[StoredEvent] = field(default_factory=list)
     duplicates: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
+    revisions: int = 0
+    tally: Tally = field(default_factory=Tally)
 
 
 def _plan(
@@ -53,13 +55,14 @@ def _plan(
     """Dedup, chain and encode the batch in one pass (offsets from the indexed file size).
 
     Each event's line, index row and chain link are made here at once: the per-event cost
-    of this loop is most of the NDJSON consumer's time.
+    of this loop is most of the NDJSON consumer's time. Duplicates and revisions are
+    sorted out as :mod:`storage.revisions` describes (the new-id case inline).
     """
     ids = [ev.event_id for env in envelopes for ev in env.bundle.events]
     known = idx.stored_digests(con, list(dict.fromkeys(ids)))
     seq, prev, size = head
     plan = _Plan(seq, prev, size, size)
-    lines, rows, projected = plan.lines, plan.rows, plan.projected
+    lines, rows, projected, tally = plan.lines, plan.rows, plan.projected, plan.tally
     for env in envelopes:
         bundle = env.bundle
         bundle_id, target = bundle.bundle_id, bundle.target
@@ -71,21 +74,26 @@ def _plan(
             frag = Fragment(pbytes)
             digest = digest_of(event_type, timestamp, actor_id, frag)
             stored = known.get(event_id)
-            if stored == digest:
+            if stored is None:
+                known[event_id] = digest  # later copies in this batch compare with it
+                revision = 1
+            elif stored == digest:
                 plan.duplicates += 1
+                tally.duplicate(env.entry_id)
                 continue
-            if stored is not None:
-                plan.conflicts.append(
-                    Conflict(event_id, env.entry_id, bundle_id, target,
-                             ev.model_dump(mode="json"), stored, digest)
-                )  # fmt: skip
-                continue
-            known[event_id] = digest  # later copies in this batch dedup against it
+            else:
+                revision = revise(known, event_id, digest)
+                if not revision:
+                    plan.duplicates += 1
+                    tally.duplicate(env.entry_id)
+                    continue
+                plan.revisions += 1
+                tally.revision(env.entry_id)
             seq += 1
             hash_ = link_of(event_id, event_type, timestamp, actor_id, frag, prev)
             line = log.encode_line(
                 event_id, event_type, timestamp, actor_id, frag, bundle_id, target, received,
-                partition, seq, prev, hash_,
+                partition, seq, prev, hash_, revision,
             )  # fmt: skip
             lines.append(line)
             payload = ev.payload
@@ -93,14 +101,14 @@ def _plan(
             rows.append(  # the layout of _index_row, inline: this loop is the hot path
                 (event_id, digest, partition, seq, size, len(line), event_type, timestamp,
                  task_id if type(task_id) is str else None,
-                 attempt_id if type(attempt_id) is str else None, target)
+                 attempt_id if type(attempt_id) is str else None, target, revision)
             )  # fmt: skip
             size += len(line)
             if event_type in PROJECTED_TYPES:  # the fold skips the others: build no object
                 projected.append(
                     StoredEvent(
                         event_id, event_type, timestamp, actor_id, payload, bundle_id, target,
-                        received, partition, seq, prev, hash_,
+                        received, partition, seq, prev, hash_, revision, digest,
                     )
                 )  # fmt: skip
             prev = hash_
@@ -111,14 +119,14 @@ def _plan(
 def _index_row(ev: StoredEvent, digest: str, offset: int, length: int) -> tuple[Any, ...]:
     """The index row of a stored line (the layout :func:`_plan` builds inline)."""
     return (ev.event_id, digest, ev.partition, ev.seq, offset, length, ev.event_type,
-            ev.timestamp, ev.task_id, ev.attempt_id, ev.target)  # fmt: skip
+            ev.timestamp, ev.task_id, ev.attempt_id, ev.target, ev.revision)  # fmt: skip
 
 
 _INSERT_EVENTS = (
     "INSERT INTO events(event_id, digest, partition, seq, offset, length, event_type, "
-    "timestamp, task_id, attempt_id, target) VALUES "
+    "timestamp, task_id, attempt_id, target, revision) VALUES "
 )
-_COLUMNS = 11
+_COLUMNS = 12
 _EVENT_ROW = "(" + ", ".join("?" * _COLUMNS) + ")"
 _MAX_ROWS_PER_INSERT = 256
 
@@ -144,30 +152,19 @@ def _insert_events(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
         con.executemany(_INSERT_EVENTS + _EVENT_ROW, rows[whole:])
 
 
-def _bundle_attempt(bundle: Bundle) -> str | None:
-    ids = {ev.payload.get("attempt_id") for ev in bundle.events}
-    ids.discard(None)
-    if len(ids) != 1:
-        return None
-    only = ids.pop()
-    return only if isinstance(only, str) else str(only)
-
-
 def _store_artifacts(con: sqlite3.Connection, envelopes: Sequence[Envelope]) -> None:
     rows = []
     for env in envelopes:
         bundle = env.bundle
         if not bundle.artifacts:
             continue
-        attempt = _bundle_attempt(bundle)
+        attempt = bundle_attempt(bundle)
         for art in bundle.artifacts:
-            extra = art.model_extra or {}
-            artifact_id = extra.get("artifact_id")
             rows.append(
                 (
                     bundle.bundle_id,
                     attempt,
-                    artifact_id if isinstance(artifact_id, str) else art.sha256,
+                    artifact_id_of(art.model_extra, art.sha256),
                     art.sha256,
                     art.kind,
                     art.uri,
@@ -192,13 +189,17 @@ def recover(con: sqlite3.Connection, directory: Path, partition: int) -> None:
     events: list[StoredEvent] = []
     rows: list[tuple[Any, ...]] = []
     for offset, line in log.tail(path, size):
-        ev = log.decode_line(line)
+        try:
+            ev = log.decode_line(line)
+        except ValueError as exc:  # the log itself, not a batch's data: an operator's case
+            raise StorageCorrupt(f"{path.name} at byte {offset}: {exc}") from None
         digest = content_digest(
             event_type=ev.event_type,
             timestamp=ev.timestamp,
             actor_id=ev.actor_id,
             payload=ev.payload,
         )
+        ev = replace(ev, digest=digest)
         rows.append(_index_row(ev, digest, offset, len(line)))
         events.append(ev)
         seq, prev, size = ev.seq, ev.hash, offset + len(line)
@@ -235,4 +236,5 @@ def write_batch(
         if appended:
             log.truncate(path, start)
         raise
-    return BatchResult(len(plan.lines), plan.duplicates, plan.conflicts)
+    outcomes = plan.tally.outcomes(envelopes)
+    return BatchResult(len(plan.lines), plan.duplicates, plan.revisions, outcomes)

@@ -58,8 +58,8 @@ def encode_rows(rows: Iterable[Sequence[Any]]) -> bytes:
     lines = [
         f"{part}\t{seq}\t{f(eid)}\t{f(etype)}\t{ts_text}\t{ts_text}\t{f(actor)}\t"
         f"{json_field(payload)}\t{f(bundle)}\t{f(target)}\t{received}\t{prev}\t{hash_}\t"
-        f"{digest}\t{f(task)}\t{f(attempt)}\n"
+        f"{digest}\t{f(task)}\t{f(attempt)}\t{revision}\n"
         for (part, seq, eid, etype, _ts, ts_text, actor, payload, bundle, target, received,
-             prev, hash_, digest, task, attempt) in rows
+             prev, hash_, digest, task, attempt, revision) in rows
     ]  # fmt: skip
     return "".join(lines).encode()

@@ -1,7 +1,7 @@
 """Graph merge of the PostgreSQL backend: a fold's delta joined into nodes and edges.
 
 Pipeline position: :func:`storage.pg_write.write_batch` calls :func:`merge_graph` with the
-fold of each batch's new events, inside the batch's transaction (DESIGN §4: graph upserts
+fold of each batch's new events, inside the batch's transaction (graph upserts
 in the same transaction as the events); ``rebuild_graph`` calls it with the fold of the
 whole log. One statement per batch when every node is new, three when some existed
 (data-modifying CTEs), whatever its size; new nodes are written once, complete; the
@@ -36,12 +36,20 @@ def _opt(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _key(value: Any) -> str | None:
+    # a payload's "target" may be any JSON value on Target/Artifact nodes: only strings and
+    # integers name one (str() of an object could outgrow the index)
+    if type(value) is str or type(value) is int:
+        return str(value) or None
+    return None
+
+
 def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
     """The filter/sort columns the query API uses, extracted from a node's values."""
-    target = values.get("target") or values.get("target_id")
+    target = _key(values.get("target")) or _key(values.get("target_id"))
     last_seen = values.get(LAST_SEEN)
     return (
-        None if target is None else str(target),
+        target,
         _opt(values.get("status")),
         last_seen if isinstance(last_seen, str) else "",
         _opt(values.get("task_id")),
@@ -53,7 +61,7 @@ def node_columns(key: NodeKey, values: dict[str, Any]) -> tuple[Any, ...]:
 INSERT_NODES_AND_EDGES = """
 WITH ins AS (
     INSERT INTO nodes(type, id, vals, vers, target, status, last_seen, task_id)
-    SELECT t, i, v::jsonb, r::jsonb, tg, st, ls, tk
+    SELECT t, i, v::json, r::json, tg, st, ls, tk
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)
     ORDER BY t, i
@@ -79,7 +87,7 @@ JOIN unnest($1::text[], $2::text[]) AS u(t, i) ON n.type = u.t AND n.id = u.i
 ORDER BY n.type, n.id FOR UPDATE OF n
 """
 UPDATE_NODES = """
-UPDATE nodes SET vals = u.v::jsonb, vers = u.r::jsonb, target = u.tg, status = u.st,
+UPDATE nodes SET vals = u.v::json, vers = u.r::json, target = u.tg, status = u.st,
     last_seen = u.ls, task_id = u.tk
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[]) AS u(t, i, v, r, tg, st, ls, tk)

@@ -1,4 +1,4 @@
-"""Versioned schema migrations of the PostgreSQL backend (DESIGN §4).
+"""Versioned schema migrations of the PostgreSQL backend.
 
 Pipeline position: run by :meth:`storage.postgres.PostgresStore.open` in every consumer and
 ingest process, and by ``leviathan-cp migrate`` through :func:`migrate`. Files
@@ -13,7 +13,7 @@ from importlib import resources
 
 import asyncpg
 
-from storage.base import StorageUnavailable
+from storage.base import StorageUnavailable, describe
 
 # What "the server cannot be reached now" looks like through asyncpg; callers retry on
 # StorageUnavailable (asyncpg raises bare OSError subclasses for refused connections).
@@ -33,7 +33,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def unavailable(exc: BaseException) -> StorageUnavailable:
-    return StorageUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}")
+    return StorageUnavailable(f"PostgreSQL unavailable: {describe(exc)}")
 
 
 # Arbitrary constant ("LVTM"); distinct from the per-partition write locks' key space.

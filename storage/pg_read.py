@@ -39,7 +39,7 @@ from storage.views import (
 
 EVENT_COLS = (
     "gid, event_id, event_type, ts_text, actor_id, payload, bundle_id, target, received_at, "
-    "partition, seq, prev_hash, hash"
+    "partition, seq, prev_hash, hash, revision, digest"
 )
 
 
@@ -47,7 +47,7 @@ def to_event(r: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         r["event_id"], r["event_type"], r["ts_text"], r["actor_id"], r["payload"],
         r["bundle_id"], r["target"], r["received_at"], r["partition"], r["seq"],
-        r["prev_hash"], r["hash"],
+        r["prev_hash"], r["hash"], r["revision"], r["digest"],
     )  # fmt: skip
 
 

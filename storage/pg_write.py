@@ -3,13 +3,14 @@
 Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
-partitions proceed in parallel). Duplicates and conflicts are decided in Python against
-the stored digests (read only when the batch is written checked: a first attempt treats
-every event as new and lets the unique index refuse it), then the new rows are COPYed
-straight into ``events``, streamed chunk by chunk as they are linked
-(:mod:`storage.pg_copy`; see docs/design-notes.md, "PostgreSQL write path"). If a writer of
-another partition stored one of our event_ids meanwhile, the unique index fails the COPY:
-:class:`RaceLost` rolls the transaction back and the caller retries, checked.
+partitions proceed in parallel). Duplicates and revisions are decided in Python against
+the stored digests (:mod:`storage.revisions`; read only when the batch is written
+checked: a first attempt treats every event as a new revision 1 and lets the unique index
+on ``(event_id, revision)`` refuse it), then the new rows are COPYed straight into
+``events``, streamed chunk by chunk as they are linked (:mod:`storage.pg_copy`; see
+docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored a
+revision of one of our event_ids meanwhile, that index fails the COPY: :class:`RaceLost`
+rolls the transaction back and the caller retries, checked.
 The ``payload`` column (json, migration 0002) holds the exact bytes the chain hashed.
 """
 
@@ -24,25 +25,35 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from storage.base import BatchResult, Conflict, StoredEvent
+from storage.base import BatchResult, StoredEvent
 from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
 from storage.pg_copy import encode_rows
 from storage.pg_graph import merge_graph
 from storage.pg_topology import upsert_topology
 from storage.projection import PROJECTED_TYPES, Graph, fold
-from storage.schema import Bundle, WireEvent, format_timestamp
+from storage.revisions import Known, Tally, known_from, revise
+from storage.schema import WireEvent, artifact_id_of, bundle_attempt, format_timestamp
 
 T = TypeVar("T")
 
 # Class id of the two-key advisory locks ("LVTW"); the second key is the partition.
 WRITE_LOCK_CLASS = 0x4C565457
 
+# Class id of the per-event_id locks ("LVTI") a batch takes after losing a revision race;
+# taken in key order (after the partition lock), so two writers never wait on each other
+# in a cycle.
+ID_LOCK_CLASS = 0x4C565449
+LOCK_IDS = """
+SELECT pg_advisory_xact_lock($1, k)
+FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY 1) AS keys
+"""
+
 # Columns of events written by COPY (gid comes from its sequence).
 STAGE_COLUMNS = [
     "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
     "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
-    "attempt_id",
+    "attempt_id", "revision",
 ]  # fmt: skip
 
 # Events per streamed COPY chunk: small enough that the server starts inserting early,
@@ -51,7 +62,8 @@ CHUNK_EVENTS = 32
 
 
 class RaceLost(Exception):
-    """An event_id of the batch was stored already: unchecked, or by a concurrent writer."""
+    """A revision of an event_id of the batch was stored already: unchecked, or by a
+    concurrent writer."""
 
 
 @dataclass(slots=True)
@@ -61,7 +73,8 @@ class Plan:
     projected: list[StoredEvent] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     duplicates: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
+    revisions: int = 0
+    tally: Tally = field(default_factory=Tally)
 
 
 # (envelope, event, timestamp text, payload bytes, payload fragment, digest, received_at)
@@ -88,9 +101,10 @@ def prepare(envelopes: Sequence[Envelope]) -> list[Item]:
 
 
 class Planner:
-    """Dedup against ``known`` (event_id → digest) and link new events, chunk by chunk."""
+    """Sort out duplicates and revisions against ``known`` and link new events, chunk by
+    chunk (each chunk holds whole envelopes)."""
 
-    def __init__(self, partition: int, known: dict[str, str], seq: int, prev: str) -> None:
+    def __init__(self, partition: int, known: Known, seq: int, prev: str) -> None:
         self.partition, self.known, self.seq, self.prev = partition, known, seq, prev
         self.out = Plan()
 
@@ -99,21 +113,26 @@ class Planner:
         out, known, partition = self.out, self.known, self.partition
         seq, prev = self.seq, self.prev
         rows: list[tuple[Any, ...]] = []
-        projected = out.projected
+        projected, tally = out.projected, out.tally
         for env, ev, ts_text, pbytes, frag, digest, received in items:
             event_id = ev.event_id
             stored = known.get(event_id)
-            if stored == digest:
+            if stored is None:
+                known[event_id] = digest  # later copies in this batch compare with it
+                revision = 1
+            elif stored == digest:
                 out.duplicates += 1
+                tally.duplicate(env.entry_id)
                 continue
+            else:
+                revision = revise(known, event_id, digest)
+                if not revision:
+                    out.duplicates += 1
+                    tally.duplicate(env.entry_id)
+                    continue
+                out.revisions += 1
+                tally.revision(env.entry_id)
             bundle = env.bundle
-            if stored is not None:
-                out.conflicts.append(
-                    Conflict(event_id, env.entry_id, bundle.bundle_id, bundle.target,
-                             ev.model_dump(mode="json"), stored, digest)
-                )  # fmt: skip
-                continue
-            known[event_id] = digest  # later copies in this batch dedup against it
             seq += 1
             event_type, actor_id, payload = ev.event_type, ev.actor_id, ev.payload
             hash_ = link_of(event_id, event_type, ts_text, actor_id, frag, prev)
@@ -121,7 +140,7 @@ class Planner:
                 projected.append(
                     StoredEvent(
                         event_id, event_type, ts_text, actor_id, payload, bundle.bundle_id,
-                        bundle.target, received, partition, seq, prev, hash_,
+                        bundle.target, received, partition, seq, prev, hash_, revision, digest,
                     )
                 )  # fmt: skip
             task_id, attempt_id = payload.get("task_id"), payload.get("attempt_id")
@@ -129,7 +148,7 @@ class Planner:
                 (partition, seq, event_id, event_type, ev.timestamp, ts_text, actor_id, pbytes,
                  bundle.bundle_id, bundle.target, received, prev, hash_, digest,
                  task_id if type(task_id) is str else None,
-                 attempt_id if type(attempt_id) is str else None)
+                 attempt_id if type(attempt_id) is str else None, revision)
             )  # fmt: skip
             prev = hash_
         self.seq, self.prev = seq, prev
@@ -137,9 +156,7 @@ class Planner:
         return rows
 
 
-def plan(
-    partition: int, envelopes: Sequence[Envelope], known: dict[str, str], seq: int, prev: str
-) -> Plan:
+def plan(partition: int, envelopes: Sequence[Envelope], known: Known, seq: int, prev: str) -> Plan:
     """The whole batch planned at once (:func:`write_batch` interleaves it with COPY)."""
     planner = Planner(partition, known, seq, prev)
     planner.run(prepare(envelopes))
@@ -150,11 +167,12 @@ def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-# One round trip for the chain head and the stored digests of the batch's event_ids
+# One round trip for the chain head and the stored revisions of the batch's event_ids
 # (an aggregate always yields one row; the LEFT JOIN keeps it when the head is missing).
 HEAD_AND_DIGESTS = """
-SELECT h.seq, h.hash, k.ids, k.digests
-FROM (SELECT array_agg(event_id) AS ids, array_agg(digest) AS digests
+SELECT h.seq, h.hash, k.ids, k.digests, k.revisions
+FROM (SELECT array_agg(event_id) AS ids, array_agg(digest) AS digests,
+             array_agg(revision) AS revisions
       FROM events WHERE event_id = ANY($2::text[])) AS k
 LEFT JOIN heads h ON h.partition = $1
 """
@@ -162,7 +180,7 @@ LEFT JOIN heads h ON h.partition = $1
 
 async def _head_and_digests(
     con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope], check: bool
-) -> tuple[int, str, dict[str, str]]:
+) -> tuple[int, str, Known]:
     ids = (
         list(dict.fromkeys(ev.event_id for env in envelopes for ev in env.bundle.events))
         if check
@@ -170,16 +188,18 @@ async def _head_and_digests(
     )
     row = await con.fetchrow(HEAD_AND_DIGESTS, partition, ids)
     assert row is not None  # an aggregate query always returns its one row
-    known = dict(zip(row["ids"] or (), row["digests"] or (), strict=True))
+    known = known_from(
+        zip(row["ids"] or (), row["digests"] or (), row["revisions"] or (), strict=True)
+    )
     if row["seq"] is None:
         return 0, GENESIS_HASH, known
     return int(row["seq"]), str(row["hash"]), known
 
 
 async def _copy(con: asyncpg.Connection, chunks: AsyncIterator[bytes]) -> None:
-    # COPY straight into events: the unique index on event_id waits for a concurrent
-    # writer of the same id and then fails the COPY, which rolls the whole batch back to be
-    # retried (no staging table, so each row is written once).
+    # COPY straight into events: the unique index on (event_id, revision) waits for a
+    # concurrent writer of the same id and revision and then fails the COPY, which rolls
+    # the whole batch back to be retried (no staging table, so each row is written once).
     try:
         await con.copy_to_table("events", source=chunks, columns=STAGE_COLUMNS)
     except asyncpg.UniqueViolationError as exc:
@@ -207,24 +227,13 @@ async def _started(job: Awaitable[T]) -> asyncio.Future[T]:
     return future
 
 
-def _bundle_attempt(bundle: Bundle) -> str | None:
-    ids = {ev.payload.get("attempt_id") for ev in bundle.events}
-    ids.discard(None)
-    if len(ids) != 1:
-        return None
-    only = ids.pop()
-    return only if isinstance(only, str) else str(only)
-
-
 async def store_artifacts(con: asyncpg.Connection, envelopes: Sequence[Envelope]) -> None:
     rows = []
     for env in envelopes:
-        attempt = _bundle_attempt(env.bundle)
+        attempt = bundle_attempt(env.bundle)
         for art in env.bundle.artifacts or []:
-            artifact_id = (art.model_extra or {}).get("artifact_id")
             rows.append(
-                (env.bundle.bundle_id, attempt,
-                 artifact_id if isinstance(artifact_id, str) else art.sha256,
+                (env.bundle.bundle_id, attempt, artifact_id_of(art.model_extra, art.sha256),
                  art.sha256, art.kind, art.uri, art.size)
             )  # fmt: skip
     if rows:
@@ -236,7 +245,12 @@ async def store_artifacts(con: asyncpg.Connection, envelopes: Sequence[Envelope]
 
 
 async def write_batch(
-    con: asyncpg.Connection, partition: int, envelopes: Sequence[Envelope], *, check: bool = True
+    con: asyncpg.Connection,
+    partition: int,
+    envelopes: Sequence[Envelope],
+    *,
+    check: bool = True,
+    lock_ids: bool = False,
 ) -> BatchResult:
     """The whole batch; the caller holds the transaction and retries on :class:`RaceLost`.
 
@@ -244,7 +258,9 @@ async def write_batch(
     probe per event) and treats every event as new: right for the usual batch, and if one
     was stored after all, the unique index fails the COPY (:class:`RaceLost`) and the
     caller writes the batch again with ``check=True``, which sorts out duplicates and
-    conflicts.
+    revisions. ``lock_ids`` (after a checked attempt lost a race) first takes a
+    transaction lock per event_id, so writers of other partitions revising the same ids
+    take turns instead of refusing each other round after round.
 
     Round trips: lock, head+digests, one streamed COPY, one graph statement (three when
     the batch touches nodes that existed; artifacts add one). The Python work overlaps the
@@ -253,6 +269,9 @@ async def write_batch(
     and the graph delta is folded while it inserts the last.
     """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)
+    if lock_ids:
+        ids = list({ev.event_id for env in envelopes for ev in env.bundle.events})
+        await con.execute(LOCK_IDS, ID_LOCK_CLASS, ids)
     lookup = await _started(_head_and_digests(con, partition, envelopes, check))
     groups = _groups(envelopes)
     ready: list[list[Item]] = []  # groups digested while the head query ran
@@ -285,4 +304,9 @@ async def write_batch(
         await merge_graph(con, partition, folded[0], head=(last[1], last[12]))
     await store_artifacts(con, envelopes)
     await upsert_topology(con, envelopes)
-    return BatchResult(len(out.rows), out.duplicates, out.conflicts)
+    return _result(out, envelopes)
+
+
+def _result(out: Plan, envelopes: Sequence[Envelope]) -> BatchResult:
+    outcomes = out.tally.outcomes(envelopes)
+    return BatchResult(len(out.rows), out.duplicates, out.revisions, outcomes)

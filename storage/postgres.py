@@ -19,10 +19,11 @@ import asyncpg
 from storage import pg_graph, pg_topology
 from storage import pg_read as rd
 from storage import pg_write as wr
-from storage.base import BatchResult, StorageUnavailable, StoredEvent
+from storage.base import BatchResult, StorageUnavailable, StoredEvent, describe
 from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
 from storage.pg_codecs import init_connection
+from storage.pg_errors import classify
 from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.readside import chain_status
@@ -44,7 +45,10 @@ __all__ = ["PostgresStore", "migrate"]
 T = TypeVar("T")
 PAGE = 1000
 CLOSE_TIMEOUT = 10.0
-WRITE_ATTEMPTS = 5  # a race or deadlock with another partition's writer is retried this often
+# a race, deadlock or serialization failure with another partition's writer is retried
+# this often at once, then reported as StorageUnavailable (the consumer retries later)
+WRITE_ATTEMPTS = 5
+RETRY_AT_ONCE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 CHECKED_AFTER_MISS = 20  # batches written checked after an optimistic attempt was refused
 
 
@@ -111,22 +115,48 @@ class PostgresStore:
         if check:
             self._checked[partition] -= 1
 
-        async def one(con: asyncpg.Connection) -> BatchResult:
-            async with con.transaction():
-                return await wr.write_batch(con, partition, envelopes, check=check)
-
+        lock_ids = False
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                return await self._with(one)
-            except wr.RaceLost:
+                return await self._write_once(partition, envelopes, check, lock_ids)
+            except wr.RaceLost as exc:
+                # a stored (event_id, revision) refused the COPY: an optimistic batch met a
+                # stored event, or another partition's writer stored a revision of one of
+                # our ids after we read them; rolled back, written again checked (and after
+                # a checked loss, holding a lock per event_id)
                 if not check:
                     check, self._checked[partition] = True, CHECKED_AFTER_MISS
-                elif attempt == WRITE_ATTEMPTS:
-                    raise
-            except asyncpg.DeadlockDetectedError:
+                else:
+                    lock_ids = True
                 if attempt == WRITE_ATTEMPTS:
-                    raise
+                    raise StorageUnavailable(
+                        f"PostgreSQL: {WRITE_ATTEMPTS} attempts lost a race for an event_id "
+                        f"revision to other writers ({describe(exc.__cause__ or exc)})"
+                    ) from exc
+            except RETRY_AT_ONCE as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise unavailable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_once(
+        self, partition: int, envelopes: Sequence[Envelope], check: bool, lock_ids: bool
+    ) -> BatchResult:
+        """One transaction; every failure but a race to retry comes out classified
+        (:mod:`storage.pg_errors`): StorageUnavailable or StorageDataError."""
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                # The proxy forwards every Connection method; the stubs type it apart.
+                return await wr.write_batch(
+                    cast(asyncpg.Connection, con), partition, envelopes, check=check,
+                    lock_ids=lock_ids,
+                )  # fmt: skip
+        except (wr.RaceLost, *RETRY_AT_ONCE):
+            raise
+        except Exception as exc:
+            error = classify(exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     # -- read side ------------------------------------------------------------------
     async def graph_summary(self, recent: int = 20) -> GraphSummary:

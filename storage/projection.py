@@ -1,15 +1,18 @@
-"""The graph projection: one pure fold from events to task/attempt graph (DESIGN §4).
+"""The graph projection: one pure fold from events to task/attempt graph.
 
 Pipeline position: both storage backends call :func:`fold` on each committed batch and
 :func:`merge` the result into the nodes they already hold, in the same transaction as the
 events. The query API only reads what this produced.
 
 Why it is order-independent: a graph is a join-semilattice. Every node property is a
-last-writer-wins register versioned by ``(timestamp, event_id)`` of the event that set it
-(``first_seen`` keeps the *smallest* version instead), ``status = invalidated`` on an
-attempt is sticky, and edges form a grow-only set. ``merge`` is therefore commutative,
+last-writer-wins register versioned by ``(timestamp, event_id, digest)`` of the event that
+set it (``first_seen`` keeps the *smallest* version instead), ``status = invalidated`` on
+an attempt is sticky, and edges form a grow-only set. ``merge`` is therefore commutative,
 associative and idempotent, so any permutation of a set of events, with duplicates, folds
 to the same graph as timestamp order — the property tests in ``tests/storage`` check it.
+The digest (the first :data:`VERSION_DIGEST_CHARS` hex characters of the content digest)
+makes the order total over revisions: two revisions of one event_id may carry the same
+timestamp, and which of them arrived first must not decide the graph.
 
 Node ids follow the original control plane: the payload's ``target_id``/``task_id``/
 ``attempt_id``/``artifact_id``; pull requests are ``pr-{pr_number}``, else
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from storage.schema import parse_timestamp
+from storage.schema import MAX_ID_LENGTH, parse_timestamp, to_utc
 
 TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST = (
     "Target",
@@ -64,8 +67,13 @@ STICKY_STATUS = "invalidated"
 FIRST_SEEN = "first_seen"
 LAST_SEEN = "last_seen"
 
-Version = tuple[str, str]
-"""``(timestamp with fixed microseconds, event_id)``: sorts like DESIGN's tie-break."""
+Version = tuple[str, str, str]
+"""``(timestamp with fixed microseconds, event_id, digest prefix)``: timestamp order, ties
+broken by event_id, then by content (revisions of one id)."""
+
+VERSION_DIGEST_CHARS = 16
+"""Hex characters of the content digest kept in a version: 64 bits tell the revisions of
+one event_id apart, and a node's stored versions stay small (one per property)."""
 
 NodeKey = tuple[str, str]
 """``(node type, node id)``."""
@@ -129,32 +137,36 @@ class ProjectableEvent(Protocol):
     def payload(self) -> Mapping[str, Any]: ...
     @property
     def target(self) -> str: ...
+    @property
+    def digest(self) -> str:
+        """Content digest (:func:`storage.chain.digest_of`)."""
+        ...
 
 
 def _shape(ts: str) -> bool:
-    return (
-        ts[0] != "0"  # strftime does not zero-pad years below 1000 everywhere
-        and ts[4] == ts[7] == "-"
-        and ts[10] == "T"
-        and ts[13] == ts[16] == ":"
-        and ts[:4].isdigit()
-    )
+    return ts[4] == ts[7] == "-" and ts[10] == "T" and ts[13] == ts[16] == ":" and ts[:4].isdigit()
 
 
 def version_text(ts: str | datetime) -> str:
-    """The timestamp with fixed microseconds (sorts as text like the instants do)."""
+    """The timestamp with fixed microseconds and a four-digit year (sorts as text like the
+    instants do, years 1-999 included)."""
     if isinstance(ts, str):
         # Fast path for the normalised form of storage.schema.format_timestamp (every
-        # stored event): parsing and strftime cost more than the rest of the fold.
+        # stored event): parsing and formatting cost more than the rest of the fold.
         n = len(ts)
         if (n == 20 or (n == 27 and ts[19] == ".")) and ts[n - 1] == "Z" and _shape(ts):
             return ts if n == 27 else ts[:19] + ".000000Z"
         ts = parse_timestamp(ts)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # not strftime: glibc's %Y writes year 5 as "5", which sorts after "1000"
+    return to_utc(ts).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def version_of(event: ProjectableEvent) -> Version:
-    return (version_text(event.timestamp), event.event_id)
+    return (
+        version_text(event.timestamp),
+        event.event_id,
+        event.digest[:VERSION_DIGEST_CHARS],
+    )
 
 
 def pr_node_id(payload: Mapping[str, Any], event_id: str) -> str:
@@ -197,7 +209,9 @@ def merge(base: Graph, delta: Graph) -> Graph:
 
 
 def _str_id(value: Any) -> str | None:
-    if isinstance(value, str) and value:
+    # longer strings are not ids (the schema refuses them in the id fields; depends_on
+    # items are only bounded here), so no node key outgrows what a btree can index
+    if isinstance(value, str) and value and len(value) <= MAX_ID_LENGTH:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -327,12 +341,17 @@ def props_to_json(props: Mapping[str, Prop]) -> tuple[dict[str, Any], dict[str, 
     """Split a node into plain values (what readers want) and versions (for merging)."""
     return (
         {name: p.value for name, p in props.items()},
-        {name: [p.version[0], p.version[1]] for name, p in props.items()},
+        {name: list(p.version) for name, p in props.items()},
     )
 
 
 def props_from_json(
     values: Mapping[str, Any], versions: Mapping[str, list[str]]
 ) -> dict[str, Prop]:
-    """Inverse of :func:`props_to_json`."""
-    return {name: Prop(values.get(name), (v[0], v[1])) for name, v in versions.items()}
+    """Inverse of :func:`props_to_json`. Versions stored before revisions existed have no
+    digest: read as ``""``, which orders them before any revision with the same
+    ``(timestamp, event_id)`` (``rebuild_graph`` recomputes them exactly)."""
+    return {
+        name: Prop(values.get(name), (v[0], v[1], v[2] if len(v) > 2 else ""))
+        for name, v in versions.items()
+    }

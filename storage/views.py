@@ -33,6 +33,8 @@ class EventView(_View):
     hash: str
     task_id: str | None = None
     attempt_id: str | None = None
+    revision: int = 1
+    """1 for the first content stored under ``event_id``, 2, 3, … for each later one."""
 
 
 class RecentEvent(_View):

@@ -308,3 +308,71 @@ def topology_run(
     events.append(event("topo.completed", {**common, "status": "completed"}, at=at,
                         event_id=f"topo-completed-{target}-{short}", actor_id=actor))  # fmt: skip
     return body(target, f"bundle-topology-{target}-{short}", events, artifacts=[])
+
+
+# File contents of the two bootstrap runs of bootstrap_rerun: README changed between them,
+# the two namespace files are identical (one file-<sha12> id within a run), the rest kept.
+_RUN_FILES = (
+    {
+        "README.md": "# demo\n\n",
+        "ops/k8s/a/namespace.yaml": "ns",
+        "ops/k8s/b/namespace.yaml": "ns",
+        "src/app.py": "print()\n",
+    },
+    {
+        "README.md": "# demo 2\n",
+        "ops/k8s/a/namespace.yaml": "ns",
+        "ops/k8s/b/namespace.yaml": "ns",
+        "src/app.py": "print()\n",
+    },
+)
+
+
+def bootstrap_rerun(
+    target: str = "demo",
+    *,
+    commits: tuple[str, str] = ("3f1c2a9", "8b77d01"),
+    target_event: bool = False,
+) -> list[dict[str, Any]]:
+    """The same repository bootstrapped twice, a week apart, as the repo indexer posts it.
+
+    Its ids are deterministic: ``bootstrap-{target}-started``, ``repo-indexed-{target}`` and
+    ``bootstrap-{target}-completed`` come again with a new commit and timestamp, and files
+    are ``file-{sha256(content)[:12]}``, so identical files share an id within a run and
+    unchanged files keep theirs across runs. Every one of these events is information to
+    keep (stored as revisions of their ids). ``target_event`` adds a ``target.updated``
+    with the deterministic id ``target-{target}-indexed`` carrying the run's commit, so
+    the graph shows which run is the latest.
+    """
+    bodies = []
+    for run, (files, commit) in enumerate(zip(_RUN_FILES, commits, strict=True), start=1):
+        attempt = f"attempt-boot-{run}"
+        start = (run - 1) * 7 * 86400 - 8 * 86400  # 2026-11-20 and 2026-11-27, 09:00
+        common = {"target_id": target, "attempt_id": attempt}
+
+        def ev(kind: str, payload: dict[str, Any], at: float, event_id: str) -> dict[str, Any]:
+            return event(kind, payload, at=at, event_id=event_id, actor_id="worker-boot")
+
+        events = [
+            ev("bootstrap.started", {**common, "commit_sha": commit}, start,
+               f"bootstrap-{target}-started"),
+        ]  # fmt: skip
+        for path, content in files.items():
+            sha = hashlib.sha256(content.encode()).hexdigest()
+            payload = {**common, "path": path, "sha256": sha, "size": len(content)}
+            events.append(ev("file.discovered", payload, start + 1, f"file-{sha[:12]}"))
+        events.append(
+            ev("repo.indexed", {**common, "commit_sha": commit, "files": len(files)}, start + 2,
+               f"repo-indexed-{target}")
+        )  # fmt: skip
+        if target_event:
+            events.append(
+                ev("target.updated", {"target_id": target, "commit_sha": commit}, start + 2,
+                   f"target-{target}-indexed")
+            )  # fmt: skip
+        events.append(
+            ev("bootstrap.completed", {**common, "commit_sha": commit}, start + 3,
+               f"bootstrap-{target}-completed")
+        )  # fmt: skip
+        bodies.append(body(target, f"bundle-{attempt}", events))
+    return bodies

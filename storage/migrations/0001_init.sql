@@ -1,4 +1,4 @@
--- Initial PostgreSQL schema of the event log and projected graph (DESIGN §4).
+-- Initial PostgreSQL schema of the event log and projected graph (docs/design-notes.md).
 -- Applied by storage.pg_migrations under an advisory lock; recorded in schema_migrations.
 
 CREATE TABLE events (

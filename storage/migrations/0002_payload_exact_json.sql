@@ -1,4 +1,4 @@
--- Event payloads keep the exact JSON text the hash chain covered (DESIGN §4 verify).
+-- Event payloads keep the exact JSON text the hash chain covered (docs/design-notes.md, "Event log and hash chain").
 -- jsonb re-encodes numbers (numeric has no -0.0, so -0.0 came back as 0 and verify
 -- reported a false tamper) and its text form is not what was hashed; json stores the
 -- text as sent. Writers send payload_json bytes (sorted keys, compact). Rows written

@@ -15,12 +15,19 @@ import pytest
 
 from storage.config import create_store
 from storage.queue import resolve
+from tests import factories as f
 from tests.chaos.chaos_stack import TOKEN
 from tests.cluster.conftest import ClusterStackFactory
 from tests.consumer.process_support import ROOT
-from tests.e2e.test_pipeline import posted_bundles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def posted_bundles() -> list[dict[str, Any]]:
+    raws = [f.attempt_lifecycle(f"cl-att-{i}", f"cl-task-{i}") for i in range(10)]
+    raws += f.single_event_posts("cl-single", "cl-task-s")
+    raws.append(f.tasks_with_dependencies("cl-target"))
+    return raws
 
 
 async def test_dead_letter_and_replay_on_a_cluster(cluster_stack: ClusterStackFactory) -> None:

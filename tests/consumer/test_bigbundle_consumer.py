@@ -147,7 +147,7 @@ async def test_a_chunked_bundle_is_stored_whole_and_answered_to_wait(
         resp = await client.post(
             "/v1/events/ingest?wait=20", json=raw, headers={"Authorization": "Bearer tok"}
         )
-        assert resp.status == 200
+        assert resp.status == 200, await resp.text()
         answer = await resp.json()
         assert answer["status"] == "ok"
         # the counts of every chunk, summed

@@ -139,6 +139,25 @@ async def test_backend_outcomes_are_announced_per_entry(reader: Reader) -> None:
     assert reader.metrics.revisions._value.get() == 1
 
 
+async def test_reused_event_id_is_stored_as_a_revision(reader: Reader) -> None:
+    """A real store: new content under a known event_id is a revision, nothing dead-lettered."""
+    layout = reader.layout
+    first = f.body("t", "b-same", [f.event("task.created", {"task_id": "x"}, event_id="e-1")])
+    second = f.body("t", "b-same", [f.event("task.created", {"task_id": "y"}, event_id="e-1")])
+    [(partition, _)] = await add_bundles(reader.redis, layout, [first])
+    await reader.handle_batch(partition, await reader.read_once(partition))
+    await add_bundles(reader.redis, layout, [second])
+    counts = await reader.handle_batch(partition, await reader.read_once(partition))
+    assert counts == EntryCounts(revisions=1)
+    assert await resolve(reader.redis.xrange(layout.dead_stream(partition))) == []
+    stored = [e async for e in reader.store.iter_events()]
+    assert [(e.event_id, e.revision, e.payload["task_id"]) for e in stored] == [
+        ("e-1", 1, "x"),
+        ("e-1", 2, "y"),
+    ]
+    assert await pending(reader.redis, layout.stream(partition)) == 0
+
+
 async def test_reclaim_dead_letters_poison_while_the_rest_flows(
     fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
 ) -> None:

@@ -1,9 +1,11 @@
 """The Dockerfile's install steps, run without a Docker engine.
 
-Same steps as the Dockerfile (keep them identical): 1) ``pip wheel`` the project and its
-dependencies into a wheel dir, 2) install ``leviathan-control-plane`` from that dir only
-(``--no-index``) into a fresh venv, 3) start ``leviathan-cp ingest`` and ``leviathan-cp
-consumer`` from that venv against the real Redis and hit /healthz on both.
+Same steps as the Dockerfile (keep them identical; a test below checks that the Dockerfile
+runs these pip commands): 1) ``pip wheel`` every dependency pinned in
+requirements/runtime.txt, hashes required, then the project's wheel with ``--no-deps``, into
+a wheel dir, 2) install ``leviathan-control-plane`` from that dir only (``--no-index``) into a
+fresh venv, 3) start ``leviathan-cp ingest`` and ``leviathan-cp consumer`` from that venv
+against the real Redis and hit /healthz on both.
 """
 
 from __future__ import annotations
@@ -19,9 +21,30 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
 ROOT = Path(__file__).resolve().parents[2]
+# The Dockerfile's pip steps with the builder's paths (WORKDIR /src, /wheels); the test runs
+# the same arguments with its own wheel dir and the checkout as the project.
+WHEEL_DEPS = ["wheel", "--no-cache-dir", "--require-hashes", "--wheel-dir", "/wheels"]
+WHEEL_DEPS += ["-r", "requirements/runtime.txt"]
+WHEEL_PROJECT = ["wheel", "--no-cache-dir", "--no-deps", "--wheel-dir", "/wheels", "."]
+INSTALL = ["install", "--no-cache-dir", "--no-index", "--find-links", "/wheels"]
+INSTALL += ["leviathan-control-plane"]
+
+
+def _in_builder(args: list[str], wheels: Path) -> list[str]:
+    """One Dockerfile step's arguments with this test's wheel dir and source tree."""
+    paths = {"/wheels": str(wheels), ".": str(ROOT)}
+    paths["requirements/runtime.txt"] = str(ROOT / "requirements" / "runtime.txt")
+    return [paths.get(arg, arg) for arg in args]
+
+
+def test_the_dockerfile_runs_the_steps_this_test_replays() -> None:
+    # one line per instruction, continuation lines joined, runs of blanks squeezed
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    for args in (WHEEL_DEPS, WHEEL_PROJECT):
+        assert f"RUN python -m pip {' '.join(args)}" in lines, args
+    assert any(f"/opt/venv/bin/pip {' '.join(INSTALL)}" in line for line in lines)
 
 
 def _free_port() -> int:
@@ -43,15 +66,18 @@ def _healthz(port: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
     raise AssertionError(f"/healthz on {port} never answered")
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_wheel_installs_into_fresh_venv_and_both_tiers_are_healthy(
     tmp_path: Path, redis_url: str
 ) -> None:
     wheels, venv = tmp_path / "wheels", tmp_path / "venv"
-    pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)], check=True)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    for step in (WHEEL_DEPS, WHEEL_PROJECT):
+        subprocess.run([*pip, *_in_builder(step, wheels)], check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links"]
-    subprocess.run([*install, str(wheels), "leviathan-control-plane"], check=True)
+    venv_pip = [str(venv / "bin" / "pip"), "-q"]
+    subprocess.run([*venv_pip, *_in_builder(INSTALL, wheels)], check=True)
     entry = str(venv / "bin" / "leviathan-cp")
     api_port, health_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIATHAN_", "PYTHON"))}

@@ -1,4 +1,4 @@
-"""Hostile requests against the real ``python -m ingest`` process (DESIGN §2, §5).
+"""Hostile requests against the real ``python -m ingest`` process.
 
 Starts its own redis-server (free port, temp dir) and the ingest process on NDJSON, then
 throws hypothesis-generated requests at it over raw HTTP: zero 5xx, nothing queued for any

@@ -1,4 +1,4 @@
-"""Bearer-token checks under hostile input (DESIGN §2, §6).
+"""Bearer-token checks under hostile input.
 
 Wrong tokens of every length and every shared prefix are rejected, and the comparison goes
 through ``hmac.compare_digest`` for every configured token (checked by patching it, not by

@@ -1,4 +1,4 @@
-"""The ingest body path (gunzip → JSON → Bundle) under hostile bytes (DESIGN §2).
+"""The ingest body path (gunzip → JSON → Bundle) under hostile bytes.
 
 Anything a client sends ends as a Bundle or as an IngestError with a 4xx status: never
 another exception (which the app would turn into a 500).

@@ -1,4 +1,4 @@
-"""Serving tests for the operator console routes (ingest/console.py, issue 8).
+"""Serving tests for the operator console routes (ingest/console.py).
 
 The page and its assets come from the package; the route table serves only the known files,
 with the right content types, no auth, and a CSP that forbids anything from elsewhere.

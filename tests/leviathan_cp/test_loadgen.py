@@ -2,7 +2,7 @@
 
 The double keeps events by id like storage does (duplicates collapse), pages
 ``GET /v1/events`` with an opaque cursor and can be told to drop events so the stored-count
-check has something to catch. The real ingest+consumer run is in bench/run_all.py.
+check has something to catch. The real ingest+consumer run is in bench/stack_load.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from storage.base import EventStore, StoredEvent
+from storage.base import EntryOutcome, EventStore, StoredEvent
 from storage.chain import GENESIS_HASH
 from storage.projection import Graph, project
 from storage.readside import InvalidCursor
@@ -53,7 +53,9 @@ async def test_dedup_identical_duplicate_counted(store: EventStore) -> None:
     first = await store.write_batch(0, [env(raw)])
     again = await store.write_batch(0, [env(raw, 1)])
     assert (first.written, first.duplicates) == (len(raw["events"]), 0)
-    assert (again.written, again.duplicates, again.conflicts) == (0, len(raw["events"]), [])
+    assert (again.written, again.duplicates, again.revisions) == (0, len(raw["events"]), 0)
+    assert again.outcomes == {"1-0": EntryOutcome(0, 0, len(raw["events"]))}
+    assert first.outcomes == {"0-0": EntryOutcome(len(raw["events"]), 0, 0)}
     assert await store.count_events() == len(raw["events"])
 
 
@@ -66,32 +68,66 @@ async def test_dedup_is_global_across_partitions(store: EventStore) -> None:
     assert await store.partitions() == [0]
 
 
-async def test_conflict_first_write_wins(store: EventStore) -> None:
+async def test_reused_id_with_new_content_is_a_revision(store: EventStore) -> None:
     original = f.body("t", "b1", [f.event("task.created", {"task_id": "k"}, event_id="same")])
     changed = copy.deepcopy(original)
     changed["bundle_id"] = "b2"
     changed["events"][0]["payload"]["title"] = "different"
     await store.write_batch(0, [env(original)])
     result = await store.write_batch(0, [env(changed, 7)])
-    assert result.written == 0
-    assert len(result.conflicts) == 1
-    conflict = result.conflicts[0]
-    assert (conflict.event_id, conflict.entry_id, conflict.bundle_id) == ("same", "7-0", "b2")
-    assert conflict.stored_digest != conflict.new_digest
-    assert conflict.event["payload"]["title"] == "different"
-    (stored,) = await all_events(store)
-    assert "title" not in stored.payload
+    assert (result.written, result.revisions, result.duplicates) == (1, 1, 0)
+    assert result.outcomes == {"7-0": EntryOutcome(stored=0, revisions=1, duplicates=0)}
+    first, second = await all_events(store)
+    assert (first.event_id, first.revision, "title" in first.payload) == ("same", 1, False)
+    assert (second.event_id, second.revision, second.payload["title"]) == ("same", 2, "different")
+    assert second.prev_hash == first.hash
+    assert [e.revision for e in (await store.list_events()).items] == [1, 2]
+    assert (await store.verify_chain(0)).ok
+    # the same content again, as either revision, is a duplicate; the graph folds both
+    again = await store.write_batch(3, [env(original, 8), env(changed, 9)])
+    assert (again.written, again.duplicates) == (0, 2)
+    assert (await store.graph()).node("Task", "k") == project(Graph(), [first, second]).node(
+        "Task", "k"
+    )
+    assert ((await store.graph()).node("Task", "k") or {})["title"] == "different"
 
 
-async def test_same_batch_duplicates_and_conflicts(store: EventStore) -> None:
+async def test_same_batch_duplicates_and_revisions(store: EventStore) -> None:
     ev = f.event("task.created", {"task_id": "k"}, event_id="dup")
     other = copy.deepcopy(ev)
     other["payload"]["x"] = 1
     raw = f.body("t", "b", [ev, ev])
-    raw2 = f.body("t", "b2", [other])
-    result = await store.write_batch(0, [env(raw), env(raw, 1), env(raw2, 2)])
-    assert (result.written, result.duplicates, len(result.conflicts)) == (1, 3, 1)
-    assert await store.count_events() == 1
+    raw2 = f.body("t", "b2", [other, other])
+    empty = f.body("t", "b3", [])
+    result = await store.write_batch(0, [env(raw), env(raw, 1), env(raw2, 2), env(empty, 3)])
+    assert (result.written, result.revisions, result.duplicates) == (2, 1, 4)
+    assert result.outcomes == {
+        "0-0": EntryOutcome(1, 0, 1),
+        "1-0": EntryOutcome(0, 0, 2),
+        "2-0": EntryOutcome(0, 1, 1),
+        "3-0": EntryOutcome(0, 0, 0),
+    }
+    assert [(e.event_id, e.revision) for e in await all_events(store)] == [
+        ("dup", 1),
+        ("dup", 2),
+    ]
+
+
+async def test_revision_numbers_continue_after_restart(
+    store: EventStore, store_factory: StoreFactory
+) -> None:
+    bodies = [f.body("t", f"b{n}", [f.event("x.y", {"n": n}, event_id="again")]) for n in range(3)]
+    await store.write_batch(0, [env(bodies[0])])
+    await store.close()
+    reopened = store_factory()
+    await reopened.open()
+    try:
+        result = await reopened.write_batch(1, [env(bodies[1], 1), env(bodies[2], 2)])
+        assert (result.written, result.revisions) == (2, 2)
+        assert [e.revision for e in await all_events(reopened)] == [1, 2, 3]
+        assert (await reopened.write_batch(2, [env(bodies[1], 3)])).duplicates == 1
+    finally:
+        await reopened.close()
 
 
 async def test_chain_links_and_verifies(store: EventStore) -> None:
@@ -306,3 +342,21 @@ async def tamper_postgres(request: pytest.FixtureRequest, victim: StoredEvent) -
             await con.execute("ALTER TABLE events ENABLE TRIGGER USER")
     finally:
         await con.close()
+
+
+async def test_bootstrap_rerun_keeps_every_event(store: EventStore) -> None:
+    """The indexer's second run reuses its ids with new content: all of it is stored."""
+    first, second = f.bootstrap_rerun(target_event=True)
+    one = await store.write_batch(0, [env(first, 1)])
+    assert (one.written, one.revisions, one.duplicates) == (8, 1, 0)  # two files share an id
+    two = await store.write_batch(1, [env(second, 2)])
+    assert (two.written, two.revisions, two.duplicates) == (8, 7, 0)
+    assert two.outcomes == {"2-0": EntryOutcome(stored=1, revisions=7, duplicates=0)}
+    # redelivered, both runs are duplicates whichever partition reads them
+    again = await store.write_batch(2, [env(second, 3), env(first, 4)])
+    assert (again.written, again.duplicates) == (0, 16)
+    events = await all_events(store)
+    revisions = {(e.event_id, e.revision) for e in events}
+    assert {("bootstrap-demo-started", 2), ("file-7bfba6e0021f", 4)} <= revisions
+    assert ((await store.graph()).node("Target", "demo") or {})["commit_sha"] == "8b77d01"
+    assert await store.graph() == project(Graph(), events)

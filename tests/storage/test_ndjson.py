@@ -16,7 +16,7 @@ import pytest
 from filelock import FileLock
 
 from storage import ndjson_index, ndjson_write
-from storage.base import StorageCorrupt, StoredEvent
+from storage.base import StorageCorrupt, StorageDataError, StoredEvent
 from storage.ndjson import NdjsonStore
 from storage.ndjson_log import partition_path
 from tests import factories as f
@@ -61,7 +61,7 @@ def test_rows_per_insert_respects_the_host_parameter_limit() -> None:
     con = sqlite3.connect(":memory:")
     assert ndjson_write.rows_per_insert(con) == 256
     con.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
-    assert ndjson_write.rows_per_insert(con) == 90
+    assert ndjson_write.rows_per_insert(con) == 999 // 12  # twelve columns per row
     con.close()
 
 
@@ -115,7 +115,7 @@ async def test_failed_commit_truncates_the_append(
             raise sqlite3.IntegrityError("simulated failure after the append")
 
         monkeypatch.setattr("storage.ndjson_index.set_head", broken)
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(StorageDataError, match="IntegrityError: simulated failure"):
             await store.write_batch(0, [lifecycle(2)])
         monkeypatch.undo()
         assert partition_path(tmp_path, 0).stat().st_size == size
@@ -310,3 +310,95 @@ async def test_two_processes_one_partition(tmp_path: Path) -> None:
         assert await store.count_events() == 150
     finally:
         await store.close()
+
+
+# The events table of index files written before revisions existed (event_id UNIQUE, no
+# revision column; the first versions used AUTOINCREMENT), and their lines had no
+# "revision" key.
+OLD_EVENTS = """
+CREATE TABLE events (
+    gid INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    task_id TEXT,
+    attempt_id TEXT,
+    target TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_pseq ON events(partition, seq);
+CREATE INDEX events_attempt ON events(attempt_id);
+CREATE INDEX events_task ON events(task_id);
+CREATE INDEX events_type ON events(event_type);
+"""
+
+
+def to_old_layout(directory: Path) -> None:
+    """Rewrite a store's partition 0 file and index as the code before revisions wrote them."""
+    path = partition_path(directory, 0)
+    lines = [
+        line.replace(b',"revision":1}\n', b"}\n")
+        for line in path.read_bytes().splitlines(keepends=True)
+    ]
+    assert all(b"revision" not in line for line in lines)
+    path.write_bytes(b"".join(lines))
+    con = sqlite3.connect(directory / "index.sqlite3", isolation_level=None)
+    try:
+        rows = con.execute(
+            "SELECT gid, event_id, digest, partition, seq, event_type, timestamp, task_id, "
+            "attempt_id, target FROM events ORDER BY seq"
+        ).fetchall()
+        con.executescript("DROP TABLE events;" + OLD_EVENTS)
+        offset = 0
+        for row, line in zip(rows, lines, strict=True):
+            con.execute(
+                "INSERT INTO events(gid, event_id, digest, partition, seq, offset, length, "
+                "event_type, timestamp, task_id, attempt_id, target) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row[:5], offset, len(line), *row[5:]),
+            )
+            offset += len(line)
+        con.execute("UPDATE heads SET size = ? WHERE partition = 0", (offset,))
+    finally:
+        con.close()
+
+
+async def test_index_file_from_before_revisions_is_migrated_in_place(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    await store.write_batch(0, [lifecycle(1)])
+    graph = await store.graph()
+    await store.close()
+    to_old_layout(tmp_path)
+    store = await opened(tmp_path)  # migrates
+    try:
+        con = sqlite3.connect(tmp_path / "index.sqlite3")
+        columns = [r[1] for r in con.execute("PRAGMA table_info(events)")]
+        indexes = {r[1] for r in con.execute("PRAGMA index_list(events)")}
+        con.close()
+        assert "revision" in columns
+        assert {"events_revision", "events_pseq", "events_attempt", "events_task"} <= indexes
+        events = [e async for e in store.iter_events()]
+        assert [(e.seq, e.revision) for e in events] == [(i, 1) for i in range(1, 6)]
+        assert all(e.digest for e in events)
+        assert (await store.verify_chain(0)).ok
+        assert await store.graph() == graph
+        # old content is still recognised; new content under an old id is revision 2
+        assert (await store.write_batch(0, [lifecycle(1)])).duplicates == 5
+        raw = f.attempt_lifecycle("a-1", "task-1")
+        raw["events"][0]["payload"]["note"] = "rerun"
+        result = await store.write_batch(0, [f.envelope(raw, entry_id="9-0")])
+        assert (result.written, result.revisions, result.duplicates) == (1, 1, 4)
+        last = [e async for e in store.iter_events()][-1]
+        assert (last.event_id, last.revision, last.seq) == ("a-1-01", 2, 6)
+        assert (await store.verify_chain(0)).checked == 6
+    finally:
+        await store.close()
+    reopened = await opened(tmp_path)  # a migrated file opens as is
+    try:
+        assert await reopened.count_events() == 6
+    finally:
+        await reopened.close()

@@ -63,7 +63,7 @@ def _rows(drawn: list[tuple[str, str | None, str, str | None]]) -> list[tuple[An
     return [
         (3, seq, f"{seq}:{eid}", eid, when, "2026-11-28T09:00:00.123456Z", actor,
          payload_json({text: [text, actor]}), text, text, "2026-11-28T09:00:01Z",
-         "0" * 64, "1" * 64, "2" * 64, actor, text)
+         "0" * 64, "1" * 64, "2" * 64, actor, text, seq % 3 + 1)
         for seq, (eid, actor, text, _) in enumerate(drawn, 1)
     ]  # fmt: skip
 

@@ -16,11 +16,12 @@ import pytest
 
 from storage import pg_read, pg_write, postgres
 from storage.base import BatchResult, StorageUnavailable
-from storage.chain import GENESIS_HASH, link, payload_json
+from storage.chain import GENESIS_HASH, content_digest, link, payload_json
 from storage.envelope import Envelope
 from storage.pg_codecs import init_connection
 from storage.pg_migrations import available, migrate
 from storage.postgres import PostgresStore
+from storage.revisions import Known
 from tests import factories as f
 
 CLOSED_DSN = "postgresql://postgres@127.0.0.1:1/nothing"
@@ -90,7 +91,7 @@ async def test_events_are_append_only(pg: PostgresStore, raw: asyncpg.Connection
 async def test_copy_path_stores_a_5000_event_batch(pg: PostgresStore) -> None:
     big = f.bootstrap_burst(4998)
     result = await pg.write_batch(3, [env(big)])
-    assert (result.written, result.duplicates, result.conflicts) == (5000, 0, [])
+    assert (result.written, result.duplicates, result.revisions) == (5000, 0, 0)
     again = await pg.write_batch(3, [env(big, 1)])
     assert (again.written, again.duplicates) == (0, 5000)
     status = await pg.verify_chain(3)
@@ -110,7 +111,7 @@ async def test_cross_partition_race_retries_batch(
 
     async def stale_first_check(
         con: asyncpg.Connection, partition: int, envelopes: Any, check: bool
-    ) -> tuple[int, str, dict[str, str]]:
+    ) -> tuple[int, str, Known]:
         # The first checked lookup ran "before" partition 1 committed: it sees nothing.
         calls.append(check)
         seq, prev, known = await real(con, partition, envelopes, check)
@@ -135,26 +136,26 @@ async def test_batches_after_a_refused_optimistic_attempt_are_checked(
     real = pg_write.write_batch
 
     async def spy(
-        con: asyncpg.Connection, partition: int, envelopes: Any, *, check: bool
+        con: asyncpg.Connection, partition: int, envelopes: Any, *, check: bool, **kw: Any
     ) -> BatchResult:
         checks.append(check)
-        return await real(con, partition, envelopes, check=check)
+        return await real(con, partition, envelopes, check=check, **kw)
 
     monkeypatch.setattr(pg_write, "write_batch", spy)
     first = f.attempt_lifecycle("att-1", "task-1")
     assert (await pg.write_batch(0, [env(first)])).written == 5
     assert checks == [False]  # nothing stored: one unchecked attempt
-    # a redelivery mixed with new events and a conflicting copy of a stored event
-    changed = f.body("repo-a", "b-conflict", [dict(first["events"][0], payload={"x": 1})])
+    # a redelivery mixed with new events and a new revision of a stored event
+    changed = f.body("repo-a", "b-revision", [dict(first["events"][0], payload={"x": 1})])
     fresh = f.attempt_lifecycle("att-2", "task-2")
     result = await pg.write_batch(0, [env(first, 1), env(fresh, 2), env(changed, 3)])
-    assert (result.written, result.duplicates, len(result.conflicts)) == (5, 5, 1)
+    assert (result.written, result.duplicates, result.revisions) == (6, 5, 1)
     assert checks == [False, False, True]  # refused by the unique index, then checked
     for n in range(3):  # the next CHECKED_AFTER_MISS batches are checked, then optimistic
         later = f.attempt_lifecycle(f"att-later-{n}", "task-1")
         assert (await pg.write_batch(0, [env(later, 4 + n)])).written == 5
     assert checks[3:] == [True, True, False]
-    assert await pg.count_events() == 25
+    assert await pg.count_events() == 26
     assert (await pg.verify_chain(0)).ok
 
 
@@ -277,3 +278,93 @@ async def test_rows_written_under_jsonb_still_verify_after_0002(postgres_url: st
         assert (status.ok, status.checked) == (True, 3)
     finally:
         await store.close()
+
+
+@pytest.mark.integration
+async def test_migration_0003_keeps_existing_events_as_revision_1(postgres_url: str) -> None:
+    """A database written before revisions: its rows become revision 1, the unique key moves
+    from event_id to (event_id, revision), and the chain goes on."""
+    con = await asyncpg.connect(postgres_url)
+    try:
+        await con.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, sql in available():
+            if version >= "0003":
+                break
+            await con.execute(sql)
+            await con.execute("INSERT INTO schema_migrations(version) VALUES ($1)", version)
+        ts, payload = "2026-11-20T09:00:00Z", {"target_id": "demo", "commit_sha": "3f1c2a9"}
+        hash_ = link(
+            event_id="bootstrap-demo-started", event_type="bootstrap.started", timestamp=ts,
+            actor_id=None, payload=payload, prev_hash=GENESIS_HASH,
+        )  # fmt: skip
+        digest = content_digest(
+            event_type="bootstrap.started", timestamp=ts, actor_id=None, payload=payload
+        )
+        await con.execute(
+            "INSERT INTO events(partition, seq, event_id, event_type, ts, ts_text, actor_id, "
+            "payload, bundle_id, target, received_at, prev_hash, hash, digest) VALUES "
+            "(0, 1, 'bootstrap-demo-started', 'bootstrap.started', $1::text::timestamptz, $1, "
+            "NULL, $2::json, 'b1', 'demo', $1, $3, $4, $5)",
+            ts, payload_json(payload).decode(), GENESIS_HASH, hash_, digest,
+        )  # fmt: skip
+        await con.execute("INSERT INTO heads VALUES (0, 1, $1)", hash_)
+    finally:
+        await con.close()
+
+    store = PostgresStore(postgres_url, min_size=1, max_size=2)
+    await store.open()  # applies 0003
+    try:
+        (old,) = [e async for e in store.iter_events()]
+        assert (old.revision, old.digest) == (1, digest)
+        rerun = f.body(
+            "demo", "b2",
+            [{"event_id": "bootstrap-demo-started", "event_type": "bootstrap.started",
+              "timestamp": "2026-11-27T09:00:00Z",
+              "payload": {"target_id": "demo", "commit_sha": "8b77d01"}}],
+        )  # fmt: skip
+        result = await store.write_batch(0, [env(rerun, 1)])
+        assert (result.written, result.revisions) == (1, 1)
+        again = f.body("demo", "b1", [{"event_id": "bootstrap-demo-started",
+                                       "event_type": "bootstrap.started", "timestamp": ts,
+                                       "payload": payload}])  # fmt: skip
+        assert (await store.write_batch(3, [env(again, 2)])).duplicates == 1
+        assert [(e.seq, e.revision) async for e in store.iter_events()] == [(1, 1), (2, 2)]
+        assert (await store.verify_chain(0)).ok
+    finally:
+        await store.close()
+    con = await asyncpg.connect(postgres_url)
+    try:
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await con.execute(
+                "INSERT INTO events(partition, seq, event_id, event_type, ts, ts_text, payload, "
+                "bundle_id, target, received_at, prev_hash, hash, digest, revision) "
+                "SELECT 9, 1, event_id, event_type, ts, ts_text, payload, bundle_id, target, "
+                "received_at, prev_hash, hash, 'other', 2 FROM events WHERE seq = 1"
+            )
+    finally:
+        await con.close()
+
+
+@pytest.mark.integration
+async def test_concurrent_revisions_across_partitions_get_distinct_numbers(
+    pg: PostgresStore,
+) -> None:
+    """Writers of eight partitions store new content under one event_id at once: every
+    content is kept once, with revisions 1..8, whatever the interleaving."""
+
+    def body(n: int) -> dict[str, Any]:
+        ev = f.event("repo.indexed", {"target_id": "demo", "run": n}, event_id="repo-indexed")
+        return f.body("demo", f"b{n}", [ev])
+
+    results = await asyncio.gather(*(pg.write_batch(n, [env(body(n), n)]) for n in range(8)))
+    assert sum(r.written for r in results) == 8
+    events = [e async for e in pg.iter_events()]
+    assert sorted(e.revision for e in events) == list(range(1, 9))
+    assert sorted(e.payload["run"] for e in events) == list(range(8))
+    again = await asyncio.gather(*(pg.write_batch(7 - n, [env(body(n), n)]) for n in range(8)))
+    assert sum(r.duplicates for r in again) == 8
+    for partition in await pg.partitions():
+        assert (await pg.verify_chain(partition)).ok

@@ -1,4 +1,4 @@
-"""The graph projection is a pure, order-independent fold (DESIGN §4)."""
+"""The graph projection is a pure, order-independent fold over every stored revision."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage.chain import content_digest
 from storage.projection import (
     ATTEMPT,
     DEPENDS_ON,
@@ -37,6 +38,14 @@ class Ev:
     payload: dict[str, Any]
     target: str = "tgt"
 
+    @property
+    def digest(self) -> str:
+        """Content digest, as storage computes it (the event_id is not part of it)."""
+        return content_digest(
+            event_type=self.event_type, timestamp=self.timestamp, actor_id=None,
+            payload=self.payload,
+        )  # fmt: skip
+
 
 def from_body(raw: dict[str, Any]) -> list[Ev]:
     return [
@@ -61,9 +70,10 @@ TYPES = [
     "file.discovered",
 ]
 
+# few event_ids: the same id drawn again with other content is a revision of it
 event_st = st.builds(
     lambda n, kind, sec, att, task, extra: Ev(
-        f"e{n:04d}",
+        f"e{n:02d}",
         kind,
         f.ts(sec),
         {
@@ -74,18 +84,19 @@ event_st = st.builds(
             "pr_number": att,
         },
     ),
-    st.integers(0, 9999),
+    st.integers(0, 30),
     st.sampled_from(TYPES),
-    st.integers(0, 5),  # few timestamps: ties are broken by event_id
+    st.integers(0, 5),  # few timestamps: ties are broken by event_id, then by digest
     st.integers(0, 2),
     st.integers(0, 2),
     st.text(max_size=3),
 )
-events_st = st.lists(event_st, max_size=25, unique_by=lambda e: e.event_id)
+# a set of stored events: each (event_id, content) once, several revisions per id
+events_st = st.lists(event_st, max_size=25, unique_by=lambda e: (e.event_id, e.digest))
 
 
 def by_time(events: list[Ev]) -> list[Ev]:
-    return sorted(events, key=lambda e: (e.timestamp, e.event_id))
+    return sorted(events, key=lambda e: (e.timestamp, e.event_id, e.digest))
 
 
 @settings(max_examples=150, deadline=None)
@@ -119,6 +130,28 @@ def test_merge_commutative_associative(a: list[Ev], b: list[Ev], c: list[Ev]) ->
 def test_split_batches_equal_one_fold(events: list[Ev]) -> None:
     half = len(events) // 2
     assert merge(fold(events[:half]), fold(events[half:])) == fold(events)
+
+
+def test_revisions_with_one_timestamp_fold_alike_in_either_order() -> None:
+    """Two revisions of one event_id at the same instant: the content digest decides which
+    one's values win, not which arrived (was stored) first."""
+    first = Ev("boot", "target.updated", f.ts(0), {"target_id": "demo", "commit_sha": "3f1c2a9"})
+    again = Ev("boot", "target.updated", f.ts(0), {"target_id": "demo", "commit_sha": "8b77d01"})
+    assert first.digest != again.digest
+    winner = max(first, again, key=lambda e: e.digest)
+    for order in ([first, again], [again, first]):
+        node = fold(order).node(TARGET, "demo")
+        assert node is not None
+        assert node["commit_sha"] == winner.payload["commit_sha"]
+
+
+def test_later_revision_wins_by_timestamp() -> None:
+    first = Ev("boot", "target.updated", f.ts(0), {"target_id": "demo", "commit_sha": "old"})
+    again = Ev("boot", "target.updated", f.ts(60), {"target_id": "demo", "commit_sha": "new"})
+    for order in ([first, again], [again, first]):
+        node = fold(order).node(TARGET, "demo")
+        assert node is not None
+        assert (node["commit_sha"], node["first_seen"]) == ("new", version_text(f.ts(0)))
 
 
 def test_succeeded_before_created_is_kept() -> None:
@@ -185,10 +218,24 @@ def test_unknown_event_types_are_not_projected() -> None:
         min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
     )
 )
-def test_version_text_fast_path_equals_parse_and_strftime(moment: datetime) -> None:
+def test_version_text_fast_path_equals_parse_and_format(moment: datetime) -> None:
     """The fold reads normalised timestamp strings without parsing them; the shortcut must
-    give the same version text as parsing and formatting (which orders the LWW registers)."""
+    give the same version text as parsing and formatting (which orders the LWW registers),
+    a four-digit year included."""
     text = format_timestamp(moment)
-    slow = parse_timestamp(text).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    slow = parse_timestamp(text).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     assert version_text(text) == slow
     assert version_text(parse_timestamp(text)) == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+    b=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+)
+def test_version_text_sorts_like_the_instants(a: datetime, b: datetime) -> None:
+    """Versions are compared as text: years 1-999 must sort before 1000 (strftime's
+    unpadded years did not)."""
+    ta, tb = version_text(format_timestamp(a)), version_text(format_timestamp(b))
+    assert (ta < tb) == (a < b)
+    assert (ta == tb) == (a == b)

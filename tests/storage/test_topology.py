@@ -264,7 +264,9 @@ async def test_postgres_backfill_indexes_a_log_like_the_write_path(postgres_url:
             "a",
             "odd",
             [
-                f.event("topo.area.discovered", {"target_id": "x" * 300}),
+                # the longest target_id ingest accepts, and the odd types it accepts too
+                f.event("topo.area.discovered", {"target_id": "x" * 255}),
+                f.event("topo.area.discovered", {"target_id": 7, "area_id": []}),
                 f.event("topo.dependency.discovered", {"from_subsystem_id": 1}),
             ],
         )
