@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
-
 from bench import consumer_e2e
 from bench.streams import EVENTS_PER_BUNDLE, backlog, prefill
 from consumer.metrics import ConsumerMetrics
@@ -39,7 +37,7 @@ TARGETS = {"postgres": 30_000, "ndjson": 50_000}
 
 async def drain(settings: ConsumerSettings, bundles: int) -> float:
     """Seconds for one consumer to write and ack ``bundles`` pre-filled bundles."""
-    redis = Redis.from_url(settings.redis_url)
+    redis = settings.stream_redis()  # one node or the cluster, as the consumer's
     store = create_store(settings, writer=True)  # as the consumer process makes it
     layout = settings.layout
     try:

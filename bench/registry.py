@@ -291,6 +291,25 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "cluster",
+        "Single Redis node vs a private 3-master Redis Cluster, one run (consumer drain, ingest)",
+        "bench.cluster",
+        (),
+        ("--rounds", "1", "--bundles", "300", "--seconds", "1"),
+        (
+            Figure(
+                "consumer drain, cluster / single node",
+                "",
+                rx(r"^consumer drain: .*cluster/single ([\d.]+)"),
+            ),
+            Figure(
+                "ingest accepted, cluster / single node",
+                "",
+                rx(r"^ingest accepted: .*cluster/single ([\d.]+)"),
+            ),
+        ),
+    ),
+    Benchmark(
         "stack",
         "Whole stack: one ingest + one consumer, PostgreSQL, own Redis (leviathan-cp bench)",
         "bench.stack_load",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from storage.base import BatchResult, EntryOutcome
 from storage.envelope import Envelope
@@ -23,6 +24,7 @@ from storage.queue import (
     StreamLayout,
     announce_token,
 )
+from storage.redisconn import atomic
 
 
 def entry_counts(envelopes: Sequence[Envelope], result: BatchResult) -> list[EntryCounts]:
@@ -49,7 +51,8 @@ async def commit(
 ) -> None:
     """XACK ``ids`` of ``partition``, mark and announce each with its counts, atomically."""
     key = layout.committed_key
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def fill(pipe: Pipeline) -> None:
         pipe.xack(layout.stream(partition), GROUP, *ids)
         for entry_id, c in zip(ids, counts, strict=True):
             pipe.set(key(partition, entry_id), c.encode(), ex=COMMITTED_MARKER_TTL_S)
@@ -57,4 +60,6 @@ async def commit(
             layout.committed_channel,
             ",".join(announce_token(partition, i, c) for i, c in zip(ids, counts, strict=True)),
         )
-        await pipe.execute()
+
+    # every key carries the partition's hash tag: one slot, one MULTI on a cluster too
+    await atomic(redis, layout.stream(partition), fill)

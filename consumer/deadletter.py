@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from storage.queue import (
     COMMITTED_MARKER_TTL_S,
@@ -28,6 +29,7 @@ from storage.queue import (
     StreamLayout,
     announce_token,
 )
+from storage.redisconn import atomic
 
 META_PREFIX = b"dead_"
 REASON = b"dead_reason"
@@ -102,8 +104,9 @@ async def move(
     finished (commit marker + announcement with ``dead_lettered``), atomically."""
     if not letters:
         return
-    tokens = []
-    async with redis.pipeline(transaction=True) as pipe:
+
+    def fill(pipe: Pipeline) -> None:
+        tokens = []
         for letter in letters:
             pipe.xadd(layout.dead_stream(partition), letter.fields)  # type: ignore[arg-type]
         pipe.xack(layout.stream(partition), GROUP, *{x.entry_id for x in letters})
@@ -113,4 +116,6 @@ async def move(
             pipe.set(key, counts.encode(), ex=COMMITTED_MARKER_TTL_S)
             tokens.append(announce_token(partition, letter.entry_id, counts))
         pipe.publish(layout.committed_channel, ",".join(tokens))
-        await pipe.execute()
+
+    # dead stream, source stream and markers share the partition's hash tag: one slot
+    await atomic(redis, layout.stream(partition), fill)

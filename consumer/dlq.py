@@ -21,14 +21,20 @@ import argparse
 import asyncio
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from consumer import deadletter
 from storage.queue import StreamLayout, id_key, resolve
+from storage.redisconn import atomic
+
+if TYPE_CHECKING:
+    from storage.config import StorageSettings
 
 HANDLE = re.compile(r"(?:([0-9]+|legacy)/)?([0-9]+-[0-9]+)")
 LEGACY = "legacy"
@@ -100,6 +106,16 @@ async def _select(
     return out
 
 
+def _put_back(layout: StreamLayout, partition: int, entry: DeadEntry) -> Callable[[Pipeline], None]:
+    original = {k: v for k, v in entry.fields.items() if not k.startswith(deadletter.META_PREFIX)}
+
+    def fill(pipe: Pipeline) -> None:
+        pipe.xadd(layout.stream(partition), original)  # type: ignore[arg-type]
+        pipe.xdel(entry.stream, entry.dead_id)
+
+    return fill
+
+
 async def replay(redis: Redis, layout: StreamLayout, handles: Sequence[str] | None) -> ReplayResult:
     """Put dead entries (all, or the given handles) back on their partition streams."""
     result = ReplayResult()
@@ -115,10 +131,8 @@ async def replay(redis: Redis, layout: StreamLayout, handles: Sequence[str] | No
             await resolve(redis.xadd(layout.stream(partition), original))  # type: ignore[arg-type]
             await resolve(redis.xdel(entry.stream, entry.dead_id))
         else:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(layout.stream(partition), original)  # type: ignore[arg-type]
-                pipe.xdel(entry.stream, entry.dead_id)
-                await pipe.execute()
+            # the dead stream shares its partition's hash tag: one slot, one MULTI
+            await atomic(redis, layout.stream(partition), _put_back(layout, partition, entry))
         result.replayed += 1
     return result
 
@@ -190,8 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(args: argparse.Namespace, redis_url: str, layout: StreamLayout) -> int:
-    redis = Redis.from_url(redis_url)
+async def _run(args: argparse.Namespace, settings: StorageSettings) -> int:
+    redis, layout = settings.stream_redis(), settings.layout
     try:
         if args.cmd == "list":
             lines = await listing(redis, layout, args.limit)
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(settings_error_line(exc), file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(args, settings.redis_url, settings.layout))
+        return asyncio.run(_run(args, settings))
     except DlqError as exc:
         print(f"dlq: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ from consumer.forwarder_settings import SpiderSettings
 from consumer.forwarder_stream import PartitionStream
 from storage.envelope import SUPPORTED_VERSIONS
 from storage.queue import StreamLayout
+from storage.redisconn import redis_client as stream_client
 
 logger = logging.getLogger(__name__)
 
@@ -318,13 +319,16 @@ class Running:
         await self.forwarder.redis.aclose()
 
 
-def redis_client(url: str, settings: SpiderSettings) -> Redis:
-    """The forwarder's own Redis client; a Redis that stops answering fails its commands
-    after a few seconds (beyond the blocking read) instead of hanging a partition loop."""
-    client: Redis = Redis.from_url(
-        url, socket_timeout=settings.spider_block_ms / 1000 + 5, socket_connect_timeout=5
+def redis_client(url: str, settings: SpiderSettings, *, cluster: bool = False) -> Redis:
+    """The forwarder's own Redis client (one node, or the cluster with ``cluster``); a Redis
+    that stops answering fails its commands after a few seconds (beyond the blocking read)
+    instead of hanging a partition loop."""
+    return stream_client(
+        url,
+        cluster=cluster,
+        socket_timeout=settings.spider_block_ms / 1000 + 5,
+        socket_connect_timeout=5,
     )
-    return client
 
 
 def start_beside(
@@ -333,13 +337,19 @@ def start_beside(
     layout: StreamLayout,
     consumer_name: str,
     registry: CollectorRegistry,
+    *,
+    cluster: bool = False,
 ) -> Running | None:
     """Start forwarding inside the calling process when ``LEVIATHAN_SPIDER_ENABLED``;
     metrics go to ``registry`` (the host process's /metrics)."""
     if not settings.spider_enabled:
         return None
     forwarder = Forwarder(
-        redis_client(redis_url, settings), layout, settings, consumer_name, SpiderMetrics(registry)
+        redis_client(redis_url, settings, cluster=cluster),
+        layout,
+        settings,
+        consumer_name,
+        SpiderMetrics(registry),
     )
     task = asyncio.create_task(forwarder.run(), name="spider-forwarder")
     logger.info(

@@ -15,7 +15,6 @@ import signal
 import sys
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumer import forwarder_health
@@ -45,7 +44,7 @@ async def _partition_count(fwd: Forwarder) -> bool:
 
 async def serve(settings: ForwarderSettings) -> int:
     fwd = Forwarder(
-        redis_client(settings.redis_url, settings),
+        redis_client(settings.redis_url, settings, cluster=settings.redis_cluster),
         settings.layout,
         settings,
         settings.consumer_name,
@@ -81,7 +80,7 @@ async def serve(settings: ForwarderSettings) -> int:
 
 async def remove_group(settings: ForwarderSettings) -> int:
     """Delete the forwarder's group from every partition; returns how many existed."""
-    redis = Redis.from_url(settings.redis_url)
+    redis = settings.stream_redis()
     try:
         removed = 0
         for p in range(settings.partitions):

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from consumer import deadletter
 from storage.queue import StreamLayout, resolve
+from storage.redisconn import atomic
 
 SKIP_CHUNK = 1000
 STATUS = b"dead_status"
@@ -172,8 +174,10 @@ class PartitionStream:
         out = dict(letter.fields)
         out[STATUS] = b"" if status is None else str(status).encode()
         out[BODY] = body
-        async with self.redis.pipeline(transaction=True) as pipe:
-            dead = self.layout.spider_dead(self.partition)
+        dead = self.layout.spider_dead(self.partition)
+
+        def fill(pipe: Pipeline) -> None:
             pipe.xadd(dead, out, maxlen=self.dead_keep, approximate=True)  # type: ignore[arg-type]
             pipe.xack(self.stream, self.group, entry_id)
-            await pipe.execute()
+
+        await atomic(self.redis, self.stream, fill)  # same hash tag: one slot

@@ -29,6 +29,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, _entries
 from storage.lag import lag_of
 from storage.queue import GROUP, id_key, resolve
+from storage.redisconn import is_missing
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,10 @@ async def groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
     """XINFO GROUPS rows of ``stream`` (empty if the stream does not exist)."""
     try:
         rows = await resolve(redis.xinfo_groups(stream))
-    except ResponseError:
-        return []
+    except ResponseError as exc:
+        if is_missing(exc):
+            return []
+        raise
     return [{_text(k): v for k, v in dict(row).items()} for row in rows]
 
 
@@ -144,8 +147,10 @@ async def remove_stale_consumers(reader: Reader) -> list[str]:
     for partition, stream in enumerate(reader.layout.streams()):
         try:
             consumers = await resolve(reader.redis.xinfo_consumers(stream, GROUP))
-        except ResponseError:
-            continue
+        except ResponseError as exc:
+            if is_missing(exc):
+                continue
+            raise
         for row in consumers:
             name = _text(row["name"])
             if name == me or int(row["idle"]) < reader.settings.stale_consumer_ms:

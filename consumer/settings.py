@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from consumer.forwarder_settings import SpiderSettings
 from storage.config import StorageSettings
+from storage.redisconn import check_url
 
 
 class ConsumerSettings(SpiderSettings, StorageSettings):
@@ -59,6 +60,30 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
     """On SIGTERM, how long to wait for the in-flight batch to be written and acked."""
     stall_s: float = Field(60.0, gt=0, validation_alias="LEVIATHAN_CONSUMER_STALL_S")
     """A partition holding entries with no commit for this long is reported stalled."""
+
+    arq_redis_url: str | None = Field(None, validation_alias="LEVIATHAN_ARQ_REDIS_URL")
+    """Single-node Redis of arq (health key, cron and admin jobs); default: the stream Redis.
+    Required with LEVIATHAN_REDIS_CLUSTER=1, as arq cannot use a cluster."""
+
+    @model_validator(mode="after")
+    def _arq_single_node(self) -> ConsumerSettings:
+        if self.arq_redis_url is None:
+            if self.redis_cluster:
+                raise ValueError(
+                    "LEVIATHAN_ARQ_REDIS_URL is required with LEVIATHAN_REDIS_CLUSTER=1 "
+                    "(arq needs a single Redis node)"
+                )
+            return self
+        try:
+            check_url(self.arq_redis_url, cluster=False)
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_ARQ_REDIS_URL: {exc}") from None
+        return self
+
+    @property
+    def arq_url(self) -> str:
+        """The Redis arq uses: its own node, else the (single-node) stream Redis."""
+        return self.arq_redis_url if self.arq_redis_url is not None else self.redis_url
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> ConsumerSettings:

@@ -42,6 +42,7 @@ from consumer.settings import ConsumerSettings
 from storage.base import EventStore
 from storage.config import create_store
 from storage.queue import PartitionMismatchError, ensure_partition_count
+from storage.redisconn import refusal_line
 
 logger = logging.getLogger(__name__)
 SPIDER = "spider"  # ctx key of the Spider forwarder running beside the read loop, if enabled
@@ -92,7 +93,7 @@ def tune_gc() -> None:
 
 def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        redis = Redis.from_url(settings.redis_url)
+        redis = settings.stream_redis()
         await ensure_partition_count(redis, settings.layout)
         store = create_store(settings, writer=True)  # opened by the read loop, which waits for it
         metrics = ConsumerMetrics()
@@ -100,7 +101,12 @@ def _startup(settings: ConsumerSettings) -> Callable[[dict[str, Any]], Any]:
         runner = await health.start(reader, metrics)
         task = reader.start()
         ctx[SPIDER] = forwarder.start_beside(
-            settings, settings.redis_url, settings.layout, settings.consumer_name, metrics.registry
+            settings,
+            settings.redis_url,
+            settings.layout,
+            settings.consumer_name,
+            metrics.registry,
+            cluster=settings.redis_cluster,
         )
         ctx["deps"] = Deps(settings, redis, store, reader, metrics, task, runner)
         tune_gc()
@@ -209,7 +215,7 @@ def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
             cron(lag_job, second=every, run_at_startup=True),
             cron(stale_consumers_job, second=every),
         ],
-        "redis_settings": _redis_settings(settings.redis_url),
+        "redis_settings": _redis_settings(settings.arq_url),
         "queue_name": f"{settings.stream_prefix}:arq",
         "health_check_key": f"{settings.stream_prefix}:arq:health:{settings.consumer_name}",
         "health_check_interval": 5,
@@ -249,6 +255,9 @@ def run(settings: ConsumerSettings) -> int:
     except (PartitionMismatchError, health.HealthServerError) as exc:
         # refused at start-up: one line, no traceback (arq has closed its pool by now)
         print(f"consumer: {exc}", file=sys.stderr)
+        return 1
+    except ResponseError as exc:  # e.g. MOVED: a cluster node addressed as a single node
+        print(f"consumer: Redis refused the start-up: {refusal_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

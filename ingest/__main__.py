@@ -17,7 +17,7 @@ import sys
 
 from aiohttp import web
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc
 from ingest.auth import TokenSet
@@ -25,6 +25,7 @@ from ingest.settings import IngestSettings
 from storage.base import StorageError
 from storage.config import settings_error_line
 from storage.queue import PartitionMismatchError
+from storage.redisconn import refusal_line
 
 log = logging.getLogger("ingest")
 
@@ -59,8 +60,11 @@ async def serve(settings: IngestSettings) -> int:
     except PartitionMismatchError as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 1
+    except ResponseError as exc:
+        print(f"ingest: Redis refused the start-up check: {refusal_line(exc)}", file=sys.stderr)
+        return 1
     except (RedisError, OSError) as exc:
-        print(f"ingest: cannot reach Redis at start: {type(exc).__name__}", file=sys.stderr)
+        print(f"ingest: cannot reach Redis at start: {refusal_line(exc)}", file=sys.stderr)
         return 1
     except StorageError as exc:  # unreachable storage is retried (store_ctx); this is worse
         print(f"ingest: storage: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from ingest import console
 from ingest.auth import TokenSet
 from ingest.backpressure import LagGauge
 from ingest.budget import Budget
+from ingest.cluster_publisher import ClusterPublisher
 from ingest.deps import DEPS_KEY, QueryDeps
 from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
 from ingest.metrics import IngestMetrics
@@ -32,6 +33,7 @@ from ingest.settings import IngestSettings
 from ingest.store_ctx import store_ctx
 from ingest.waiters import Waiters
 from storage.queue import ensure_partition_count
+from storage.redisconn import as_cluster
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,35 @@ SETTINGS_KEY = web.AppKey("ingest_settings", IngestSettings)
 
 def _redis_client(settings: IngestSettings) -> Redis:
     timeout = settings.redis_timeout_seconds
-    client: Redis = Redis.from_url(
-        settings.redis_url,
+    return settings.stream_redis(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
     )
-    return client
+
+
+def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) -> Publisher:
+    """The group-commit publisher: one, or on a cluster one per master behind a router."""
+
+    def node(redis: Redis) -> Publisher:
+        return Publisher(
+            redis,
+            max_batch=settings.publish_max_batch,
+            timeout=settings.redis_timeout_seconds,
+            retry_after=settings.retry_after_seconds,
+            on_batch=metrics.pipeline_batch.observe,
+            min_replica_acks=settings.redis_min_replica_acks,
+        )
+
+    cluster = as_cluster(client)
+    if cluster is None:
+        return node(client)
+    return ClusterPublisher(
+        cluster,
+        node,
+        timeout=settings.redis_timeout_seconds,
+        retry_after=settings.retry_after_seconds,
+    )
 
 
 def _add_routes(app: web.Application, rt: Runtime) -> None:
@@ -98,14 +122,14 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     """The ingest app; ``redis`` lets tests inject a client (e.g. fakeredis)."""
     client = redis if redis is not None else _redis_client(settings)
     metrics = IngestMetrics()
-    publisher = Publisher(
+    publisher = _publisher(settings, client, metrics)
+    lag = LagGauge(
         client,
-        max_batch=settings.publish_max_batch,
-        timeout=settings.redis_timeout_seconds,
-        retry_after=settings.retry_after_seconds,
-        on_batch=metrics.pipeline_batch.observe,
+        settings.layout,
+        settings.lag_cache_seconds,
+        metrics.record_queue,
+        high_water_bytes=settings.queue_high_water_bytes,
     )
-    lag = LagGauge(client, settings.layout, settings.lag_cache_seconds, metrics.record_queue)
     budget = Budget(
         settings.max_inflight_bytes,
         settings.inflight_wait_seconds,

@@ -24,10 +24,12 @@ from redis.exceptions import ResponseError
 
 from storage.lag import stream_lag
 from storage.queue import StreamLayout, resolve
+from storage.redisconn import as_cluster
 
 log = logging.getLogger(__name__)
 STALE_FACTOR = 5
 MAXMEMORY_SHARE = 0.8  # room left for what is already on its way when the mark is passed
+DEFAULT_HIGH_WATER_BYTES = 512 * 1024 * 1024  # LEVIATHAN_QUEUE_HIGH_WATER_BYTES' default
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +58,41 @@ async def measure_lag(redis: Redis, layout: StreamLayout) -> int:
     return sum(lags)
 
 
-async def _memory(redis: Redis) -> dict[str, Any]:
+async def _node_memory(redis: Redis) -> dict[str, Any]:
     try:
         return dict(await resolve(redis.info("memory")))
-    except ResponseError:  # a managed Redis may refuse INFO: the lag mark still applies
+    except ResponseError as exc:  # a managed Redis may refuse INFO: the lag mark still applies
+        log.debug("INFO memory refused: %s", exc)
         return {}
 
 
-async def measure(redis: Redis, layout: StreamLayout) -> QueueState:
-    """Lag and ``INFO memory`` (``used_memory``, ``maxmemory``) in one measurement."""
-    lag, info = await asyncio.gather(measure_lag(redis, layout), _memory(redis))
+def _state(lag: int, info: dict[str, Any]) -> QueueState:
     return QueueState(lag, int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+
+
+async def _memory(redis: Redis, high_water_bytes: int) -> dict[str, Any]:
+    """``INFO memory`` of the node, or on a cluster of the master closest to (or furthest
+    past) its mark: each master holds its own partitions' entries, and the first one full
+    refuses their writes."""
+    cluster = as_cluster(redis)
+    if cluster is None:
+        return await _node_memory(redis)
+    infos = await asyncio.gather(*(_node_memory(m) for m in await cluster.masters()))
+
+    def headroom(info: dict[str, Any]) -> int:
+        state = _state(0, info)
+        return state.memory_mark(high_water_bytes) - state.used_memory
+
+    return min(infos, key=headroom, default={})
+
+
+async def measure(
+    redis: Redis, layout: StreamLayout, high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES
+) -> QueueState:
+    """Lag and ``INFO memory`` (``used_memory``, ``maxmemory``) in one measurement; on a
+    cluster the memory of the master with the least room below ``high_water_bytes``."""
+    lag, info = await asyncio.gather(measure_lag(redis, layout), _memory(redis, high_water_bytes))
+    return _state(lag, info)
 
 
 class LagGauge:
@@ -78,8 +104,10 @@ class LagGauge:
         layout: StreamLayout,
         ttl: float,
         on_value: Callable[[QueueState], None] | None = None,
+        high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
     ) -> None:
         self._redis = redis
+        self._high_water_bytes = high_water_bytes
         self._layout = layout
         self._ttl = ttl
         self._on_value = on_value
@@ -115,7 +143,7 @@ class LagGauge:
         return await asyncio.shield(self._start_refresh())
 
     async def _refresh(self) -> QueueState:
-        value = await measure(self._redis, self._layout)
+        value = await measure(self._redis, self._layout, self._high_water_bytes)
         self._value, self._stamp = value, time.monotonic()
         if self._on_value is not None:
             self._on_value(value)

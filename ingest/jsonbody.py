@@ -2,8 +2,8 @@
 
 Pipeline position: ``POST /v1/attempts/{id}/invalidate`` and ``POST /v1/backlog/suggest``
 (and any later operator POST) read their body here before touching storage or the queue,
-so a bad body is a 400/408/413/422 naming the problem and nothing is queued. Worker bundles take the streaming path of
-:mod:`ingest.body` instead.
+so a bad body is a 400/408/413/422 naming the problem and nothing is queued. Worker
+bundles take the streaming path of :mod:`ingest.body` instead.
 """
 
 from __future__ import annotations

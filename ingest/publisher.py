@@ -20,6 +20,11 @@ are added (Redis refuses a transaction whose commands failed to queue, an out-of
 refusal among them). A batch's deadline grows with its bytes, so a pipeline of large
 entries that Redis is still reading is not abandoned (and answered 503) while Redis goes
 on to add it.
+
+With ``min_replica_acks`` (``LEVIATHAN_REDIS_MIN_REPLICA_ACKS``) each pipeline ends in
+``WAIT n timeout``: its requests get their entry ids only once n replicas hold them, else a
+503 (a retry is safe: storage keeps each ``event_id`` once). On a Redis Cluster one
+publisher like this runs per master (``ingest.cluster_publisher``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 # host still reads and appends well over 8 MiB/s.
 MIN_BYTES_PER_SECOND = 8 * 1024 * 1024
 OOM_DETAIL = "Redis is out of memory (maxmemory reached); retry later."
+UNREPLICATED_DETAIL = "Too few Redis replicas confirmed the write in time; retry."
 
 
 @dataclass(slots=True)
@@ -65,8 +71,10 @@ class Publisher:
         timeout: float,
         retry_after: int,
         on_batch: Callable[[int], None] | None = None,
+        min_replica_acks: int = 0,
     ) -> None:
         self._redis = redis
+        self._min_replica_acks = min_replica_acks
         self._max_batch = max_batch
         self._timeout = timeout
         self._retry_after = retry_after
@@ -216,12 +224,19 @@ class Publisher:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         packet = b"".join([_pack(i) for i in batch])
+        acks = 0
+        if self._min_replica_acks:
+            # Answered once that many replicas hold every write of this connection so far
+            # (or after half the batch timeout): a 2xx then survives the master's loss.
+            packet += _pack_wait(self._min_replica_acks, int(self._timeout * 500))
         try:
             async with asyncio.timeout(self._timeout + len(packet) / MIN_BYTES_PER_SECOND):
                 conn = await self._connection()
                 await conn.send_packed_command(packet)
                 del packet
                 results = await _read_replies(conn, batch)
+                if self._min_replica_acks:
+                    acks = int(await conn.read_response(disable_decoding=True))
             self._used_at = time.monotonic()
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("XADD pipeline of %d failed: %s", len(batch), type(exc).__name__)
@@ -230,6 +245,25 @@ class Publisher:
                 await self._conn.disconnect(nowait=True)
             self._fail_all(batch)
             return
+        if self._min_replica_acks and acks < self._min_replica_acks:
+            self._fail_unreplicated(batch, acks)
+            return
+        self._deliver(batch, results)
+
+    def _fail_unreplicated(self, batch: list[_Pending], acks: int) -> None:
+        """Added on the master, but fewer replicas than required hold it: a failover now
+        could lose it, so nothing is promised. A retry adds it again; storage keeps each
+        event_id once."""
+        log.warning(
+            "WAIT: %d of %d replicas confirmed a pipeline of %d",
+            acks,
+            self._min_replica_acks,
+            len(batch),
+        )
+        for item in batch:
+            _fail(item.future, self._retry_after, UNREPLICATED_DETAIL)
+
+    def _deliver(self, batch: list[_Pending], results: list[Any]) -> None:
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -280,6 +314,12 @@ async def _read_transaction(conn: AbstractConnection, count: int) -> list[bytes]
         log.error("EXEC added %d of %d entries", count - len(failed), count)
         return failed[0]
     return list(reply)
+
+
+def _pack_wait(replicas: int, timeout_ms: int) -> bytes:
+    """RESP of ``WAIT <replicas> <timeout_ms>``."""
+    n, t = str(replicas).encode(), str(max(timeout_ms, 1)).encode()
+    return b"*3\r\n$4\r\nWAIT\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(n), n, len(t), t)
 
 
 def _pack(item: _Pending) -> bytes:

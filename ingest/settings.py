@@ -98,6 +98,14 @@ class IngestSettings(StorageSettings):
         validation_alias="LEVIATHAN_RETRY_AFTER_SECONDS",
         description="Retry-After value sent with every 503.",
     )
+    redis_min_replica_acks: int = Field(
+        0,
+        ge=0,
+        le=16,
+        validation_alias="LEVIATHAN_REDIS_MIN_REPLICA_ACKS",
+        description="Replicas that must hold a group-committed pipeline (WAIT) before its "
+        "requests get 2xx; fewer in time is a 503. 0: do not wait (a single node).",
+    )
     publish_max_batch: int = Field(
         512,
         ge=1,

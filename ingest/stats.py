@@ -9,6 +9,7 @@ the single dead stream of earlier releases (docs/operations.md, "Dead letters").
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,9 @@ from ingest.errors import Unavailable
 from ingest.responses import ConsumerStats, PartitionStats, Stats
 from storage.lag import lag_of
 from storage.queue import GROUP, StreamLayout, resolve
+from storage.redisconn import is_missing
+
+log = logging.getLogger(__name__)
 
 
 def _text(value: Any) -> str:
@@ -38,8 +42,10 @@ async def _partition(redis: Redis, layout: StreamLayout, partition: int) -> Part
     consumers: list[ConsumerStats] = []
     try:
         groups = await resolve(redis.xinfo_groups(key))
-    except ResponseError:  # stream does not exist yet
-        groups = []
+    except ResponseError as exc:
+        if not is_missing(exc):
+            raise
+        groups = []  # stream does not exist yet
     for group in groups:
         if _text(_field(group, "name")) != GROUP:
             continue
@@ -83,6 +89,10 @@ async def handle_stats(request: web.Request) -> web.Response:
     deps = request.app[DEPS_KEY]
     try:
         stats = await collect(deps.redis(), deps.layout)
-    except (RedisError, OSError):
+    except ResponseError as exc:
+        log.warning("stats: Redis refused a read: %s", exc)
+        raise Unavailable(f"The queue (Redis) refused a read: {exc}", retry_after=1) from None
+    except (RedisError, OSError) as exc:
+        log.warning("stats: Redis unreachable: %s", exc)
         raise Unavailable("The queue (Redis) is unreachable.", retry_after=1) from None
     return web.json_response(text=stats.model_dump_json())

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from storage.queue import EntryCounts, StreamLayout, committed_token, parse_announcement, resolve
+from storage.redisconn import after_failure, subscriber
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Waiters:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                client = await subscriber(self._redis)
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._layout.committed_channel)
                     while True:
                         # A short poll, not listen(): an idle subscription must not trip
@@ -72,7 +74,8 @@ class Waiters:
                         if message is not None:
                             self._resolve(message.get("data"))
             except (RedisError, OSError) as exc:
-                log.warning("commit listener lost Redis (%s); resubscribing", type(exc).__name__)
+                log.warning("commit listener lost Redis (%s); resubscribing", exc)
+                await after_failure(self._redis)
                 await asyncio.sleep(1.0)
 
     def _resolve(self, data: object) -> None:

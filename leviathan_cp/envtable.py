@@ -29,7 +29,9 @@ STORAGE_MEANINGS = {
     "postgres_password": "PostgreSQL password (when no DSN; keep it in the Secret / .env).",
     "postgres_pool_min": "Smallest PostgreSQL connection pool per process.",
     "postgres_pool_max": "Largest PostgreSQL connection pool per process.",
-    "redis_url": "Redis holding the partition streams.",
+    "redis_url": "Redis holding the partition streams; with LEVIATHAN_REDIS_CLUSTER=1 a "
+    "comma-separated list of seed nodes (`redis://` or `rediss://`, user and password).",
+    "redis_cluster": "1: the streams live on a Redis Cluster (the URL names seed nodes).",
     "partitions": "Number of stream partitions (same value in every process).",
     "stream_prefix": "Key prefix of the partition streams.",
 }

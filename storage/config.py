@@ -9,14 +9,16 @@ it when ``__main__`` builds the settings object.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
 
 from storage.base import EventStore
 from storage.queue import DEFAULT_PREFIX, StreamLayout
+from storage.redisconn import check_url, redis_client
 
 
 class StorageSettings(BaseSettings):
@@ -44,6 +46,7 @@ class StorageSettings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("LEVIATHAN_REDIS_URL", "REDIS_URL"),
     )
+    redis_cluster: bool = Field(False, validation_alias="LEVIATHAN_REDIS_CLUSTER")
     partitions: int = Field(8, ge=1, le=1024, validation_alias="LEVIATHAN_PARTITIONS")
     stream_prefix: str = Field(
         DEFAULT_PREFIX, min_length=1, validation_alias="LEVIATHAN_STREAM_PREFIX"
@@ -58,12 +61,13 @@ class StorageSettings(BaseSettings):
         "entries); consumers size their reads by it. Same value in every process.",
     )
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    @model_validator(mode="after")
+    def _redis_nodes(self) -> StorageSettings:
+        try:
+            check_url(self.redis_url, cluster=self.redis_cluster)
+        except ValueError as exc:
+            raise ValueError(f"LEVIATHAN_REDIS_URL: {exc}") from None
+        return self
 
     @field_validator("postgres_dsn")
     @classmethod
@@ -77,6 +81,10 @@ class StorageSettings(BaseSettings):
     @property
     def layout(self) -> StreamLayout:
         return StreamLayout(prefix=self.stream_prefix, partitions=self.partitions)
+
+    def stream_redis(self, **kwargs: Any) -> Redis:
+        """A client for the Redis holding the streams (one node or the cluster)."""
+        return redis_client(self.redis_url, cluster=self.redis_cluster, **kwargs)
 
     def postgres_url(self) -> str:
         """``POSTGRES_DSN`` if given, else built from ``POSTGRES_HOST/PORT/DB/USER/PASSWORD``."""

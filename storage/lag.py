@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from storage.queue import GROUP, resolve
+from storage.redisconn import is_missing
 
 
 def _text(value: Any) -> str:
@@ -31,8 +32,10 @@ async def group_row(redis: Redis, stream: str, group: str = GROUP) -> dict[str, 
     """XINFO GROUPS row of ``group`` (None if the stream or the group is missing)."""
     try:
         rows = await resolve(redis.xinfo_groups(stream))
-    except ResponseError:
-        return None
+    except ResponseError as exc:
+        if is_missing(exc):
+            return None
+        raise
     for row in rows:
         if _text(row["name"]) == group:
             return dict(row)
@@ -58,8 +61,5 @@ async def stream_lag(redis: Redis, stream: str, group: str = GROUP) -> int:
     """Lag of ``group`` on ``stream``; the whole stream while the group does not exist."""
     row = await group_row(redis, stream, group)
     if row is None:
-        try:
-            return int(await resolve(redis.xlen(stream)))
-        except ResponseError:
-            return 0
+        return int(await resolve(redis.xlen(stream)))  # 0 for a stream not there yet
     return await lag_of(redis, stream, row)

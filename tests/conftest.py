@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
+
+from tests.cluster_support import RedisClusterServers
 
 TEST_REDIS_URL = os.environ.get("LEVIATHAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_POSTGRES_URL = os.environ.get(
@@ -99,3 +102,32 @@ def postgres_url() -> Iterator[str]:
         yield dsn
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A private 3-master Redis Cluster with one replica each, shared by the session.
+
+    Started on first use only; skips without redis-server/redis-cli unless
+    ``LEVIATHAN_REQUIRE_SERVICES=1``, where their absence fails the run.
+    """
+    missing = [tool for tool in ("redis-server", "redis-cli") if shutil.which(tool) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed: no Redis Cluster to test against"
+        if os.environ.get("LEVIATHAN_REQUIRE_SERVICES") == "1":
+            pytest.fail(message + " (LEVIATHAN_REQUIRE_SERVICES=1: cluster tests must run)")
+        pytest.skip(message)
+    servers = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """Seed list of the session's cluster, every master flushed and the cluster ok."""
+    redis_cluster.wait_ok(30)
+    redis_cluster.flush()
+    return redis_cluster.url

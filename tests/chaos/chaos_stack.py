@@ -93,14 +93,20 @@ class Stack:
         return StreamLayout(partitions=PARTITIONS)
 
     def settings(self) -> ConsumerSettings:
-        """Settings to open the same store from the test process."""
+        """Settings to open the same store (and queue) from the test process."""
         return ConsumerSettings(
             backend=self.backend,
             ndjson_dir=self.workdir / "ndjson",
             postgres_dsn=self.postgres_dsn,
             redis_url=self.redis_url,
+            redis_cluster=self.ingest.env.get("LEVIATHAN_REDIS_CLUSTER") == "1",
+            arq_redis_url=self.ingest.env.get("LEVIATHAN_ARQ_REDIS_URL"),
             partitions=PARTITIONS,
         )
+
+    def _redis(self) -> Redis:
+        """A client of the stack's queue: one node, or the cluster (its env says which)."""
+        return self.settings().stream_redis()
 
     async def start_ingest(self) -> None:
         self.ingest.start()
@@ -132,7 +138,7 @@ class Stack:
 
     async def wait_drained(self, seconds: float) -> None:
         """Until group ``writers`` has nothing pending or undelivered (all committed)."""
-        redis = Redis.from_url(self.redis_url)
+        redis = self._redis()
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
@@ -148,7 +154,7 @@ class Stack:
 
     async def backlog(self) -> int:
         """Entries not yet committed: undelivered plus delivered-but-unacked."""
-        redis = Redis.from_url(self.redis_url)
+        redis = self._redis()
         try:
             return await backlog(redis, self.layout)
         finally:
@@ -157,7 +163,7 @@ class Stack:
     async def wait_holding(self, seconds: float) -> bool:
         """Until the consumer holds delivered, unacked entries (True), polled every 2 ms on one
         connection, or ``seconds`` passed (False)."""
-        redis = Redis.from_url(self.redis_url)
+        redis = self._redis()
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
@@ -172,7 +178,7 @@ class Stack:
 
     async def pending(self) -> int:
         """Entries delivered to the consumer but not acked (e.g. held by a killed one)."""
-        redis = Redis.from_url(self.redis_url)
+        redis = self._redis()
         try:
             total = 0
             for stream in self.layout.streams():
@@ -187,7 +193,7 @@ class Stack:
 
     async def dead_entries(self) -> list[tuple[str, dict[bytes, bytes]]]:
         """Every entry of every dead stream (the partitions' and the old single one)."""
-        redis = Redis.from_url(self.redis_url)
+        redis = self._redis()
         try:
             out = []
             for key in [*self.layout.dead_streams(), self.layout.legacy_dead]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from consumer import maintenance
 from consumer.metrics import ConsumerMetrics
@@ -151,3 +152,19 @@ async def test_trim_survives_pending_vanishing_and_groups_disappearing(
     [record] = caplog.records
     assert record.getMessage().startswith(f"trim of {stream} skipped: ")
     assert record.exc_info is None  # one line, no traceback
+
+
+@pytest.mark.integration
+async def test_a_wrong_key_is_reported_not_read_as_missing(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """Only NOGROUP / no such key means "nothing there"; another refusal propagates."""
+    reader = one_partition_reader(redis_client, ndjson_store, tmp_path, "me")
+    await resolve(redis_client.set(reader.layout.stream(0), b"not a stream"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await maintenance.remove_stale_consumers(reader)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await maintenance.groups(redis_client, reader.layout.stream(0))
+    await resolve(redis_client.delete(reader.layout.stream(0)))
+    assert await maintenance.groups(redis_client, reader.layout.stream(0)) == []
+    assert await maintenance.remove_stale_consumers(reader) == []

@@ -27,8 +27,9 @@ def rendered(request: pytest.FixtureRequest) -> list[Obj]:
     return render(request.param)
 
 
-def test_every_reference_of_the_overlay_resolves(rendered: list[Obj]) -> None:
-    assert problems(rendered, template_secrets()) == []
+@pytest.mark.parametrize("overlay", ["dev", "prod", "managed", "cluster"])
+def test_every_reference_of_the_overlay_resolves(overlay: str) -> None:
+    assert problems(render(overlay), template_secrets()) == []
 
 
 def _one(docs: list[Obj], kind: str, name: str) -> Obj:

@@ -22,11 +22,12 @@ import pytest
 import yaml
 
 from ingest.autonomy import read_status
+from storage.queue import StreamLayout
 from tests.deploy.k8s_refs import CLUSTER_SCOPED
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.32.0"
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "prod", "managed", "cluster"]
 
 
 def _need(what: str) -> None:
@@ -57,7 +58,7 @@ def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
     assert docs
     for doc in docs:
         if doc["apiVersion"].startswith("keda.sh/"):
-            continue  # CRD: checked against its own schema below
+            continue  # CRDs: checked against their own schemas below
         kv.validate(doc, K8S_VERSION, strict=True)
         # A namespaced object rendered without a namespace lands wherever kubectl points.
         if doc["kind"] in CLUSTER_SCOPED:
@@ -198,3 +199,125 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
     assert "everysec" in redis_args
     assert "noeviction" in redis_args
     assert all("healthcheck" in s for n, s in services.items() if n != "migrate")
+
+
+SCALED_OVERLAYS = ["prod", "managed", "cluster"]
+
+
+def _schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((Path(__file__).parent / name).read_text())
+    return schema
+
+
+def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = next(
+        c["data"]
+        for c in by_kind(docs, "ConfigMap")
+        if c["metadata"]["name"].startswith("leviathan-control-plane-config")
+    )
+    return data
+
+
+@pytest.mark.parametrize("overlay", SCALED_OVERLAYS)
+def test_consumers_scale_on_the_lag_of_every_partition(overlay: str) -> None:
+    """One lag trigger per partition stream of the configured count, none on pending entries
+    (a consumer holds at most a batch per partition pending: that count never grows)."""
+    docs = render(overlay)
+    (scaled,) = by_kind(docs, "ScaledObject")
+    jsonschema.validate(scaled, _schema("keda-scaledobject.schema.json"))
+    partitions = int(_config(docs)["LEVIATHAN_PARTITIONS"])
+    triggers = scaled["spec"]["triggers"]
+    streams = [t["metadata"]["stream"] for t in triggers]
+    assert sorted(streams) == sorted(StreamLayout(partitions=partitions).streams())
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == "writers"
+        assert "pendingEntriesCount" not in meta
+        assert int(meta["lagCount"]) > 0
+    assert scaled["spec"]["maxReplicaCount"] <= partitions
+    auths = {t["metadata"]["name"] for t in by_kind(docs, "TriggerAuthentication")}
+    for auth in by_kind(docs, "TriggerAuthentication"):
+        jsonschema.validate(auth, _schema("keda-triggerauthentication.schema.json"))
+    assert {t["authenticationRef"]["name"] for t in triggers if "authenticationRef" in t} <= auths
+
+
+def test_keda_schema_refuses_a_lag_trigger_without_activation() -> None:
+    bad = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "x"},
+        "spec": {
+            "scaleTargetRef": {"name": "x"},
+            "triggers": [
+                {
+                    "type": "redis-cluster-streams",
+                    "metadata": {
+                        "addresses": "a:6379",
+                        "stream": "s",
+                        "consumerGroup": "g",
+                        "lagCount": "10",
+                    },
+                }
+            ],
+        },
+    }
+    with pytest.raises(jsonschema.ValidationError, match="activationLagCount"):
+        jsonschema.validate(bad, _schema("keda-scaledobject.schema.json"))
+    meta = bad["spec"]["triggers"][0]["metadata"]  # type: ignore[index]
+    meta["activationLagCount"] = "1"
+    jsonschema.validate(bad, _schema("keda-scaledobject.schema.json"))
+    del meta["addresses"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, _schema("keda-scaledobject.schema.json"))
+
+
+def test_keda_operator_may_reach_the_in_cluster_redis() -> None:
+    docs = render("prod")
+    (scaled,) = by_kind(docs, "ScaledObject")
+    port = {int(t["metadata"]["address"].rsplit(":", 1)[1]) for t in scaled["spec"]["triggers"]}
+    assert port == {6379}
+    admitted = [
+        rule
+        for policy in by_kind(docs, "NetworkPolicy")
+        if policy["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "redis"}
+        for rule in policy["spec"]["ingress"]
+        if any(
+            peer.get("namespaceSelector", {}).get("matchLabels")
+            == {"kubernetes.io/metadata.name": "keda"}
+            for peer in rule["from"]
+        )
+    ]
+    assert [p["port"] for rule in admitted for p in rule["ports"]] == [6379]
+
+
+def _tier_env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """LEVIATHAN_REDIS_URL's env entry of each tier, by Deployment name."""
+    found = {}
+    for dep in by_kind(docs, "Deployment"):
+        env = dep["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        found[dep["metadata"]["name"]] = next(e for e in env if e["name"] == "LEVIATHAN_REDIS_URL")
+    return found
+
+
+def test_managed_overlay_runs_no_datastore_in_the_cluster() -> None:
+    docs = render("managed")
+    assert not by_kind(docs, "StatefulSet")
+    assert not [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "redis"]
+    for entry in _tier_env(docs).values():
+        assert entry["valueFrom"]["secretKeyRef"]["key"] == "LEVIATHAN_REDIS_URL"
+    for dep in by_kind(docs, "Deployment"):
+        env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert any(e["name"] == "POSTGRES_DSN" for e in env)
+
+
+def test_cluster_overlay_keeps_arq_on_one_node_and_streams_on_the_cluster() -> None:
+    docs = render("cluster")
+    config = _config(docs)
+    assert config["LEVIATHAN_REDIS_CLUSTER"] == "1"
+    assert config["LEVIATHAN_REDIS_MIN_REPLICA_ACKS"] == "1"
+    arq_host = config["LEVIATHAN_ARQ_REDIS_URL"].split("//")[1].split(":")[0]
+    assert [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == arq_host]
+    assert set(_tier_env(docs)) == {"leviathan-ingest", "leviathan-consumer"}
+    (scaled,) = by_kind(docs, "ScaledObject")
+    assert {t["type"] for t in scaled["spec"]["triggers"]} == {"redis-cluster-streams"}
+    assert int(config["LEVIATHAN_PARTITIONS"]) % 3 == 0  # three shards, equal shares

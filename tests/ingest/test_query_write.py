@@ -125,6 +125,18 @@ async def test_stats_per_partition(
     assert stats["dead_letters"] == 3
 
 
+async def test_stats_reports_a_refusal_with_its_text(
+    make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
+) -> None:
+    """A key of the wrong type is a fault to report, not a stream that is missing."""
+    await resolve(redis.set(LAYOUT.stream(2), b"not a stream"))
+    client = await aiohttp_client(make_app(), headers=AUTH)
+    resp = await client.get("/v1/stats")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert "WRONGTYPE" in await resp.text()
+
+
 async def test_stats_lag_is_the_checked_one_not_redis_phantom_counter(
     make_app: AppFactory, aiohttp_client: AiohttpClient, redis: aioredis.Redis
 ) -> None:
