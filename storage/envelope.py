@@ -30,7 +30,7 @@ import orjson
 from pydantic import ValidationError
 
 from storage.chain import payload_json
-from storage.schema import Bundle, format_timestamp, is_normalised
+from storage.schema import STREAM_DECODE, Bundle, format_timestamp, is_normalised
 
 ENVELOPE_VERSION = 1
 CHUNKED_VERSION = 2  # version 1 plus bundle_id, chunk, chunks
@@ -148,7 +148,7 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         # parser stops at 200 levels, orjson at 1024, so validate_json refused (and
         # dead-lettered) bundles nested 201-254 deep that ingest had answered 202
         data = orjson.loads(raw)
-        bundle = Bundle.model_validate(data)
+        bundle = Bundle.model_validate(data, context=STREAM_DECODE)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"envelope bundle is not JSON: {exc}") from None
     except ValidationError as exc:

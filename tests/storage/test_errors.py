@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from storage import ndjson_log, pg_write
 from storage.base import (
@@ -25,7 +27,7 @@ from storage.base import (
     StorageError,
     StorageUnavailable,
 )
-from storage.envelope import Envelope
+from storage.envelope import Envelope, decode
 from storage.ndjson import NdjsonStore
 from storage.pg_errors import classify
 from storage.postgres import PostgresStore
@@ -218,3 +220,19 @@ def test_classify_client_side_encoding_error_is_data() -> None:
     assert isinstance(error, StorageDataError)
     assert "\n" not in str(error)
     assert classify(asyncio.CancelledError()) is None
+
+
+async def test_a_stream_entry_skips_the_role_check_and_is_stored(store: EventStore) -> None:
+    """The consumer's decode trusts ingest's role check (its cost was ~1 µs per event of
+    the drain): an entry from another producer with odd role fields decodes and stores."""
+    raw = f.body(
+        "t", "b-other", [f.event("attempt.created", {"attempt_id": ["a"], "task_id": "x" * 300})]
+    )
+    with pytest.raises(ValidationError):  # ingest answers 422 for it
+        Bundle.model_validate(raw)
+    fields = {b"v": b"1", b"bundle": orjson.dumps(raw), b"received_at": b"1.0", b"token": b"t"}
+    envelope = decode("1-0", fields)
+    assert envelope.bundle.events[0].payload["attempt_id"] == ["a"]
+    result = await store.write_batch(0, [envelope])
+    assert result.outcomes == {"1-0": EntryOutcome(1, 0, 0)}
+    assert (await store.verify_chain(0)).ok
