@@ -103,7 +103,7 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
     whose writes are CPU work in this process then runs them on the event loop.
     """
     if settings.backend == "postgres":
-        from storage.postgres import PostgresStore  # asyncpg is only imported when used
+        from storage.postgres.store import PostgresStore  # asyncpg is only imported when used
 
         store: EventStore = PostgresStore(
             settings.postgres_url(),
@@ -111,7 +111,7 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
             max_size=settings.postgres_pool_max,
         )
         return store
-    from storage.ndjson import NdjsonStore
+    from storage.ndjson.store import NdjsonStore
 
     ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer)
     return ndjson

@@ -15,10 +15,11 @@ import orjson
 import pytest
 from filelock import FileLock
 
-from storage import ndjson_index, ndjson_write
 from storage.base import StorageCorrupt, StorageDataError, StoredEvent
-from storage.ndjson import NdjsonStore
-from storage.ndjson_log import partition_path
+from storage.ndjson import index as ndjson_index
+from storage.ndjson import write as ndjson_write
+from storage.ndjson.log import partition_path
+from storage.ndjson.store import NdjsonStore
 from tests import factories as f
 
 
@@ -114,7 +115,7 @@ async def test_failed_commit_truncates_the_append(
         def broken(*_: Any) -> None:
             raise sqlite3.IntegrityError("simulated failure after the append")
 
-        monkeypatch.setattr("storage.ndjson_index.set_head", broken)
+        monkeypatch.setattr("storage.ndjson.index.set_head", broken)
         with pytest.raises(StorageDataError, match="IntegrityError: simulated failure"):
             await store.write_batch(0, [lifecycle(2)])
         monkeypatch.undo()
@@ -135,7 +136,7 @@ async def test_file_grown_behind_the_index_refuses_the_batch(
         await store.write_batch(0, [lifecycle(1)])
         path = partition_path(tmp_path, 0)
         # recovery would index complete lines; without it the sizes disagree
-        monkeypatch.setattr("storage.ndjson_write.recover", lambda *_: None)
+        monkeypatch.setattr("storage.ndjson.write.recover", lambda *_: None)
         with path.open("ab") as fh:
             fh.write(b"\n")
         grown = path.stat().st_size
@@ -182,7 +183,7 @@ async def test_write_on_loop_leaves_a_huge_batch_to_a_thread(
 ) -> None:
     """A batch that would block the loop for long (health probes) is written in a thread."""
     store, threads = loop_writer
-    monkeypatch.setattr("storage.ndjson.LOOP_WRITE_MAX_EVENTS", 5)
+    monkeypatch.setattr("storage.ndjson.store.LOOP_WRITE_MAX_EVENTS", 5)
     await store.write_batch(0, [lifecycle(1)])  # 5 events: on the loop
     await store.write_batch(0, [lifecycle(2), lifecycle(3)])  # 10: in a thread
     assert threads[0] == threading.get_ident()

@@ -1,4 +1,4 @@
-"""COPY text encoding of event rows (storage.pg_copy): escapes, and a round trip.
+"""COPY text encoding of event rows (storage.postgres.copy): escapes, and a round trip.
 
 The unit tests pin the escapes of PostgreSQL's text format; the property test sends
 arbitrary strings (every character but NUL, which ingest refuses) through a real ``COPY
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.chain import payload_json
-from storage.pg_copy import encode_rows, field, json_field
-from storage.pg_migrations import migrate
-from storage.pg_write import STAGE_COLUMNS
+from storage.postgres.copy import encode_rows, field, json_field
+from storage.postgres.migrate import migrate
+from storage.postgres.write import STAGE_COLUMNS
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Read side of the NDJSON backend: the query API's views from the SQLite index + files.
 
-Pipeline position: :class:`storage.ndjson.NdjsonStore` runs these synchronous queries in
+Pipeline position: :class:`storage.ndjson.store.NdjsonStore` runs these synchronous queries in
 a worker thread for the ingest tier's query API. Node and edge data come from the index;
 event bodies are read from the NDJSON lines the index points at, so what is shown is what
 the hash chain covers.
@@ -16,8 +16,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from storage import ndjson_log as log
 from storage.base import StoredEvent
+from storage.ndjson import log
 from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
     InvalidCursor,

@@ -1,13 +1,13 @@
 """Write path of the PostgreSQL backend: dedup, chain, COPY insert, graph merge, artifacts.
 
-Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
+Pipeline position: :meth:`storage.postgres.store.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
 partitions proceed in parallel). Duplicates and revisions are decided in Python against
 the stored digests (:mod:`storage.revisions`; read only when the batch is written
 checked: a first attempt treats every event as a new revision 1 and lets the unique index
 on ``(event_id, revision)`` refuse it), then the new rows are COPYed straight into
-``events``, streamed chunk by chunk as they are linked (:mod:`storage.pg_copy`; see
+``events``, streamed chunk by chunk as they are linked (:mod:`storage.postgres.copy`; see
 docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored a
 revision of one of our event_ids meanwhile, that index fails the COPY: :class:`RaceLost`
 rolls the transaction back and the caller retries, checked.
@@ -28,9 +28,9 @@ import orjson
 from storage.base import BatchResult, StoredEvent
 from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
-from storage.pg_copy import encode_rows
-from storage.pg_graph import merge_graph
-from storage.pg_topology import upsert_topology
+from storage.postgres.copy import encode_rows
+from storage.postgres.graph import merge_graph
+from storage.postgres.topology import upsert_topology
 from storage.projection import PROJECTED_TYPES, Graph, fold
 from storage.revisions import Known, Tally, known_from, revise
 from storage.schema import WireEvent, artifact_id_of, bundle_attempt, format_timestamp
@@ -265,7 +265,7 @@ async def write_batch(
     Round trips: lock, head+digests, one streamed COPY, one graph statement (three when
     the batch touches nodes that existed; artifacts add one). The Python work overlaps the
     server's: the first chunks are digested while the head query runs, each next chunk is
-    linked and encoded while the server inserts the previous one (:mod:`storage.pg_copy`),
+    linked and encoded while the server inserts the previous one (:mod:`storage.postgres.copy`),
     and the graph delta is folded while it inserts the last.
     """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)

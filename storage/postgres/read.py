@@ -1,6 +1,6 @@
 """Read side of the PostgreSQL backend: the query API's views in index-backed SQL.
 
-Pipeline position: :class:`storage.postgres.PostgresStore` calls these with a pooled
+Pipeline position: :class:`storage.postgres.store.PostgresStore` calls these with a pooled
 connection for the ingest tier's query API. Views are built with :mod:`storage.readside`
 so both backends present identical shapes; listings use keyset pagination, never OFFSET.
 """
