@@ -49,7 +49,7 @@ def json_field(data: bytes) -> str:
 
 
 def encode_rows(rows: Iterable[Sequence[Any]]) -> bytes:
-    """Rows in :data:`storage.postgres.write.STAGE_COLUMNS` order as COPY text.
+    """Rows in :data:`storage.postgres.write.COPY_COLUMNS` order as COPY text.
 
     The ``ts`` column is sent as its normalised text (``ts_text``, UTC with ``Z``), which
     timestamptz parses to the same instant whatever the session's time zone.

@@ -49,8 +49,8 @@ SELECT pg_advisory_xact_lock($1, k)
 FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY 1) AS keys
 """
 
-# Columns of events written by COPY (gid comes from its sequence).
-STAGE_COLUMNS = [
+# The columns of events that the COPY writes, in row order (gid comes from its sequence).
+COPY_COLUMNS = [
     "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
     "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
     "attempt_id", "revision",
@@ -156,13 +156,6 @@ class Planner:
         return rows
 
 
-def plan(partition: int, envelopes: Sequence[Envelope], known: Known, seq: int, prev: str) -> Plan:
-    """The whole batch planned at once (:func:`write_batch` interleaves it with COPY)."""
-    planner = Planner(partition, known, seq, prev)
-    planner.run(prepare(envelopes))
-    return planner.out
-
-
 def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
@@ -201,7 +194,7 @@ async def _copy(con: asyncpg.Connection, chunks: AsyncIterator[bytes]) -> None:
     # concurrent writer of the same id and revision and then fails the COPY, which rolls
     # the whole batch back to be retried (no staging table, so each row is written once).
     try:
-        await con.copy_to_table("events", source=chunks, columns=STAGE_COLUMNS)
+        await con.copy_to_table("events", source=chunks, columns=COPY_COLUMNS)
     except asyncpg.UniqueViolationError as exc:
         raise RaceLost from exc
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from storage.chain import payload_json
 from storage.postgres.copy import encode_rows, field, json_field
 from storage.postgres.migrate import migrate
-from storage.postgres.write import STAGE_COLUMNS
+from storage.postgres.write import COPY_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -73,8 +73,8 @@ async def _round_trip(dsn: str, rows: list[tuple[Any, ...]]) -> list[asyncpg.Rec
     try:
         await con.execute("CREATE TEMP TABLE IF NOT EXISTS t (LIKE events INCLUDING DEFAULTS)")
         await con.execute("TRUNCATE t")
-        await con.copy_to_table("t", source=io.BytesIO(encode_rows(rows)), columns=STAGE_COLUMNS)
-        return await con.fetch(f"SELECT {', '.join(STAGE_COLUMNS)} FROM t ORDER BY seq")
+        await con.copy_to_table("t", source=io.BytesIO(encode_rows(rows)), columns=COPY_COLUMNS)
+        return await con.fetch(f"SELECT {', '.join(COPY_COLUMNS)} FROM t ORDER BY seq")
     finally:
         await con.close()
 
