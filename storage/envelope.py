@@ -1,4 +1,7 @@
-"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (docs/design-notes.md, Queue).
+"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs.
+
+The stream contract (keys, entry versions, groups, dead streams, markers) is stated in
+docs/architecture.md, "Stream contract"; the decisions behind it in docs/design-notes.md.
 
 Pipeline position: the only format shared by the two tiers through Redis. An entry is a
 flat field map ``{v, bundle, received_at, token}``; ``bundle`` holds the normalised bundle
