@@ -100,7 +100,9 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
     """The configured backend, not yet opened (call ``await store.open()``).
 
     ``writer``: for a process whose work is writing batches (the consumer); a backend
-    whose writes are CPU work in this process then runs them on the event loop.
+    whose writes are CPU work in this process then runs them on the event loop. A store
+    built with ``writer=False`` (the query API, ``leviathan-cp verify``) never runs
+    write-side recovery when it opens: recovery belongs to the writer.
     """
     if settings.backend == "postgres":
         from storage.postgres.store import PostgresStore  # asyncpg is only imported when used
@@ -113,7 +115,7 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
         return store
     from storage.ndjson.store import NdjsonStore
 
-    ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer)
+    ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer, writer=writer)
     return ndjson
 
 

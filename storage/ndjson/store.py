@@ -62,10 +62,20 @@ LOOP_WRITE_MAX_EVENTS = 20_000
 class NdjsonStore:
     """:class:`storage.base.EventStore` over NDJSON files in ``directory``."""
 
-    def __init__(self, directory: Path, *, write_on_loop: bool = False) -> None:
-        """``write_on_loop``: see :meth:`write_batch` (the consumer sets it)."""
+    def __init__(
+        self, directory: Path, *, write_on_loop: bool = False, writer: bool = True
+    ) -> None:
+        """``write_on_loop``: see :meth:`write_batch` (the consumer sets it).
+
+        ``writer``: False for an instance that only reads (the query API): its :meth:`open`
+        never runs write-side recovery, so it never writes to the log's index. Complete
+        lines a crashed writer left past the indexed size stay unindexed (unseen by reads)
+        until a writer opens the directory or writes that partition, which recovers them
+        under the write lock (their batch was not acknowledged, so it is delivered again).
+        """
         self.directory = Path(directory)
         self.write_on_loop = write_on_loop
+        self.writer = writer
         self._con: sqlite3.Connection | None = None
         self._mu = threading.Lock()  # one SQLite connection, used by one thread at a time
         self._lock = FileLock(str(self.directory / LOCK_FILE), timeout=LOCK_TIMEOUT)
@@ -107,7 +117,8 @@ class NdjsonStore:
         with self._mu:
             if self._con is None:
                 self._con = idx.connect(self.directory)
-        self._run_sync_recovery()
+        if self.writer:
+            self._run_sync_recovery()
 
     def _run_sync_recovery(self) -> None:
         def recover_all(con: sqlite3.Connection) -> None:
