@@ -69,7 +69,7 @@ async def drain(settings: ConsumerSettings, bundles: int) -> float:
 
 @asynccontextmanager
 async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
-    import asyncpg  # bench only; the product imports asyncpg in storage.postgres alone
+    import asyncpg  # bench only; the product imports asyncpg in storage.postgres.store alone
 
     name = f"bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(admin_dsn)

@@ -11,7 +11,8 @@ bootstrap bursts of 1,000 events per call for the rest — into a fresh database
 ``--fresh`` drops it). Then p50/p99 of ``/v1/graph/summary``, ``/v1/attempts?limit=50``,
 ``/v1/attempts/{id}`` (random ids) and ``/v1/events?limit=100&after=<random cursor>`` are
 printed, followed by EXPLAIN (ANALYZE, BUFFERS) of the SQL those endpoints run (the same
-statements as storage/pg_read.py and storage/postgres.py, repeated here to be explained).
+statements as storage/postgres/read.py and storage/postgres/store.py, repeated here to be
+explained).
 
 ``--topology`` measures the topology endpoints instead, at each of ``--sizes`` on
 ``--backend`` (see :mod:`bench.query_topology`).

@@ -24,9 +24,10 @@ from typing import Any
 
 import asyncpg
 
-from storage import ndjson_read, pg_topology
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
+from storage.ndjson import read as ndjson_read
+from storage.postgres import topology as pg_topology
 from storage.queue import StreamLayout
 from tests.factories import bootstrap_burst, envelope, topology_run
 

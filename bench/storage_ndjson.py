@@ -1,6 +1,6 @@
 """Append rate of the NDJSON backend at an empty log vs at a large log (appends must stay O(1)).
 
-Pipeline position: measures :meth:`storage.ndjson.NdjsonStore.write_batch`, the consumer's
+Pipeline position: measures :meth:`storage.ndjson.store.NdjsonStore.write_batch`, the consumer's
 per-batch write, in isolation (no Redis). Run ``python -m bench.storage_ndjson
 [--events N] [--windows W]``: it fills one log to N events with large batches, then times
 windows of 500-event batches alternately on that log and on a second, small one (empty at
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from storage.envelope import Envelope
-from storage.ndjson import NdjsonStore
+from storage.ndjson.store import NdjsonStore
 from storage.schema import Bundle, WireEvent
 
 BASE = 1_764_320_000.0

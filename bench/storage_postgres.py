@@ -1,6 +1,6 @@
 """Write rate of the PostgreSQL backend vs raw COPY of the same rows.
 
-Pipeline position: measures :meth:`storage.postgres.PostgresStore.write_batch`, the
+Pipeline position: measures :meth:`storage.postgres.store.PostgresStore.write_batch`, the
 consumer's per-batch write, in isolation (no Redis). Run ``python -m bench.storage_postgres
 [--events N] [--rounds R] [--slices S] [--admin-dsn DSN]``: each round, in a fresh scratch
 database, it times (1) raw asyncpg ``copy_records_to_table`` of N event rows (same columns,
@@ -25,10 +25,10 @@ import asyncpg
 
 from storage.chain import GENESIS_HASH
 from storage.envelope import Envelope
-from storage.pg_codecs import init_connection
-from storage.pg_migrations import migrate
-from storage.pg_write import STAGE_COLUMNS, plan
-from storage.postgres import PostgresStore
+from storage.postgres.codecs import init_connection
+from storage.postgres.migrate import migrate
+from storage.postgres.store import PostgresStore
+from storage.postgres.write import COPY_COLUMNS, Planner, prepare
 from storage.schema import Bundle, WireEvent
 
 BASE = 1_764_320_000.0
@@ -70,7 +70,10 @@ async def one_round(
     try:
         envelopes = [bundle(n) for n in range(events // BUNDLE)]
         await migrate(dsn)
-        rows = plan(0, envelopes, {}, 0, GENESIS_HASH).rows  # rows as write_batch makes them
+        # the whole batch planned at once (write_batch interleaves planning with the COPY)
+        planner = Planner(0, {}, 0, GENESIS_HASH)
+        planner.run(prepare(envelopes))
+        rows = planner.out.rows  # rows as write_batch makes them
         con = await asyncpg.connect(dsn)
         await init_connection(con)  # the store's codecs: same encoding work on both sides
         await con.execute("CREATE TABLE raw_events (LIKE events INCLUDING ALL)")
@@ -89,7 +92,7 @@ async def one_round(
                         await con.copy_records_to_table(
                             "raw_events",
                             records=rows[first : first + len(part) * BUNDLE],
-                            columns=STAGE_COLUMNS,
+                            columns=COPY_COLUMNS,
                         )
                         copy_s += time.perf_counter() - began
                     else:

@@ -1,6 +1,6 @@
 """Chain check cost: a full walk vs an incremental check after a verified prefix.
 
-Pipeline position: measures :meth:`storage.ndjson.NdjsonStore.verify_chain` — what
+Pipeline position: measures :meth:`storage.ndjson.store.NdjsonStore.verify_chain` — what
 ``GET /v1/events/verify`` (the console's chain panel) and ``leviathan-cp verify`` run. Run
 ``python -m bench.verify [--events N] [--new M] [--rounds R]``: it fills one NDJSON
 partition to N events, then, R times, appends M events and times (a) a full walk and (b) a
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.storage_ndjson import batch, fill
 from storage.chain import ChainPoint
-from storage.ndjson import NdjsonStore
+from storage.ndjson.store import NdjsonStore
 
 
 async def timed_check(store: NdjsonStore, after: ChainPoint | None) -> tuple[float, int]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,7 @@ from ingest.errors import (
     Unprocessable,
     UnsupportedMedia,
 )
-from storage.schema import Bundle, WireEvent
+from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
 
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
@@ -145,26 +144,6 @@ def _loc(err_loc: tuple[int | str, ...]) -> list[int | str]:
     return list(err_loc)
 
 
-def _nul_locations(value: Any, loc: list[int | str]) -> Iterator[list[int | str]]:
-    """Where a string (key or value) holds U+0000.
-
-    PostgreSQL's text and jsonb cannot store it, so such an event could never be committed
-    there and would block its batch until dead-lettered; it is rejected for every backend
-    so both store the same events.
-    """
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                yield [*loc, key]
-            yield from _nul_locations(item, [*loc, key])
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _nul_locations(item, [*loc, i])
-
-
 def _loads(body: bytes | bytearray) -> Any:
     try:
         return orjson.loads(body)
@@ -186,8 +165,8 @@ def _check_count(obj: Any, max_events: int) -> list[Any] | None:
 
 
 def _check_nul(body: bytes | bytearray, obj: Any) -> None:
-    if b"\\u0000" in body:  # cheap pre-check; the walk below runs only when it may matter
-        nul = list(_nul_locations(obj, []))
+    if NUL_ESCAPE in body:  # cheap pre-check; the walk below runs only when it may matter
+        nul = list(nul_locations(obj))
         if nul:
             raise Unprocessable(
                 "Strings must not contain the NUL character (\\u0000).",

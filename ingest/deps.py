@@ -14,24 +14,11 @@ from pathlib import Path
 from aiohttp import web
 from redis.asyncio import Redis
 
-from storage.envelope import encode
 from storage.queue import StreamLayout
 from storage.schema import Bundle
 
 # Queues one bundle exactly as POST /v1/events/ingest does; returns the stream entry id.
 Publish = Callable[[Bundle, str], Awaitable[str]]
-# ingest.publisher.Publisher.publish: group-committed XADD of one entry to one stream.
-StreamPublish = Callable[[str, dict[bytes, bytes]], Awaitable[str]]
-
-
-def bundle_publisher(publish: StreamPublish, layout: StreamLayout) -> Publish:
-    """Encode a bundle as the ingest path does and XADD it to its partition's stream."""
-
-    async def send(bundle: Bundle, token_label: str) -> str:
-        stream = layout.stream(layout.partition_of(bundle.bundle_id))
-        return await publish(stream, encode(bundle, token_label))
-
-    return send
 
 
 @dataclass(frozen=True, slots=True)

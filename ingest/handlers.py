@@ -25,6 +25,7 @@ from ingest import waiters
 from ingest.backpressure import LagGauge, QueueState
 from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
 from ingest.budget import PEAK_FACTOR, Budget
+from ingest.entry import entry_fields
 from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL
@@ -32,7 +33,6 @@ from ingest.publisher import Publisher
 from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
-from storage.envelope import encode
 from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle
 
@@ -61,11 +61,13 @@ class Runtime:
         return self.settings.max_body_bytes + RAW_SLACK
 
     async def publish(self, bundle: Bundle, token_label: str) -> str:
-        """Queue one bundle like POST /v1/events/ingest, backpressure included."""
+        """Queue one bundle like POST /v1/events/ingest (its encoder), backpressure included."""
         await admit(self)
         layout = self.settings.layout
         partition = layout.partition_of(bundle.bundle_id)
-        return await self.publisher.publish(layout.stream(partition), encode(bundle, token_label))
+        return await self.publisher.publish(
+            layout.stream(partition), entry_fields(bundle, token_label)
+        )
 
 
 def json_bytes(data: object, status: int = 200) -> web.Response:

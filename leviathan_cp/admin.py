@@ -45,7 +45,7 @@ def migrate_main(argv: list[str]) -> int:
     settings = _settings()
     if settings is None:
         return 2
-    from storage.postgres import migrate
+    from storage.postgres.migrate import migrate
 
     try:
         applied = asyncio.run(migrate(settings.postgres_url()))

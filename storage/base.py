@@ -1,4 +1,7 @@
-"""The storage interface both backends implement (docs/design-notes.md), and its value types.
+"""The storage interface both backends implement, and its value types.
+
+The semantics every backend keeps (duplicates, revisions, chain, projection, errors) are
+stated in docs/architecture.md, "Storage contract".
 
 Pipeline position: the consumer calls :meth:`EventStore.write_batch` once per batch read
 from one partition and acks only after it returned; the ingest tier's query API calls the

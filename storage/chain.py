@@ -120,25 +120,6 @@ def digest_bytes(
     return digest_of(event_type, timestamp, actor_id, _Fragment(payload_bytes))
 
 
-def canonical_json(
-    *,
-    event_id: str,
-    event_type: str,
-    timestamp: str,
-    actor_id: str | None,
-    payload: Mapping[str, Any],
-    prev_hash: str,
-) -> bytes:
-    return canonical_bytes(
-        event_id=event_id,
-        event_type=event_type,
-        timestamp=timestamp,
-        actor_id=actor_id,
-        payload_bytes=payload_json(payload),
-        prev_hash=prev_hash,
-    )
-
-
 def link(
     *,
     event_id: str,

@@ -100,10 +100,12 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
     """The configured backend, not yet opened (call ``await store.open()``).
 
     ``writer``: for a process whose work is writing batches (the consumer); a backend
-    whose writes are CPU work in this process then runs them on the event loop.
+    whose writes are CPU work in this process then runs them on the event loop. A store
+    built with ``writer=False`` (the query API, ``leviathan-cp verify``) never runs
+    write-side recovery when it opens: recovery belongs to the writer.
     """
     if settings.backend == "postgres":
-        from storage.postgres import PostgresStore  # asyncpg is only imported when used
+        from storage.postgres.store import PostgresStore  # asyncpg is only imported when used
 
         store: EventStore = PostgresStore(
             settings.postgres_url(),
@@ -111,9 +113,9 @@ def create_store(settings: StorageSettings, *, writer: bool = False) -> EventSto
             max_size=settings.postgres_pool_max,
         )
         return store
-    from storage.ndjson import NdjsonStore
+    from storage.ndjson.store import NdjsonStore
 
-    ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer)
+    ndjson: EventStore = NdjsonStore(settings.ndjson_dir, write_on_loop=writer, writer=writer)
     return ndjson
 
 

@@ -1,4 +1,7 @@
-"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs (docs/design-notes.md, Queue).
+"""Stream entry codec: what ingest XADDs and the consumer XREADGROUPs.
+
+The stream contract (keys, entry versions, groups, dead streams, markers) is stated in
+docs/architecture.md, "Stream contract"; the decisions behind it in docs/design-notes.md.
 
 Pipeline position: the only format shared by the two tiers through Redis. An entry is a
 flat field map ``{v, bundle, received_at, token}``; ``bundle`` holds the normalised bundle
@@ -22,7 +25,7 @@ so are the events' normalised timestamp texts (as sent, when they already are).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +33,14 @@ import orjson
 from pydantic import ValidationError
 
 from storage.chain import payload_json
-from storage.schema import STREAM_DECODE, Bundle, format_timestamp, is_normalised
+from storage.schema import (
+    NUL_ESCAPE,
+    STREAM_DECODE,
+    Bundle,
+    format_timestamp,
+    is_normalised,
+    nul_locations,
+)
 
 ENVELOPE_VERSION = 1
 CHUNKED_VERSION = 2  # version 1 plus bundle_id, chunk, chunks
@@ -88,19 +98,16 @@ def _text(fields: dict[bytes, bytes], name: bytes) -> bytes:
         raise EnvelopeError(f"envelope field {name.decode()!r} missing") from None
 
 
-def nul_locations(value: Any, loc: str = "bundle") -> Iterator[str]:
-    """Where a string (key or value) holds U+0000, as ``bundle.events[0].payload.x``."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                yield f"{loc}.{key!r}"
-            yield from nul_locations(item, f"{loc}.{key}")
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from nul_locations(item, f"{loc}[{i}]")
+def _loc_text(loc: list[int | str]) -> str:
+    """``["events", 0, "payload", "x"]`` as ``bundle.events[0].payload.x`` (a key holding
+    NUL shown as its repr)."""
+    out = "bundle"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part!r}" if "\x00" in part else f".{part}"
+    return out
 
 
 def payloads_of(bundle: Bundle) -> tuple[bytes, ...]:
@@ -153,8 +160,8 @@ def decode(entry_id: str, fields: dict[bytes, bytes]) -> Envelope:
         raise EnvelopeError(f"envelope bundle is not JSON: {exc}") from None
     except ValidationError as exc:
         raise EnvelopeError(f"envelope bundle invalid: {exc.error_count()} error(s)") from None
-    if b"\\u0000" in raw:  # cheap pre-check; orjson writes U+0000 as this escape
-        nul = list(nul_locations(bundle.model_dump()))
+    if NUL_ESCAPE in raw:  # cheap pre-check; the walk runs only when it may matter
+        nul = [_loc_text(loc) for loc in nul_locations(bundle.model_dump())]
         if nul:
             raise EnvelopeError(
                 f"NUL character (\\u0000) in {', '.join(nul[:5])}: PostgreSQL cannot store it"

@@ -1,4 +1,4 @@
-"""Stream layout shared by ingest (producer) and consumer (docs/operations.md, "Queue").
+"""Stream layout shared by ingest (producer) and consumer (docs/architecture.md, "Stream contract").
 
 Pipeline position: names every Redis key both tiers touch, routes a bundle to its
 partition, guards the recorded partition count and defines the commit announcements that

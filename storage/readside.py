@@ -20,11 +20,16 @@ from storage.projection import ARTIFACT, ATTEMPT, FIRST_SEEN, LAST_SEEN, version
 from storage.views import (
     AttemptSummary,
     ChainStatus,
+    FailureView,
     NodeView,
     Page,
     RecentEvent,
     TaskSummary,
+    failure_error,
 )
+
+# Both backends list failures with this filter, newest first (``ORDER BY gid DESC``).
+FAILURE_TYPES_SQL = "event_type IN ('attempt.failed', 'task.failed')"
 
 
 class InvalidCursor(ValueError):
@@ -208,3 +213,22 @@ def topology_page(rows: Sequence[tuple[str, Any]], limit: int) -> Page[dict[str,
     items = [dict(payload) for _, payload in rows[:limit]]
     next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
     return Page[dict[str, Any]](items=items, next_cursor=next_cursor)
+
+
+def failure_view(ev: StoredEvent, attempt: Mapping[str, Any] | None) -> FailureView:
+    """One ``GET /v1/failures`` item: the failure event, its gaps filled from its attempt node.
+
+    ``attempt`` is the attempt node's properties (None when the event names no attempt or
+    the node is unknown); the task and target fall back to them when the event omits them.
+    """
+    task_id = ev.task_id or (attempt or {}).get("task_id")
+    target_id = ev.payload.get("target_id") or (attempt or {}).get("target") or ev.target
+    return FailureView(
+        attempt_id=ev.attempt_id,
+        task_id=None if task_id is None else str(task_id),
+        target=str(target_id),
+        error=failure_error(ev.payload),
+        timestamp=ev.timestamp,
+        event_type=ev.event_type,
+        event_id=ev.event_id,
+    )

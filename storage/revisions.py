@@ -1,7 +1,7 @@
 """Duplicate or revision: how each event of a batch is sorted against what is stored.
 
-Pipeline position: both backends' write planners (:mod:`storage.ndjson_write`,
-:mod:`storage.pg_write`) read the stored ``(event_id, digest, revision)`` rows of a batch's
+Pipeline position: both backends' write planners (:mod:`storage.ndjson.write`,
+:mod:`storage.postgres.write`) read the stored ``(event_id, digest, revision)`` rows of a batch's
 event_ids into a :data:`Known` map and walk the batch through it, event by event, before
 linking the chain. Content is compared by :func:`storage.chain.digest_of` (event type,
 timestamp, actor and payload; the event_id is the key):

@@ -17,7 +17,7 @@ Every other payload value is free-form JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -157,6 +157,31 @@ def roles_ok(payloads: Iterable[Mapping[str, Any]]) -> bool:
                 continue
             return False
     return True
+
+
+# orjson writes U+0000 as this escape; a body or entry without it holds no NUL anywhere
+NUL_ESCAPE = b"\\u0000"
+
+
+def nul_locations(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[list[int | str]]:
+    """Where a string (key or value) of a parsed JSON document holds U+0000.
+
+    PostgreSQL's text and jsonb cannot store it, so such an event could never be committed
+    there and would block its batch until dead-lettered; ingest rejects it (422) for every
+    backend so both store the same events, and a consumer dead-letters an entry holding it.
+    Callers run this walk only when the raw bytes contain :data:`NUL_ESCAPE`.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield list(loc)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                yield [*loc, key]
+            yield from nul_locations(item, (*loc, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from nul_locations(item, (*loc, i))
 
 
 @with_config(ConfigDict(extra="allow"))

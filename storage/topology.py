@@ -1,8 +1,8 @@
 """Topology index: the latest payload of every item the topology worker discovered.
 
 Pipeline position: both backends' write paths call :func:`rows_of_envelopes` on each
-batch and upsert the rows in the batch's transaction (NDJSON: :mod:`storage.ndjson_index`,
-PostgreSQL: :mod:`storage.pg_topology`), so ``GET /v1/topology/*`` reads a small table
+batch and upsert the rows in the batch's transaction (NDJSON: :mod:`storage.ndjson.index`,
+PostgreSQL: :mod:`storage.postgres.topology`), so ``GET /v1/topology/*`` reads a small table
 keyed by target instead of scanning the event log. Pure: no I/O here.
 
 The worker posts ``topo.indexed`` (one per run: the summary), ``topo.area.discovered``,

@@ -118,8 +118,8 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
     """Settings factory for integration tests, over each real backend."""
     extra: dict[str, Any] = {"backend": request.param}
     if request.param == "postgres":
-        if importlib.util.find_spec("storage.postgres") is None:
-            pytest.skip("storage.postgres has not landed yet")
+        if importlib.util.find_spec("storage.postgres.store") is None:
+            pytest.skip("storage.postgres.store has not landed yet")
         extra["postgres_dsn"] = request.getfixturevalue("postgres_url")
     return lambda **kw: make_settings(tmp_path, **{**extra, **kw})
 

@@ -3,7 +3,7 @@
 ``ingest.app`` (the ingest engineer's create_app with auth, errors and the publisher) is
 used when it exposes what these tests need; until then the app here mounts the query
 routes with the same store cleanup_ctx and a publisher that XADDs the envelope exactly as
-the ingest path encodes it (``storage.envelope.encode`` into the bundle's partition).
+the ingest path encodes it (``ingest.entry.entry_fields`` into the bundle's partition).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ingest.auth import token_label
-from ingest.deps import DEPS_KEY, QueryDeps, bundle_publisher
+from ingest.deps import DEPS_KEY, Publish, QueryDeps
+from ingest.entry import entry_fields
 from ingest.errors import Unauthorized
 from ingest.metrics import IngestMetrics
 from ingest.middlewares import TOKEN_LABEL, error_middleware
@@ -28,6 +29,7 @@ from ingest.store_ctx import store_ctx
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.queue import StreamLayout, resolve
+from storage.schema import Bundle
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope, tasks_with_dependencies
 
 PARTITIONS = 4
@@ -36,7 +38,6 @@ LAYOUT = StreamLayout(partitions=PARTITIONS)
 
 def settings_for(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> StorageSettings:
     if backend == "postgres":
-        pytest.importorskip("storage.postgres", reason="storage/postgres.py not in the tree yet")
         dsn: str = request.getfixturevalue("postgres_url")
         return StorageSettings(backend="postgres", postgres_dsn=dsn, partitions=PARTITIONS)
     return StorageSettings(backend="ndjson", ndjson_dir=tmp_path / "log", partitions=PARTITIONS)
@@ -76,15 +77,21 @@ async def bearer_stand_in(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
-    async def xadd(stream: str, fields: dict[bytes, bytes]) -> str:
-        entry = await resolve(redis.xadd(stream, fields))  # type: ignore[arg-type]
+def bundle_publisher(redis: aioredis.Redis) -> Publish:
+    """Encode a bundle as the ingest path does and XADD it to its partition's stream."""
+
+    async def send(bundle: Bundle, token_label: str) -> str:
+        stream = LAYOUT.stream(LAYOUT.partition_of(bundle.bundle_id))
+        entry = await resolve(redis.xadd(stream, entry_fields(bundle, token_label)))  # type: ignore[arg-type]
         return entry.decode() if isinstance(entry, bytes) else str(entry)
 
+    return send
+
+
+def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
+
     app = web.Application(middlewares=[error_middleware(IngestMetrics()), bearer_stand_in])
-    app[DEPS_KEY] = QueryDeps(
-        layout=LAYOUT, redis=lambda: redis, publish=bundle_publisher(xadd, LAYOUT)
-    )
+    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=bundle_publisher(redis))
     app.cleanup_ctx.append(store_ctx(settings))
     app.add_routes(query_routes())
     app.add_routes(openapi_routes(PARTITIONS))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from leviathan_cp.cli import COMMANDS, main
-from storage.ndjson import NdjsonStore
-from storage.ndjson_log import partition_path
+from storage.ndjson.log import partition_path
+from storage.ndjson.store import NdjsonStore
 from tests import factories as f
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from storage.chain import (
     GENESIS_HASH,
-    canonical_json,
+    canonical_bytes,
     content_digest,
     digest_bytes,
     first_broken_link,
@@ -20,6 +21,26 @@ from storage.chain import (
     link_bytes,
     payload_json,
 )
+
+
+def canonical_json(
+    *,
+    event_id: str,
+    event_type: str,
+    timestamp: str,
+    actor_id: str | None,
+    payload: Mapping[str, Any],
+    prev_hash: str,
+) -> bytes:
+    """The bytes a link hashes, from a payload mapping (the write paths pass payload bytes)."""
+    return canonical_bytes(
+        event_id=event_id,
+        event_type=event_type,
+        timestamp=timestamp,
+        actor_id=actor_id,
+        payload_bytes=payload_json(payload),
+        prev_hash=prev_hash,
+    )
 
 
 @dataclass(frozen=True)

@@ -320,14 +320,14 @@ def tamper_ndjson(directory: Path, victim: StoredEvent) -> None:
 
 
 def migration_sql() -> str:
-    migrations = Path(__file__).resolve().parents[2] / "storage" / "migrations"
+    migrations = Path(__file__).resolve().parents[2] / "storage" / "postgres" / "migrations"
     return " ".join(p.read_text() for p in migrations.glob("*.sql"))
 
 
 async def tamper_postgres(request: pytest.FixtureRequest, victim: StoredEvent) -> None:
     sql = migration_sql()
     if "CREATE TABLE events" not in sql and "CREATE TABLE IF NOT EXISTS events" not in sql:
-        pytest.skip("storage.postgres table names not known yet (no events table migration)")
+        pytest.skip("PostgreSQL table names not known yet (no events table migration)")
     import asyncpg  # type: ignore[import-not-found,unused-ignore]
 
     con = await asyncpg.connect(request.getfixturevalue("postgres_url"))

@@ -19,7 +19,6 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from storage import ndjson_log, pg_write
 from storage.base import (
     EntryOutcome,
     EventStore,
@@ -28,9 +27,11 @@ from storage.base import (
     StorageUnavailable,
 )
 from storage.envelope import Envelope, decode
-from storage.ndjson import NdjsonStore
-from storage.pg_errors import classify
-from storage.postgres import PostgresStore
+from storage.ndjson import log as ndjson_log
+from storage.ndjson.store import NdjsonStore
+from storage.postgres import write as pg_write
+from storage.postgres.errors import classify
+from storage.postgres.store import PostgresStore
 from storage.projection import Graph
 from storage.schema import Bundle, WireArtifact, WireEvent, parse_timestamp
 from tests import factories as f

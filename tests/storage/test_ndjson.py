@@ -15,10 +15,12 @@ import orjson
 import pytest
 from filelock import FileLock
 
-from storage import ndjson_index, ndjson_write
 from storage.base import StorageCorrupt, StorageDataError, StoredEvent
-from storage.ndjson import NdjsonStore
-from storage.ndjson_log import partition_path
+from storage.config import StorageSettings, create_store
+from storage.ndjson import index as ndjson_index
+from storage.ndjson import write as ndjson_write
+from storage.ndjson.log import partition_path
+from storage.ndjson.store import NdjsonStore
 from tests import factories as f
 
 
@@ -114,7 +116,7 @@ async def test_failed_commit_truncates_the_append(
         def broken(*_: Any) -> None:
             raise sqlite3.IntegrityError("simulated failure after the append")
 
-        monkeypatch.setattr("storage.ndjson_index.set_head", broken)
+        monkeypatch.setattr("storage.ndjson.index.set_head", broken)
         with pytest.raises(StorageDataError, match="IntegrityError: simulated failure"):
             await store.write_batch(0, [lifecycle(2)])
         monkeypatch.undo()
@@ -135,7 +137,7 @@ async def test_file_grown_behind_the_index_refuses_the_batch(
         await store.write_batch(0, [lifecycle(1)])
         path = partition_path(tmp_path, 0)
         # recovery would index complete lines; without it the sizes disagree
-        monkeypatch.setattr("storage.ndjson_write.recover", lambda *_: None)
+        monkeypatch.setattr("storage.ndjson.write.recover", lambda *_: None)
         with path.open("ab") as fh:
             fh.write(b"\n")
         grown = path.stat().st_size
@@ -182,7 +184,7 @@ async def test_write_on_loop_leaves_a_huge_batch_to_a_thread(
 ) -> None:
     """A batch that would block the loop for long (health probes) is written in a thread."""
     store, threads = loop_writer
-    monkeypatch.setattr("storage.ndjson.LOOP_WRITE_MAX_EVENTS", 5)
+    monkeypatch.setattr("storage.ndjson.store.LOOP_WRITE_MAX_EVENTS", 5)
     await store.write_batch(0, [lifecycle(1)])  # 5 events: on the loop
     await store.write_batch(0, [lifecycle(2), lifecycle(3)])  # 10: in a thread
     assert threads[0] == threading.get_ident()
@@ -256,6 +258,46 @@ async def test_reader_instance_sees_writer_instance(tmp_path: Path) -> None:
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_reader_never_recovers_an_unindexed_tail(tmp_path: Path) -> None:
+    """Recovery belongs to the writer: a reader opening a directory whose log has complete
+    lines past the indexed size leaves the index as it is; a writer opening it indexes them."""
+    store = await opened(tmp_path)
+    await store.write_batch(0, [lifecycle(1)])
+    await store.close()
+    index = tmp_path / "index.sqlite3"
+
+    def indexed() -> tuple[int, list[tuple[Any, ...]]]:
+        con = sqlite3.connect(index)
+        try:
+            count = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            return count, con.execute("SELECT * FROM heads").fetchall()
+        finally:
+            con.close()
+
+    # a crash after the append+fsync but before the index commit
+    con = sqlite3.connect(index)
+    with con:
+        for table in ("events", "heads", "nodes", "edges"):
+            con.execute(f"DELETE FROM {table}")
+    con.close()
+    log_bytes = partition_path(tmp_path, 0).read_bytes()
+    settings = StorageSettings(backend="ndjson", ndjson_dir=tmp_path)
+    reader = create_store(settings)  # as the query API builds it
+    await reader.open()
+    try:
+        assert await reader.count_events() == 0
+    finally:
+        await reader.close()
+    assert indexed() == (0, [])
+    assert partition_path(tmp_path, 0).read_bytes() == log_bytes
+    writer = create_store(settings, writer=True)  # as the consumer builds it
+    await writer.open()
+    try:
+        assert await writer.count_events() == 5
+    finally:
+        await writer.close()
 
 
 async def test_append_never_reads_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

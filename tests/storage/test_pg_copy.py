@@ -1,4 +1,4 @@
-"""COPY text encoding of event rows (storage.pg_copy): escapes, and a round trip.
+"""COPY text encoding of event rows (storage.postgres.copy): escapes, and a round trip.
 
 The unit tests pin the escapes of PostgreSQL's text format; the property test sends
 arbitrary strings (every character but NUL, which ingest refuses) through a real ``COPY
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.chain import payload_json
-from storage.pg_copy import encode_rows, field, json_field
-from storage.pg_migrations import migrate
-from storage.pg_write import STAGE_COLUMNS
+from storage.postgres.copy import encode_rows, field, json_field
+from storage.postgres.migrate import migrate
+from storage.postgres.write import COPY_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -73,8 +73,8 @@ async def _round_trip(dsn: str, rows: list[tuple[Any, ...]]) -> list[asyncpg.Rec
     try:
         await con.execute("CREATE TEMP TABLE IF NOT EXISTS t (LIKE events INCLUDING DEFAULTS)")
         await con.execute("TRUNCATE t")
-        await con.copy_to_table("t", source=io.BytesIO(encode_rows(rows)), columns=STAGE_COLUMNS)
-        return await con.fetch(f"SELECT {', '.join(STAGE_COLUMNS)} FROM t ORDER BY seq")
+        await con.copy_to_table("t", source=io.BytesIO(encode_rows(rows)), columns=COPY_COLUMNS)
+        return await con.fetch(f"SELECT {', '.join(COPY_COLUMNS)} FROM t ORDER BY seq")
     finally:
         await con.close()
 

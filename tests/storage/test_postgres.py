@@ -1,4 +1,4 @@
-"""PostgreSQL-specific behaviour of storage.postgres beyond the shared conformance suite.
+"""PostgreSQL-specific behaviour of storage.postgres.store beyond the shared conformance suite.
 
 Migrations and their lock, the append-only triggers, the COPY path at volume, the retry on
 a cross-partition duplicate race, error mapping, and that the hot queries use indexes.
@@ -14,13 +14,15 @@ import asyncpg
 import orjson
 import pytest
 
-from storage import pg_read, pg_write, postgres
 from storage.base import BatchResult, StorageUnavailable
 from storage.chain import GENESIS_HASH, content_digest, link, payload_json
 from storage.envelope import Envelope
-from storage.pg_codecs import init_connection
-from storage.pg_migrations import available, migrate
-from storage.postgres import PostgresStore
+from storage.postgres import read as pg_read
+from storage.postgres import store as postgres
+from storage.postgres import write as pg_write
+from storage.postgres.codecs import init_connection
+from storage.postgres.migrate import available, migrate
+from storage.postgres.store import PostgresStore
 from storage.revisions import Known
 from tests import factories as f
 

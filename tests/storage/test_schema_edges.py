@@ -28,8 +28,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from storage.base import EventStore
 from storage.envelope import payloads_of
-from storage.ndjson import NdjsonStore
-from storage.postgres import PostgresStore
+from storage.ndjson.store import NdjsonStore
+from storage.postgres.store import PostgresStore
 from storage.projection import PROJECTED_TYPES, Graph, project
 from storage.schema import (
     INT64_MAX,

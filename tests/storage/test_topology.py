@@ -23,9 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import ndjson_index, ndjson_read, pg_topology
 from storage.base import EventStore
-from storage.ndjson import NdjsonStore
+from storage.ndjson import index as ndjson_index
+from storage.ndjson import read as ndjson_read
+from storage.ndjson.store import NdjsonStore
+from storage.postgres import topology as pg_topology
 from storage.topology import (
     AREA,
     DEPENDENCY,
@@ -216,7 +218,7 @@ def _plan_nodes(plan: Any) -> list[dict[str, Any]]:
 
 async def test_postgres_reads_use_the_primary_key_at_scale(postgres_url: str) -> None:
     """20,000 index rows over 400 targets: each read is an index scan of one target."""
-    from storage.postgres import PostgresStore
+    from storage.postgres.store import PostgresStore
 
     store = PostgresStore(postgres_url, min_size=1, max_size=2)
     await store.open()
@@ -250,7 +252,7 @@ async def test_postgres_reads_use_the_primary_key_at_scale(postgres_url: str) ->
 async def test_postgres_backfill_indexes_a_log_like_the_write_path(postgres_url: str) -> None:
     """Migration 0004 indexes the topo events already in the log with the same keys,
     versions and winners as storage.topology (run here over a log the write path indexed)."""
-    from storage.postgres import PostgresStore
+    from storage.postgres.store import PostgresStore
 
     store = PostgresStore(postgres_url, min_size=1, max_size=2)
     await store.open()
@@ -273,7 +275,7 @@ async def test_postgres_backfill_indexes_a_log_like_the_write_path(postgres_url:
         await store.write_batch(0, [f.envelope(odd, entry_id="9-0")])  # fmt: skip
     finally:
         await store.close()
-    sql = resources.files("storage").joinpath("migrations/0004_topology.sql").read_text()
+    sql = resources.files("storage.postgres").joinpath("migrations/0004_topology.sql").read_text()
     backfill = sql[sql.index("WITH topo AS") :]
     con = await asyncpg.connect(postgres_url)
     try:

@@ -1,6 +1,6 @@
 """SQLite sidecar of the NDJSON backend: event index, chain heads, graph, artifacts.
 
-Pipeline position: :mod:`storage.ndjson` appends events to per-partition NDJSON files (the
+Pipeline position: :mod:`storage.ndjson.store` appends events to per-partition NDJSON files (the
 tamper-evident source of truth) and then commits what readers need here, in one SQLite
 transaction: where each line lives, the partition's chain head and file size, the merged
 graph nodes/edges and bundle artifacts. WAL mode lets a reader in another process (the
@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from storage.ndjson_read import EVENT_COLS, load_events
+from storage.ndjson.read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
 from storage.revisions import Known, known_from
 from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events

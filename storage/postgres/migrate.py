@@ -1,8 +1,8 @@
 """Versioned schema migrations of the PostgreSQL backend.
 
-Pipeline position: run by :meth:`storage.postgres.PostgresStore.open` in every consumer and
+Pipeline position: run by :meth:`storage.postgres.store.PostgresStore.open` in every consumer and
 ingest process, and by ``leviathan-cp migrate`` through :func:`migrate`. Files
-``storage/migrations/NNNN_name.sql`` (package data) are applied in name order, each in its
+``storage/postgres/migrations/NNNN_name.sql`` (package data) are applied in name order, each in its
 own transaction, and recorded in ``schema_migrations``; a session advisory lock makes
 several processes starting together apply each file exactly once.
 """
@@ -42,7 +42,7 @@ MIGRATION_LOCK_KEY = 0x4C56544D
 
 def available() -> list[tuple[str, str]]:
     """``(version, sql)`` of every packaged migration, in order."""
-    folder = resources.files("storage").joinpath("migrations")
+    folder = resources.files("storage.postgres").joinpath("migrations")
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
 

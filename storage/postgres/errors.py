@@ -1,6 +1,6 @@
 """Which failures of a PostgreSQL batch write are transient and which are the data's.
 
-Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` passes every
+Pipeline position: :meth:`storage.postgres.store.PostgresStore.write_batch` passes every
 exception of a batch write (after its own race retries) through :func:`classify`, so the
 consumer gets :class:`~storage.base.StorageUnavailable` (retry the same batch, however
 long: nothing is dead-lettered for an outage) or :class:`~storage.base.StorageDataError`

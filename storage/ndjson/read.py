@@ -1,6 +1,6 @@
 """Read side of the NDJSON backend: the query API's views from the SQLite index + files.
 
-Pipeline position: :class:`storage.ndjson.NdjsonStore` runs these synchronous queries in
+Pipeline position: :class:`storage.ndjson.store.NdjsonStore` runs these synchronous queries in
 a worker thread for the ingest tier's query API. Node and edge data come from the index;
 event bodies are read from the NDJSON lines the index points at, so what is shown is what
 the hash chain covers.
@@ -16,10 +16,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from storage import ndjson_log as log
 from storage.base import StoredEvent
+from storage.ndjson import log
 from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
+    FAILURE_TYPES_SQL,
     InvalidCursor,
     artifact_nodes,
     attempt_node,
@@ -27,6 +28,7 @@ from storage.readside import (
     decode_cursor,
     display_time,
     encode_cursor,
+    failure_view,
     node_view,
     task_summary,
     topology_page,
@@ -41,7 +43,6 @@ from storage.views import (
     TaskDetail,
     TaskSummary,
     TopologySummary,
-    failure_error,
 )
 
 EVENT_COLS = "gid, partition, offset, length, digest"
@@ -140,7 +141,7 @@ def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> At
 def list_failures(
     con: sqlite3.Connection, directory: Path, target: str | None, limit: int
 ) -> list[FailureView]:
-    sql = f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ('attempt.failed', 'task.failed')"
+    sql = f"SELECT {EVENT_COLS} FROM events WHERE {FAILURE_TYPES_SQL}"
     args: list[Any] = []
     if target is not None:
         sql += " AND target = ?"
@@ -149,19 +150,7 @@ def list_failures(
     failures = []
     for ev in load_events(directory, rows):
         attempt = node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
-        task_id = ev.task_id or (attempt or {}).get("task_id")
-        target_id = ev.payload.get("target_id") or (attempt or {}).get("target") or ev.target
-        failures.append(
-            FailureView(
-                attempt_id=ev.attempt_id,
-                task_id=None if task_id is None else str(task_id),
-                target=str(target_id),
-                error=failure_error(ev.payload),
-                timestamp=ev.timestamp,
-                event_type=ev.event_type,
-                event_id=ev.event_id,
-            )
-        )
+        failures.append(failure_view(ev, attempt))
     return failures
 
 

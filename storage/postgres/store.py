@@ -2,9 +2,9 @@
 
 Pipeline position: the consumer's :meth:`write_batch` target and the ingest query API's
 read source when ``LEVIATHAN_STORAGE_BACKEND=postgres``. Owns the asyncpg pool (its
-connections' codecs in :mod:`storage.pg_codecs`) and the write retry policy; the SQL lives
-in :mod:`storage.pg_write` (write path), :mod:`storage.pg_read` (views) and
-:mod:`storage.pg_migrations` (schema). Connection failures surface as
+connections' codecs in :mod:`storage.postgres.codecs`) and the write retry policy; the SQL lives
+in :mod:`storage.postgres.write` (write path), :mod:`storage.postgres.read` (views) and
+:mod:`storage.postgres.migrate` (schema). Connection failures surface as
 :class:`storage.base.StorageUnavailable` so the consumer retries instead of dead-lettering.
 """
 
@@ -16,15 +16,16 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from storage import pg_graph, pg_topology
-from storage import pg_read as rd
-from storage import pg_write as wr
 from storage.base import BatchResult, StorageUnavailable, StoredEvent, describe
 from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
-from storage.pg_codecs import init_connection
-from storage.pg_errors import classify
-from storage.pg_migrations import CONNECTION_ERRORS, apply, migrate, unavailable
+from storage.postgres import graph as pg_graph
+from storage.postgres import read as rd
+from storage.postgres import topology as pg_topology
+from storage.postgres import write as wr
+from storage.postgres.codecs import init_connection
+from storage.postgres.errors import classify
+from storage.postgres.migrate import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.readside import chain_status
 from storage.views import (
@@ -142,7 +143,7 @@ class PostgresStore:
         self, partition: int, envelopes: Sequence[Envelope], check: bool, lock_ids: bool
     ) -> BatchResult:
         """One transaction; every failure but a race to retry comes out classified
-        (:mod:`storage.pg_errors`): StorageUnavailable or StorageDataError."""
+        (:mod:`storage.postgres.errors`): StorageUnavailable or StorageDataError."""
         try:
             async with self.pool.acquire() as con, con.transaction():
                 # The proxy forwards every Connection method; the stubs type it apart.

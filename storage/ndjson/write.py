@@ -1,7 +1,7 @@
 """Write path of the NDJSON backend: dedup, chain, append+fsync, index+graph commit.
 
 Pipeline position: called (in a worker thread, under the directory's inter-process
-lock) by :meth:`storage.ndjson.NdjsonStore.write_batch` for each consumer batch. Order
+lock) by :meth:`storage.ndjson.store.NdjsonStore.write_batch` for each consumer batch. Order
 for crash safety: lines are appended and fsynced first, then one SQLite transaction
 records them, the new chain head, artifacts and the merged graph. A crash between the two
 leaves complete lines past the indexed size, which :func:`recover` indexes on the next
@@ -19,12 +19,12 @@ from typing import Any
 
 from orjson import Fragment
 
-from storage import ndjson_index as idx
-from storage import ndjson_log as log
 from storage import topology
 from storage.base import BatchResult, StorageCorrupt, StoredEvent
 from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
+from storage.ndjson import index as idx
+from storage.ndjson import log
 from storage.projection import PROJECTED_TYPES, fold
 from storage.revisions import Tally, revise
 from storage.schema import artifact_id_of, bundle_attempt

@@ -1,6 +1,6 @@
 """Read side of the PostgreSQL backend: the query API's views in index-backed SQL.
 
-Pipeline position: :class:`storage.postgres.PostgresStore` calls these with a pooled
+Pipeline position: :class:`storage.postgres.store.PostgresStore` calls these with a pooled
 connection for the ingest tier's query API. Views are built with :mod:`storage.readside`
 so both backends present identical shapes; listings use keyset pagination, never OFFSET.
 """
@@ -15,12 +15,14 @@ import asyncpg
 from storage.base import StoredEvent
 from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
+    FAILURE_TYPES_SQL,
     InvalidCursor,
     artifact_nodes,
     attempt_node,
     attempt_summary,
     decode_cursor,
     encode_cursor,
+    failure_view,
     node_view,
     recent_event,
     task_summary,
@@ -34,7 +36,6 @@ from storage.views import (
     Page,
     TaskDetail,
     TaskSummary,
-    failure_error,
 )
 
 EVENT_COLS = (
@@ -114,7 +115,7 @@ async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail
 async def list_failures(
     con: asyncpg.Connection, target: str | None, limit: int
 ) -> list[FailureView]:
-    sql = f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ('attempt.failed', 'task.failed')"
+    sql = f"SELECT {EVENT_COLS} FROM events WHERE {FAILURE_TYPES_SQL}"
     args: list[Any] = [limit]
     if target is not None:
         sql += " AND target = $2"
@@ -123,19 +124,7 @@ async def list_failures(
     for r in await con.fetch(sql + " ORDER BY gid DESC LIMIT $1", *args):
         ev = to_event(r)
         attempt = await node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
-        task_id = ev.task_id or (attempt or {}).get("task_id")
-        target_id = ev.payload.get("target_id") or (attempt or {}).get("target") or ev.target
-        failures.append(
-            FailureView(
-                attempt_id=ev.attempt_id,
-                task_id=None if task_id is None else str(task_id),
-                target=str(target_id),
-                error=failure_error(ev.payload),
-                timestamp=ev.timestamp,
-                event_type=ev.event_type,
-                event_id=ev.event_id,
-            )
-        )
+        failures.append(failure_view(ev, attempt))
     return failures
 
 

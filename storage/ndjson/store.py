@@ -3,7 +3,7 @@
 Pipeline position: the consumer's :meth:`NdjsonStore.write_batch` appends each batch to
 ``events-{p:04d}.ndjson`` under the configured directory (one fsync per batch) and then
 commits the index, chain head and graph to ``index.sqlite3`` (see
-:mod:`storage.ndjson_write`); the ingest tier's query API opens its own instance over the
+:mod:`storage.ndjson.write`); the ingest tier's query API opens its own instance over the
 same directory and reads the index (WAL) and the files. Writers in several processes
 serialise on ``write.lock`` (filelock), so lines never interleave and chains never fork.
 All file and SQLite work runs in a worker thread; this module only schedules it.
@@ -20,10 +20,6 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from storage import ndjson_index as idx
-from storage import ndjson_log as log
-from storage import ndjson_read as rd
-from storage import ndjson_write as wr
 from storage.base import (
     BatchResult,
     StorageDataError,
@@ -33,6 +29,10 @@ from storage.base import (
 )
 from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
 from storage.envelope import Envelope
+from storage.ndjson import index as idx
+from storage.ndjson import log
+from storage.ndjson import read as rd
+from storage.ndjson import write as wr
 from storage.projection import Graph, fold
 from storage.readside import chain_status, recent_event
 from storage.views import (
@@ -62,10 +62,20 @@ LOOP_WRITE_MAX_EVENTS = 20_000
 class NdjsonStore:
     """:class:`storage.base.EventStore` over NDJSON files in ``directory``."""
 
-    def __init__(self, directory: Path, *, write_on_loop: bool = False) -> None:
-        """``write_on_loop``: see :meth:`write_batch` (the consumer sets it)."""
+    def __init__(
+        self, directory: Path, *, write_on_loop: bool = False, writer: bool = True
+    ) -> None:
+        """``write_on_loop``: see :meth:`write_batch` (the consumer sets it).
+
+        ``writer``: False for an instance that only reads (the query API): its :meth:`open`
+        never runs write-side recovery, so it never writes to the log's index. Complete
+        lines a crashed writer left past the indexed size stay unindexed (unseen by reads)
+        until a writer opens the directory or writes that partition, which recovers them
+        under the write lock (their batch was not acknowledged, so it is delivered again).
+        """
         self.directory = Path(directory)
         self.write_on_loop = write_on_loop
+        self.writer = writer
         self._con: sqlite3.Connection | None = None
         self._mu = threading.Lock()  # one SQLite connection, used by one thread at a time
         self._lock = FileLock(str(self.directory / LOCK_FILE), timeout=LOCK_TIMEOUT)
@@ -107,7 +117,8 @@ class NdjsonStore:
         with self._mu:
             if self._con is None:
                 self._con = idx.connect(self.directory)
-        self._run_sync_recovery()
+        if self.writer:
+            self._run_sync_recovery()
 
     def _run_sync_recovery(self) -> None:
         def recover_all(con: sqlite3.Connection) -> None:
@@ -149,7 +160,7 @@ class NdjsonStore:
 
     # -- write side -----------------------------------------------------------------
     async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
-        """Append and index one batch (see :func:`storage.ndjson_write.write_batch`).
+        """Append and index one batch (see :func:`storage.ndjson.write.write_batch`).
 
         With ``write_on_loop`` a batch of up to :data:`LOOP_WRITE_MAX_EVENTS` events runs
         on the calling thread whenever both locks are free at once, blocking the event

@@ -1,13 +1,13 @@
 """Write path of the PostgreSQL backend: dedup, chain, COPY insert, graph merge, artifacts.
 
-Pipeline position: :meth:`storage.postgres.PostgresStore.write_batch` runs
+Pipeline position: :meth:`storage.postgres.store.PostgresStore.write_batch` runs
 :func:`write_batch` inside ONE transaction per consumer batch. The chain of a partition is
 serialised by a transaction-scoped advisory lock keyed on the partition (writers of other
 partitions proceed in parallel). Duplicates and revisions are decided in Python against
 the stored digests (:mod:`storage.revisions`; read only when the batch is written
 checked: a first attempt treats every event as a new revision 1 and lets the unique index
 on ``(event_id, revision)`` refuse it), then the new rows are COPYed straight into
-``events``, streamed chunk by chunk as they are linked (:mod:`storage.pg_copy`; see
+``events``, streamed chunk by chunk as they are linked (:mod:`storage.postgres.copy`; see
 docs/design-notes.md, "PostgreSQL write path"). If a writer of another partition stored a
 revision of one of our event_ids meanwhile, that index fails the COPY: :class:`RaceLost`
 rolls the transaction back and the caller retries, checked.
@@ -28,9 +28,9 @@ import orjson
 from storage.base import BatchResult, StoredEvent
 from storage.chain import GENESIS_HASH, digest_of, link_of
 from storage.envelope import Envelope
-from storage.pg_copy import encode_rows
-from storage.pg_graph import merge_graph
-from storage.pg_topology import upsert_topology
+from storage.postgres.copy import encode_rows
+from storage.postgres.graph import merge_graph
+from storage.postgres.topology import upsert_topology
 from storage.projection import PROJECTED_TYPES, Graph, fold
 from storage.revisions import Known, Tally, known_from, revise
 from storage.schema import WireEvent, artifact_id_of, bundle_attempt, format_timestamp
@@ -49,8 +49,8 @@ SELECT pg_advisory_xact_lock($1, k)
 FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY 1) AS keys
 """
 
-# Columns of events written by COPY (gid comes from its sequence).
-STAGE_COLUMNS = [
+# The columns of events that the COPY writes, in row order (gid comes from its sequence).
+COPY_COLUMNS = [
     "partition", "seq", "event_id", "event_type", "ts", "ts_text", "actor_id", "payload",
     "bundle_id", "target", "received_at", "prev_hash", "hash", "digest", "task_id",
     "attempt_id", "revision",
@@ -156,13 +156,6 @@ class Planner:
         return rows
 
 
-def plan(partition: int, envelopes: Sequence[Envelope], known: Known, seq: int, prev: str) -> Plan:
-    """The whole batch planned at once (:func:`write_batch` interleaves it with COPY)."""
-    planner = Planner(partition, known, seq, prev)
-    planner.run(prepare(envelopes))
-    return planner.out
-
-
 def _epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
@@ -201,7 +194,7 @@ async def _copy(con: asyncpg.Connection, chunks: AsyncIterator[bytes]) -> None:
     # concurrent writer of the same id and revision and then fails the COPY, which rolls
     # the whole batch back to be retried (no staging table, so each row is written once).
     try:
-        await con.copy_to_table("events", source=chunks, columns=STAGE_COLUMNS)
+        await con.copy_to_table("events", source=chunks, columns=COPY_COLUMNS)
     except asyncpg.UniqueViolationError as exc:
         raise RaceLost from exc
 
@@ -265,7 +258,7 @@ async def write_batch(
     Round trips: lock, head+digests, one streamed COPY, one graph statement (three when
     the batch touches nodes that existed; artifacts add one). The Python work overlaps the
     server's: the first chunks are digested while the head query runs, each next chunk is
-    linked and encoded while the server inserts the previous one (:mod:`storage.pg_copy`),
+    linked and encoded while the server inserts the previous one (:mod:`storage.postgres.copy`),
     and the graph delta is folded while it inserts the last.
     """
     await con.execute("SELECT pg_advisory_xact_lock($1, $2)", WRITE_LOCK_CLASS, partition)

@@ -1,6 +1,6 @@
 """COPY text encoding of event rows, streamed to PostgreSQL while the batch is planned.
 
-Pipeline position: :func:`storage.pg_write.write_batch` feeds ``COPY events FROM STDIN``
+Pipeline position: :func:`storage.postgres.write.write_batch` feeds ``COPY events FROM STDIN``
 from an async generator that links the batch chunk by chunk and yields each chunk as COPY
 text. asyncpg writes every yielded chunk to the socket at once, so the server inserts one
 chunk (its indexes are most of a batch's cost) while Python digests, links and encodes
@@ -49,7 +49,7 @@ def json_field(data: bytes) -> str:
 
 
 def encode_rows(rows: Iterable[Sequence[Any]]) -> bytes:
-    """Rows in :data:`storage.pg_write.STAGE_COLUMNS` order as COPY text.
+    """Rows in :data:`storage.postgres.write.COPY_COLUMNS` order as COPY text.
 
     The ``ts`` column is sent as its normalised text (``ts_text``, UTC with ``Z``), which
     timestamptz parses to the same instant whatever the session's time zone.

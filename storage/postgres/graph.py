@@ -1,6 +1,6 @@
 """Graph merge of the PostgreSQL backend: a fold's delta joined into nodes and edges.
 
-Pipeline position: :func:`storage.pg_write.write_batch` calls :func:`merge_graph` with the
+Pipeline position: :func:`storage.postgres.write.write_batch` calls :func:`merge_graph` with the
 fold of each batch's new events, inside the batch's transaction (graph upserts
 in the same transaction as the events); ``rebuild_graph`` calls it with the fold of the
 whole log. One statement per batch when every node is new, three when some existed

@@ -1,6 +1,6 @@
 """asyncpg type codecs of the PostgreSQL backend's connections.
 
-Pipeline position: :class:`storage.postgres.PostgresStore` installs :func:`init_connection`
+Pipeline position: :class:`storage.postgres.store.PostgresStore` installs :func:`init_connection`
 on every pooled connection (the ``init`` hook), so reads and writes of the ``json`` and
 ``jsonb`` columns skip asyncpg's text round trip through Python's json module.
 """

@@ -1,7 +1,7 @@
 """Topology index of the PostgreSQL backend: upsert per batch, reads for the query API.
 
-Pipeline position: :func:`storage.pg_write.write_batch` calls :func:`upsert_topology` in
-the batch's transaction with the batch's envelopes; :class:`storage.postgres.PostgresStore`
+Pipeline position: :func:`storage.postgres.write.write_batch` calls :func:`upsert_topology` in
+the batch's transaction with the batch's envelopes; :class:`storage.postgres.store.PostgresStore`
 serves ``GET /v1/topology/*`` from :func:`summary` and :func:`items`. The rows and the
 rule that the newest version wins are :mod:`storage.topology`'s; the table (migration
 0004) compares versions in the "C" collation, by code point as Python does.
