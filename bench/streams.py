@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from storage.envelope import encode
 from storage.queue import GROUP, StreamLayout
+from storage.redisconn import is_missing
 from storage.schema import Bundle
 
 EVENTS_PER_BUNDLE = 20
@@ -55,6 +57,12 @@ async def backlog(redis: Redis, layout: StreamLayout) -> int:
     """Entries the group has not acked yet: pending plus never delivered, all partitions."""
     total = 0
     for stream in layout.streams():
-        for row in await redis.xinfo_groups(stream):
+        try:
+            rows = await redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if not is_missing(exc):
+                raise
+            continue  # a partition no bundle was routed to has no stream yet: nothing there
+        for row in rows:
             total += int(row["pending"]) + int(row.get("lag") or 0)
     return total
