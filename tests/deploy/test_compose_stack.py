@@ -79,11 +79,15 @@ def stack(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @dataclass
 class Load:
-    """Bundles posted to the proxy from a thread until stopped (bounded in count and time)."""
+    """Bundles posted to the proxy from a thread until stopped (bounded in count and time).
+
+    The count bound is far above what one thread posts in ``seconds``: a load that ran out
+    before the scaled replicas were up would leave them nothing to serve.
+    """
 
     url: str
     prefix: str
-    limit: int = 3000
+    limit: int = 100_000
     seconds: float = 240
     accepted: list[dict[str, object]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
