@@ -1,5 +1,12 @@
 """Shared fixtures: real Redis and PostgreSQL for integration tests.
 
+The tests never touch data they did not create. Redis: a private ``redis-server`` on a free
+loopback port, started once per session in a temp dir (nothing on disk, gone with the
+session); ``LEVIATHAN_TEST_REDIS_URL`` points them at another Redis instead, which they then
+flush freely. PostgreSQL: every test creates its own ``lvt_<random>`` database on the server
+at ``LEVIATHAN_TEST_POSTGRES_URL`` and drops it afterwards. Two test runs on one host do
+not collide.
+
 On a developer machine without the services, integration tests skip with the reason. CI
 sets ``LEVIATHAN_REQUIRE_SERVICES=1`` so a missing service fails the run instead of
 silently skipping the tests that matter most.
@@ -20,7 +27,6 @@ import redis.asyncio as aioredis
 
 from tests.cluster_support import RedisClusterServers
 
-TEST_REDIS_URL = os.environ.get("LEVIATHAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_POSTGRES_URL = os.environ.get(
     "LEVIATHAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -49,26 +55,63 @@ def _reachable(url: str, default_port: int) -> bool:
 def require_service(name: str, url: str, default_port: int) -> None:
     if _reachable(url, default_port):
         return
-    message = f"{name} not reachable at {urlsplit(url).netloc}"
+    _missing(f"{name} not reachable at {urlsplit(url).netloc}")
+
+
+def _missing(message: str) -> None:
     if os.environ.get("LEVIATHAN_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (LEVIATHAN_REQUIRE_SERVICES=1: integration tests must run)")
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def test_redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis the session's tests own: a private ``redis-server``, or the one named by
+    ``LEVIATHAN_TEST_REDIS_URL`` (whose database the tests flush)."""
+    explicit = os.environ.get("LEVIATHAN_TEST_REDIS_URL")
+    if explicit:
+        require_service("Redis", explicit, 6379)
+        yield explicit
+        return
+    if shutil.which("redis-server") is None:
+        _missing(
+            "redis-server not installed and LEVIATHAN_TEST_REDIS_URL not set: the tests only "
+            "use a Redis they start themselves or one you name for them to flush"
+        )
+    from tests.chaos.chaos_support import Child, wait_port
+
+    workdir = tmp_path_factory.mktemp("test-redis")
+    port = _free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+    child = Child(f"test-redis-{port}", argv, workdir / "redis.log", dict(os.environ))
+    child.start()
+    try:
+        wait_port(port, 15, child, ping=b"PING\r\n")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        child.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
-def redis_url() -> str:
-    """URL of a real Redis database reserved for tests (flushed before each test)."""
-    require_service("Redis", TEST_REDIS_URL, 6379)
+def redis_url(test_redis_base: str) -> str:
+    """URL of the session's test Redis, flushed before each test."""
 
     async def flush() -> None:
-        client = aioredis.Redis.from_url(TEST_REDIS_URL)
+        client = aioredis.Redis.from_url(test_redis_base)
         try:
             await client.flushdb()
         finally:
             await client.aclose()
 
     asyncio.run(flush())
-    return TEST_REDIS_URL
+    return test_redis_base
 
 
 @pytest.fixture

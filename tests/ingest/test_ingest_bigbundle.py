@@ -1,6 +1,6 @@
 """Big bundles: limits, chunked validation, entries split and added all-or-nothing.
 
-Against the real Redis (``LEVIATHAN_TEST_REDIS_URL``) where the transaction matters, and a
+Against the session's test Redis (see tests/conftest.py) where the transaction matters, and a
 private ``redis-server`` for the out-of-memory refusal.
 """
 

@@ -67,11 +67,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def base_url(tmp_path_factory: pytest.TempPathFactory, test_redis_base: str) -> Iterator[str]:
     """A seeded NDJSON-backed app served on a real port from a background thread."""
-    from tests.conftest import TEST_REDIS_URL, require_service
-
-    require_service("Redis", TEST_REDIS_URL, 6379)
     port = _free_port()
     started = threading.Event()
     loop = asyncio.new_event_loop()
@@ -83,7 +80,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         await store.open()
         await seed(store)
         await store.close()
-        client = aioredis.Redis.from_url(TEST_REDIS_URL)
+        client = aioredis.Redis.from_url(test_redis_base)
         runner = web.AppRunner(query_app(settings_, client))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
