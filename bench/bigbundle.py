@@ -126,7 +126,7 @@ class Tier:
         argv = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1"]
         self.spawn("redis", [*argv, "--dir", str(self.tmp), "--save", "", "--appendonly", "no"])
         await asyncio.sleep(0.3)
-        self.spawn("ingest", [sys.executable, "-m", "ingest"])
+        self.spawn("ingest", [sys.executable, "-m", "leviathan_cp", "ingest"])
         await _wait_http(f"{self.url}/readyz", 30, self.procs["ingest"])
         if consumer:
             await self.start_consumer()

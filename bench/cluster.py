@@ -123,6 +123,7 @@ async def ingest_round(topology: str, args: argparse.Namespace, cluster_url: str
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
+        "leviathan_cp",
         "ingest",
         cwd=ROOT,
         env=env,

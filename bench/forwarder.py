@@ -31,9 +31,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bench.streams import EVENTS_PER_BUNDLE, backlog, prefill
-from consumer.forwarder import Forwarder
-from consumer.forwarder_metrics import SpiderMetrics
-from consumer.forwarder_settings import SpiderSettings
+from consumer.forwarder.forward import Forwarder
+from consumer.forwarder.metrics import SpiderMetrics
+from consumer.forwarder.settings import SpiderSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings

@@ -33,9 +33,8 @@ import asyncpg
 from aiohttp import web
 
 from bench import query_topology
-from ingest.deps import DEPS_KEY, QueryDeps
-from ingest.query import query_routes
-from ingest.store_ctx import store_ctx
+from query.app import mount
+from query.deps import QueryDeps
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.envelope import Envelope
@@ -43,6 +42,7 @@ from storage.projection import ATTEMPT
 from storage.queue import StreamLayout
 from storage.readside import encode_cursor
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope
+from webcore.store_ctx import store_ctx
 
 DB = "leviathan_bench_query"
 LAYOUT = StreamLayout(partitions=8)
@@ -117,12 +117,8 @@ async def serve_and_time(settings: StorageSettings, cases: dict[str, list[str]])
     """p50/p99/mean of each case's paths against a query app over ``settings``."""
     app = web.Application()
 
-    async def no_publish(*_: Any) -> str:
-        raise RuntimeError("the benchmark does not publish")
-
-    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: None, publish=no_publish)  # type: ignore[arg-type,return-value]
+    mount(app, QueryDeps(layout=LAYOUT, redis=lambda: None))  # type: ignore[arg-type,return-value]
     app.cleanup_ctx.append(store_ctx(settings))
-    app.add_routes(query_routes())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

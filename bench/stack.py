@@ -122,7 +122,7 @@ class Stack:
             "LEVIATHAN_CONSUMER_PORT": str(free_port()),
         }
         await asyncio.sleep(0.3)
-        self._spawn("ingest", [sys.executable, "-m", "ingest"], env)
+        self._spawn("ingest", [sys.executable, "-m", "leviathan_cp", "ingest"], env)
         self._spawn("consumer", [sys.executable, "-m", "consumer"], env)
         try:
             await _wait_http(f"{self.url}/readyz", 30, self.procs["ingest"])

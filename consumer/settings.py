@@ -11,7 +11,7 @@ import socket
 
 from pydantic import Field, model_validator
 
-from consumer.forwarder_settings import SpiderSettings
+from consumer.forwarder.settings import SpiderSettings
 from storage.config import StorageSettings
 from storage.redisconn import check_url
 

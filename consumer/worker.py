@@ -34,8 +34,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumer import forwarder, health, maintenance
+from consumer import health, maintenance
 from consumer.dlq import replay
+from consumer.forwarder import forward as forwarder
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings

@@ -1,2 +1,3 @@
 """Ingest tier: stateless aiohttp front end that authenticates, validates and queues
-event bundles on Redis streams, and serves the query API from storage."""
+event bundles on Redis streams (the read API is the query tier's, mounted beside it by
+``leviathan-cp ingest`` unless reads have their own processes)."""

@@ -1,39 +1,42 @@
 """The ingest aiohttp application: ``create_app(settings)`` (README "The contract").
 
-Pipeline position: the HTTP front door. Builds the per-app Redis client, metrics registry,
-token set, group-commit publisher, lag gauge and commit listener; the cleanup_ctx checks
-the partition count, starts the background tasks and, on shutdown, lets queued XADDs
+Pipeline position: the HTTP front door for writes. Builds the per-app Redis client, metrics
+registry, token set, group-commit publisher, lag gauge and commit listener; the cleanup_ctx
+checks the partition count, starts the background tasks and, on shutdown, lets queued XADDs
 finish before closing Redis. Serve it with :data:`HANDLER_ARGS` so request bodies arrive
 still compressed (``ingest.body`` inflates them under a size cap).
+
+The read API is the query tier's; a process that serves both (``leviathan-cp ingest`` by
+default) passes ``read_api``, the query tier's mount, from above: this package never
+imports the read tier.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
 
-from ingest import console
-from ingest.auth import TokenSet
+from ingest.backlog import handle_backlog_suggest
 from ingest.backpressure import LagGauge
 from ingest.budget import Budget
 from ingest.cluster_publisher import ClusterPublisher
-from ingest.deps import DEPS_KEY, QueryDeps
+from ingest.deps import WRITE_DEPS_KEY, WriteDeps
 from ingest.handlers import RAW_SLACK, Runtime, ingest_routes
+from ingest.invalidate import handle_invalidate
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import auth_middleware, error_middleware
-from ingest.openapi import openapi_routes
 from ingest.publisher import Publisher
-from ingest.query import query_routes
 from ingest.settings import IngestSettings
-from ingest.store_ctx import store_ctx
 from ingest.waiters import Waiters
 from storage.queue import ensure_partition_count
 from storage.redisconn import as_cluster
+from webcore.auth import TokenSet
+from webcore.middlewares import auth_middleware, error_middleware
+from webcore.store_ctx import store_ctx
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ def tune_gc() -> None:
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
+
+# Mounts the read API on an ingest app: gets the app, its settings and how to reach its
+# Redis client (for /v1/stats).
+ReadApi = Callable[[web.Application, IngestSettings, Callable[[], Redis]], None]
 
 RUNTIME_KEY = web.AppKey("ingest_runtime", Runtime)
 SETTINGS_KEY = web.AppKey("ingest_settings", IngestSettings)
@@ -92,13 +99,19 @@ def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) 
     )
 
 
-def _add_routes(app: web.Application, rt: Runtime) -> None:
-    """Every route table of the ingest process; the query API and console add theirs here."""
+def _add_routes(app: web.Application, rt: Runtime, read_api: ReadApi | None) -> None:
+    """The write routes; then the read API's, when this process serves reads too."""
     app.add_routes(ingest_routes(rt))
-    app.cleanup_ctx.append(store_ctx(rt.settings))  # the query API reads storage
-    app.add_routes(query_routes())
-    app.add_routes(openapi_routes(rt.settings.partitions))
-    app.add_routes(console.routes)
+    # invalidate answers 404 for an unknown attempt: it reads storage whatever else is served
+    app.cleanup_ctx.append(store_ctx(rt.settings))
+    app.add_routes(
+        [
+            web.post("/v1/attempts/{attempt_id}/invalidate", handle_invalidate),
+            web.post("/v1/backlog/suggest", handle_backlog_suggest),
+        ]
+    )
+    if read_api is not None and rt.settings.serve_reads:
+        read_api(app, rt.settings, lambda: rt.redis)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -118,8 +131,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await rt.redis.aclose()
 
 
-def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Application:
-    """The ingest app; ``redis`` lets tests inject a client (e.g. fakeredis)."""
+def create_app(
+    settings: IngestSettings, redis: Redis | None = None, *, read_api: ReadApi | None = None
+) -> web.Application:
+    """The ingest app; ``redis`` lets tests inject a client (e.g. fakeredis); ``read_api``
+    mounts the read API too (only while ``settings.serve_reads``)."""
     client = redis if redis is not None else _redis_client(settings)
     metrics = IngestMetrics()
     publisher = _publisher(settings, client, metrics)
@@ -148,12 +164,7 @@ def create_app(settings: IngestSettings, redis: Redis | None = None) -> web.Appl
     app[RUNTIME_KEY] = rt
     app[SETTINGS_KEY] = settings
 
-    app[DEPS_KEY] = QueryDeps(
-        layout=settings.layout,
-        redis=lambda: rt.redis,
-        publish=rt.publish,
-        autonomy_config=settings.autonomy_config_path,
-    )
+    app[WRITE_DEPS_KEY] = WriteDeps(publish=rt.publish)
     app.cleanup_ctx.append(_lifecycle)
-    _add_routes(app, rt)
+    _add_routes(app, rt, read_api)
     return app

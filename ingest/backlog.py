@@ -15,41 +15,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from ingest.deps import DEPS_KEY
+from ingest.deps import WRITE_DEPS_KEY
 from ingest.jsonbody import read_model
-from ingest.middlewares import TOKEN_LABEL
-from ingest.roles import Role, requires
 from storage.schema import MAX_ID_LENGTH, Bundle
+from webcore.middlewares import TOKEN_LABEL
+from webcore.responses import BacklogSuggestRequest, BacklogSuggestResponse
+from webcore.roles import Role, requires
 
 EVENT_TYPE = "backlog.suggest.requested"
 ACTOR = "control-plane"
-
-
-class BacklogSuggestRequest(BaseModel):
-    """Body of ``POST /v1/backlog/suggest``; unknown keys are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    target: Annotated[
-        str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=True)
-    ]
-
-
-class BacklogSuggestResponse(BaseModel):
-    """The original's response; ``event_id``/``bundle_id`` say what was queued."""
-
-    status: Literal["accepted"]
-    attempt_id: str | None = None
-    pr_url: str | None = None
-    tasks_proposed: int | None = None
-    message: str
-    event_id: str
-    bundle_id: str
 
 
 def build_bundle(target: str) -> Bundle:
@@ -74,7 +51,7 @@ def build_bundle(target: str) -> Bundle:
 @requires(Role.INGEST)  # it records the caller's own event, as a worker's post does
 async def handle_backlog_suggest(request: web.Request) -> web.Response:
     body = await read_model(request, BacklogSuggestRequest, "A non-empty target is required.")
-    deps = request.app[DEPS_KEY]
+    deps = request.app[WRITE_DEPS_KEY]
     bundle = build_bundle(body.target)
     await deps.publish(bundle, request.get(TOKEN_LABEL) or "backlog-suggest")
     answer = BacklogSuggestResponse(

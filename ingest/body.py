@@ -29,14 +29,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from ingest.budget import PEAK_FACTOR, Grant
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
-from ingest.errors import (
+from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
+from webcore.errors import (
     BadRequest,
     PayloadTooLarge,
     RequestTimeout,
     Unprocessable,
     UnsupportedMedia,
 )
-from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
 
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data

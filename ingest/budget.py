@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from ingest.errors import Unavailable
+from webcore.errors import Unavailable
 
 # Peak memory of a request per decompressed body byte, measured with bench/bigbundle.py
 # (100,000 file.discovered events): the body, its orjson objects, one chunk of models and

@@ -22,9 +22,9 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ingest.errors import Unavailable
 from ingest.publisher import Publisher
 from storage.redisconn import StreamCluster, after_failure
+from webcore.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

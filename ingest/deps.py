@@ -1,20 +1,18 @@
-"""What the query routes need from the rest of the ingest app, under one AppKey.
+"""What the operator write endpoints (invalidate, backlog suggest) need, under one AppKey.
 
-Pipeline position: ``create_app`` builds the Redis client and the group-commit publisher;
-the read endpoints (stats) and invalidate use them through this object, so the query
-modules need not import the app module (no import cycle) and tests can supply their own.
+Pipeline position: ``ingest.app.create_app`` builds the group-commit publisher; the two
+endpoints that record an operator's event queue it through :class:`WriteDeps.publish`,
+exactly as ``POST /v1/events/ingest`` does (backpressure, 503 over the high-water mark),
+without importing the app module (no import cycle); tests can supply their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
-from redis.asyncio import Redis
 
-from storage.queue import StreamLayout
 from storage.schema import Bundle
 
 # Queues one bundle exactly as POST /v1/events/ingest does; returns the stream entry id.
@@ -22,14 +20,8 @@ Publish = Callable[[Bundle, str], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
-class QueryDeps:
-    """``publish`` applies the ingest path's backpressure (503 over the high-water mark);
-    ``autonomy_config`` is the YAML file ``GET /v1/autonomy/status`` reads."""
-
-    layout: StreamLayout
-    redis: Callable[[], Redis]
+class WriteDeps:
     publish: Publish
-    autonomy_config: Path = Path("/etc/leviathan/autonomy/dev.yaml")
 
 
-DEPS_KEY = web.AppKey("query_deps", QueryDeps)
+WRITE_DEPS_KEY = web.AppKey("write_deps", WriteDeps)

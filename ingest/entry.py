@@ -23,9 +23,9 @@ import time
 
 import orjson
 
-from ingest.errors import Unprocessable
 from storage.envelope import CHUNKED_VERSION, ENVELOPE_VERSION
 from storage.schema import Bundle, WireArtifact, WireEvent
+from webcore.errors import Unprocessable
 
 _VERSION = str(ENVELOPE_VERSION).encode()
 _CHUNKED_VERSION = str(CHUNKED_VERSION).encode()

@@ -26,15 +26,15 @@ from ingest.backpressure import LagGauge, QueueState
 from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
 from ingest.budget import PEAK_FACTOR, Budget
 from ingest.entry import entry_fields
-from ingest.errors import Unavailable, Unprocessable
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import TOKEN_LABEL
 from ingest.publisher import Publisher
-from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
 from ingest.waiters import Waiters
 from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle
+from webcore.errors import Unavailable, Unprocessable
+from webcore.middlewares import TOKEN_LABEL
+from webcore.roles import Role, requires
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0

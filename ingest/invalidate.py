@@ -22,15 +22,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ingest.deps import DEPS_KEY
+from ingest.deps import WRITE_DEPS_KEY
 from ingest.jsonbody import read_model
-from ingest.middlewares import TOKEN_LABEL
-from ingest.params import not_found
-from ingest.responses import InvalidateAccepted
-from ingest.roles import Role, requires
-from ingest.store_ctx import STORE_KEY
 from storage.schema import Bundle, InvalidateRequest
 from storage.views import AttemptDetail
+from webcore.middlewares import TOKEN_LABEL
+from webcore.params import not_found
+from webcore.responses import InvalidateAccepted
+from webcore.roles import Role, requires
+from webcore.store_ctx import STORE_KEY
 
 
 def _target_of(detail: AttemptDetail) -> str:
@@ -75,7 +75,7 @@ async def handle_invalidate(request: web.Request) -> web.Response:
     if detail is None:
         not_found("attempt", attempt_id)
     bundle = build_bundle(attempt_id, body.reason, detail)
-    await request.app[DEPS_KEY].publish(bundle, request[TOKEN_LABEL])
+    await request.app[WRITE_DEPS_KEY].publish(bundle, request[TOKEN_LABEL])
     answer = InvalidateAccepted(
         status="accepted",
         bundle_id=bundle.bundle_id,

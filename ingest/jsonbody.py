@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ingest.errors import BadRequest, PayloadTooLarge, RequestTimeout, Unprocessable
+from webcore.errors import BadRequest, PayloadTooLarge, RequestTimeout, Unprocessable
 
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 30

@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from ingest.errors import Unavailable
+from webcore.errors import Unavailable
 
 log = logging.getLogger(__name__)
 # A batch may take its timeout plus its bytes at this rate: a loaded Redis on a shared

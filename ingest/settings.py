@@ -1,52 +1,30 @@
 """Settings of the ingest process (docs/operations.md), built once in ``ingest.__main__``.
 
-Pipeline position: everything the HTTP tier needs besides the shared storage/queue
-settings it inherits. At least one token source is required; the token values never leave
-this object except through :mod:`ingest.auth`.
+Pipeline position: everything the write front end needs besides what it inherits: the
+tokens, listen address and Redis timeouts every HTTP tier reads (:mod:`webcore.settings`)
+and the shared storage/queue settings.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field
 
-from pydantic import Field, SecretStr, model_validator
-
-from ingest.roles import parse_entry, parse_list
-from storage.config import StorageSettings
+from webcore.settings import ApiSettings
 
 MIB = 1024 * 1024
 
 
-class IngestSettings(StorageSettings):
+class IngestSettings(ApiSettings):
     """Ingest tier settings; every field is read from the environment name in its alias."""
 
-    token: SecretStr | None = Field(
-        None,
-        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN",
-        description="A bearer token accepted by the API: 'TOKEN' (every role) or "
-        "'TOKEN ROLE+ROLE' with roles ingest, read, admin.",
+    serve_reads: bool = Field(
+        True,
+        validation_alias="LEVIATHAN_INGEST_SERVE_READS",
+        description="Serve the read API, the console and /openapi.json beside the ingest "
+        "endpoint (one URL for everything, as the original); false when the query tier "
+        "(leviathan-cp query) serves reads on its own.",
     )
-    tokens: SecretStr | None = Field(
-        None,
-        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKENS",
-        description="Comma-separated list of further accepted tokens (rotation), each "
-        "'TOKEN' or 'TOKEN ROLE+ROLE'.",
-    )
-    token_file: Path | None = Field(
-        None,
-        validation_alias="LEVIATHAN_CONTROL_PLANE_TOKEN_FILE",
-        description=(
-            "File with one token entry per line ('TOKEN' or 'TOKEN ROLE+ROLE'); re-read "
-            "when its mtime changes. At start the token variables together must hold at "
-            "least one token."
-        ),
-    )
-    host: str = Field(
-        "0.0.0.0", validation_alias="LEVIATHAN_API_HOST", description="Listen address."
-    )
-    port: int = Field(
-        8000, ge=0, le=65535, validation_alias="LEVIATHAN_API_PORT", description="Listen port."
-    )
+
     max_body_bytes: int = Field(
         64 * MIB,
         ge=1024,
@@ -85,19 +63,6 @@ class IngestSettings(StorageSettings):
         validation_alias="LEVIATHAN_INGEST_INFLIGHT_WAIT_SECONDS",
         description="Longest wait for room in the in-flight budget before answering 503.",
     )
-    drain_seconds: float = Field(
-        5.0,
-        ge=0,
-        validation_alias="LEVIATHAN_DRAIN_SECONDS",
-        description="After SIGTERM: seconds of 503 readiness before the listener closes, "
-        "so the load balancer removes the endpoint first.",
-    )
-    retry_after_seconds: int = Field(
-        1,
-        ge=1,
-        validation_alias="LEVIATHAN_RETRY_AFTER_SECONDS",
-        description="Retry-After value sent with every 503.",
-    )
     redis_min_replica_acks: int = Field(
         0,
         ge=0,
@@ -118,12 +83,6 @@ class IngestSettings(StorageSettings):
         validation_alias="LEVIATHAN_BODY_TIMEOUT_SECONDS",
         description="Longest time a request body may take to arrive (408 and close above).",
     )
-    redis_timeout_seconds: float = Field(
-        2.0,
-        gt=0,
-        validation_alias="LEVIATHAN_REDIS_TIMEOUT_SECONDS",
-        description="Socket and publish timeout for Redis; exceeded → 503.",
-    )
     lag_cache_seconds: float = Field(
         1.0,
         ge=0,
@@ -139,27 +98,3 @@ class IngestSettings(StorageSettings):
         description="Every ingest waits this long for storage as if ?wait= had been given "
         "(an explicit ?wait= wins); 0 turns it off.",
     )
-    autonomy_config_path: Path = Field(
-        Path("/etc/leviathan/autonomy/dev.yaml"),
-        validation_alias="LEVIATHAN_AUTONOMY_CONFIG_PATH",
-        description="YAML file whose autonomy_enabled GET /v1/autonomy/status reports "
-        "(re-read on every request; a missing file means enabled).",
-    )
-
-    @model_validator(mode="after")
-    def _one_token(self) -> IngestSettings:
-        if self.token is None and self.tokens is None and self.token_file is None:
-            raise ValueError(
-                "LEVIATHAN_CONTROL_PLANE_TOKEN is required (or LEVIATHAN_CONTROL_PLANE_TOKENS "
-                "or LEVIATHAN_CONTROL_PLANE_TOKEN_FILE)"
-            )
-        try:
-            if self.token is not None and self.token.get_secret_value().strip():
-                parse_entry(self.token.get_secret_value())
-        except ValueError as exc:
-            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKEN: {exc}") from None
-        try:
-            parse_list(self.tokens.get_secret_value() if self.tokens is not None else "")
-        except ValueError as exc:
-            raise ValueError(f"LEVIATHAN_CONTROL_PLANE_TOKENS: {exc}") from None
-        return self

@@ -13,7 +13,8 @@ from collections.abc import Callable
 USAGE = """usage: leviathan-cp <command> [args]
 
 commands:
-  ingest     run the HTTP ingest + query tier
+  ingest     run the HTTP ingest tier (and the read API, unless LEVIATHAN_INGEST_SERVE_READS=false)
+  query      run the read tier alone: the read API, the console, /openapi.json
   consumer   run the stream consumer (writes batches to storage)
   forward    forward every accepted bundle to Spider (LEVIATHAN_SPIDER_URL)
   dev        run ingest + consumer locally on embedded defaults
@@ -25,9 +26,15 @@ commands:
 
 
 def _ingest(argv: list[str]) -> int:
-    from ingest.__main__ import main
+    from leviathan_cp.tiers import ingest_main
 
-    return int(main(argv) or 0)
+    return ingest_main(argv)
+
+
+def _query(argv: list[str]) -> int:
+    from leviathan_cp.tiers import query_main
+
+    return query_main(argv)
 
 
 def _consumer(argv: list[str]) -> int:
@@ -37,7 +44,7 @@ def _consumer(argv: list[str]) -> int:
 
 
 def _forward(argv: list[str]) -> int:
-    from consumer.forwarder_main import main
+    from consumer.forwarder.main import main
     from leviathan_cp import devstate
 
     devstate.apply("forward")
@@ -78,6 +85,7 @@ def _verify(argv: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ingest": _ingest,
+    "query": _query,
     "consumer": _consumer,
     "forward": _forward,
     "dev": _dev,

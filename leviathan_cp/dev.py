@@ -1,7 +1,7 @@
 """``leviathan-cp dev``: the whole control plane on one machine with embedded defaults.
 
 Pipeline position: a supervisor above both tiers. Starts a queue (leviathan_cp.devqueue),
-then ``python -m consumer`` and ``python -m ingest`` as child processes with NDJSON storage
+then ``python -m consumer`` and ``leviathan-cp ingest`` as child processes with NDJSON storage
 under ``./.leviathan/data`` and a token from ``~/.leviathan/control-plane-token``. On
 Ctrl-C/SIGTERM it stops ingest first (it drains and stops accepting), then the consumer
 (it finishes and acks its batch), then the queue — so nothing accepted is lost.
@@ -96,7 +96,9 @@ def child_env(queue: DevQueue, data_dir: Path, token_file: Path, port: int) -> d
 
 def _spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Own session so the terminal's Ctrl-C reaches only this supervisor (stop order matters).
-    return subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+    # ingest through leviathan_cp: one process serves writes, reads and the console.
+    argv = ["leviathan_cp", "ingest"] if module == "ingest" else [module]
+    return subprocess.Popen([sys.executable, "-m", *argv], env=env, start_new_session=True)
 
 
 def _wait_healthy(

@@ -78,7 +78,7 @@ def _default(info: FieldInfo) -> str:
 
 
 def settings_classes() -> dict[str, type[BaseSettings]]:
-    from consumer.forwarder_settings import SpiderSettings
+    from consumer.forwarder.settings import SpiderSettings
     from consumer.settings import ConsumerSettings
     from ingest.settings import IngestSettings
     from storage.config import StorageSettings

@@ -212,4 +212,7 @@ class PgCluster:
 
 
 def tier_argv(module: str) -> list[str]:
+    """The command of a tier's process; ingest as ``leviathan-cp ingest`` serves reads too."""
+    if module == "ingest":
+        return [sys.executable, "-m", "leviathan_cp", "ingest"]
     return [sys.executable, "-m", module]

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from consumer.forwarder_stream import STATUS
+from consumer.forwarder.stream import STATUS
 from storage.config import StorageSettings
 from storage.queue import StreamLayout, resolve
 from tests.consumer.forwarder_support import (

@@ -10,12 +10,12 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from ingest.cluster_publisher import ClusterPublisher
-from ingest.errors import Unavailable
 from ingest.publisher import UNREPLICATED_DETAIL, Publisher
 from storage.config import StorageSettings
 from storage.queue import StreamLayout, resolve
 from storage.redisconn import StreamCluster, as_cluster
 from tests.cluster_support import MASTERS, RedisClusterServers
+from webcore.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 LAYOUT = StreamLayout(partitions=12)

@@ -18,10 +18,10 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from consumer.forwarder import Forwarder
-from consumer.forwarder_http import ENTRY_HEADER
-from consumer.forwarder_metrics import SpiderMetrics
-from consumer.forwarder_settings import SpiderSettings
+from consumer.forwarder.forward import Forwarder
+from consumer.forwarder.http import ENTRY_HEADER
+from consumer.forwarder.metrics import SpiderMetrics
+from consumer.forwarder.settings import SpiderSettings
 from storage.queue import StreamLayout, resolve
 from tests.consumer.process_support import free_port, wait_for
 

@@ -20,8 +20,8 @@ import pytest
 from redis.asyncio import Redis
 
 from consumer import maintenance
-from consumer.forwarder import Forwarder
-from consumer.forwarder_stream import BODY, STATUS
+from consumer.forwarder.forward import Forwarder
+from consumer.forwarder.stream import BODY, STATUS
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from storage.base import EventStore

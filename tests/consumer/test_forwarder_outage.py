@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from consumer.forwarder import redis_client
+from consumer.forwarder.forward import redis_client
 from storage.queue import StreamLayout
 from tests.chaos.chaos_support import RedisServer
 from tests.consumer.forwarder_support import (

@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 
 from consumer import maintenance
 from consumer.__main__ import main as consumer_main
-from consumer.forwarder_health import create_app
-from consumer.forwarder_http import SpiderClient, classify
-from consumer.forwarder_main import main as forward_main
-from consumer.forwarder_stream import PartitionStream
+from consumer.forwarder.health import create_app
+from consumer.forwarder.http import SpiderClient, classify
+from consumer.forwarder.main import main as forward_main
+from consumer.forwarder.stream import PartitionStream
 from storage.queue import GROUP, StreamLayout, resolve
 from tests.consumer.forwarder_support import forwarder, spider_settings
 from tests.consumer.process_support import bundles, prefill

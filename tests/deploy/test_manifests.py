@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ingest.autonomy import read_status
+from query.autonomy import read_status
 from storage.queue import StreamLayout
 from tests.deploy.k8s_refs import CLUSTER_SCOPED
 

@@ -54,7 +54,11 @@ def processes(
     }
     with (tmp_path / "ingest.log").open("ab") as log:
         ingest = subprocess.Popen(
-            [sys.executable, "-m", "ingest"], cwd=ROOT, env=ingest_env, stdout=log, stderr=log
+            [sys.executable, "-m", "leviathan_cp", "ingest"],
+            cwd=ROOT,
+            env=ingest_env,
+            stdout=log,
+            stderr=log,
         )
     consumer = start_consumer(env, tmp_path / "consumer.log")
     try:

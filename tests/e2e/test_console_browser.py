@@ -22,18 +22,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from ingest import console
-from ingest.app import HANDLER_ARGS, create_app
-from ingest.deps import DEPS_KEY, QueryDeps
-from ingest.errors import Unauthorized
+from ingest.app import HANDLER_ARGS
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import error_middleware
-from ingest.query import query_routes
 from ingest.settings import IngestSettings
-from ingest.store_ctx import store_ctx
+from leviathan_cp.tiers import ingest_app
+from query.app import mount
+from query.deps import QueryDeps
 from storage.config import StorageSettings, create_store
 from tests import factories as f
 from tests.ingest.query_support import LAYOUT, PARTITIONS, TOKEN, seed
+from webcore.errors import Unauthorized
+from webcore.middlewares import error_middleware
+from webcore.store_ctx import store_ctx
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,14 +63,9 @@ def queue_down_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Appl
     """The console and query routes with a Redis that is down (create_app would refuse to
     start without one, as it must check the partition count first)."""
 
-    async def publish(*_: Any) -> str:
-        raise AssertionError("the console never writes")
-
     app = web.Application(middlewares=[error_middleware(IngestMetrics()), bearer_except_console])
-    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=publish)
+    mount(app, QueryDeps(layout=LAYOUT, redis=lambda: redis))
     app.cleanup_ctx.append(store_ctx(settings))
-    app.add_routes(query_routes())
-    app.add_routes(console.routes)
     return app
 
 
@@ -115,7 +110,7 @@ async def base_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterator[str]
         redis_url=redis_url,
         drain_seconds=0,
     )
-    async for url in _serve(create_app(ingest)):
+    async for url in _serve(ingest_app(ingest)):
         yield url
 
 

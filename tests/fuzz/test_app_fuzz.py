@@ -67,7 +67,10 @@ class Ingest:
         }
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest"], env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "leviathan_cp", "ingest"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
         while self.request("GET", "/readyz")[0] != 200:

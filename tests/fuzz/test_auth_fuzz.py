@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.auth import TokenSet
 from tests.fuzz.conftest import FUZZ
+from webcore.auth import TokenSet
 
 GOOD = "tok-Zq81xK0pLm3vB7nR2cY5wE9aS4dF6gH1"
 OTHER = "second-token-for-rotation"
@@ -60,7 +60,7 @@ def test_comparison_uses_compare_digest_for_every_token(monkeypatch: pytest.Monk
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("ingest.auth.hmac.compare_digest", spy)
+    monkeypatch.setattr("webcore.auth.hmac.compare_digest", spy)
     tokens = TokenSet([GOOD, OTHER])
     assert tokens.label_for(GOOD) is not None
     assert tokens.label_for("nope") is None

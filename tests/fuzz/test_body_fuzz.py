@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.body import gunzip, parse_bundle
-from ingest.errors import IngestError
 from tests.fuzz.conftest import FUZZ
+from webcore.errors import IngestError
 
 LIMIT = 10 * 1024 * 1024
 json_leaf = (

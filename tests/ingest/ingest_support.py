@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fakeredis import FakeAsyncRedis
 from redis.asyncio import Redis
 
-from ingest.app import HANDLER_ARGS, create_app
+from ingest.app import HANDLER_ARGS
 from ingest.settings import IngestSettings
+from leviathan_cp.tiers import ingest_app
 from storage.queue import StreamLayout, resolve
 from tests.factories import body, event
 
@@ -40,7 +41,7 @@ def make_settings(**overrides: Any) -> IngestSettings:
 async def client_for(
     aiohttp_client: ClientFactory, settings: IngestSettings, redis: Redis | None = None
 ) -> TestClient[web.Request, web.Application]:
-    app = create_app(settings, redis=redis if redis is not None else FakeAsyncRedis())
+    app = ingest_app(settings, redis=redis if redis is not None else FakeAsyncRedis())
     # TestServer drops constructor kwargs; start it here so the handler gets HANDLER_ARGS
     # (raw gzip bodies), exactly as ``python -m ingest`` serves the app.
     server = TestServer(app)

@@ -17,20 +17,22 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ingest.auth import token_label
-from ingest.deps import DEPS_KEY, Publish, QueryDeps
+from ingest.backlog import handle_backlog_suggest
+from ingest.deps import WRITE_DEPS_KEY, Publish, WriteDeps
 from ingest.entry import entry_fields
-from ingest.errors import Unauthorized
+from ingest.invalidate import handle_invalidate
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import TOKEN_LABEL, error_middleware
-from ingest.openapi import openapi_routes
-from ingest.query import query_routes
-from ingest.store_ctx import store_ctx
+from query.app import mount
+from query.deps import QueryDeps
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope, tasks_with_dependencies
+from webcore.auth import token_label
+from webcore.errors import Unauthorized
+from webcore.middlewares import TOKEN_LABEL, error_middleware
+from webcore.store_ctx import store_ctx
 
 PARTITIONS = 4
 LAYOUT = StreamLayout(partitions=PARTITIONS)
@@ -67,7 +69,7 @@ OPEN_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz", "/metrics"})
 
 @web.middleware
 async def bearer_stand_in(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stand-in for ingest.middlewares.auth_middleware, which does not yet exempt /openapi.json."""
+    """Stand-in for webcore.middlewares.auth_middleware, which does not yet exempt /openapi.json."""
     if (
         request.path not in OPEN_PATHS
         and request.headers.get("Authorization") != AUTH["Authorization"]
@@ -91,10 +93,16 @@ def bundle_publisher(redis: aioredis.Redis) -> Publish:
 def query_app(settings: StorageSettings, redis: aioredis.Redis) -> web.Application:
 
     app = web.Application(middlewares=[error_middleware(IngestMetrics()), bearer_stand_in])
-    app[DEPS_KEY] = QueryDeps(layout=LAYOUT, redis=lambda: redis, publish=bundle_publisher(redis))
+    mount(app, QueryDeps(layout=LAYOUT, redis=lambda: redis))
+    app[WRITE_DEPS_KEY] = WriteDeps(publish=bundle_publisher(redis))
     app.cleanup_ctx.append(store_ctx(settings))
-    app.add_routes(query_routes())
-    app.add_routes(openapi_routes(PARTITIONS))
+    # the operator write endpoints are ingest's; the read tests drive them beside the reads
+    app.add_routes(
+        [
+            web.post("/v1/attempts/{attempt_id}/invalidate", handle_invalidate),
+            web.post("/v1/backlog/suggest", handle_backlog_suggest),
+        ]
+    )
     return app
 
 

@@ -1,4 +1,4 @@
-"""Serving tests for the operator console routes (ingest/console.py).
+"""Serving tests for the operator console routes (query/console.py).
 
 The page and its assets come from the package; the route table serves only the known files,
 with the right content types, no auth, and a CSP that forbids anything from elsewhere.
@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from ingest import console
+from query import console
 from tests.ingest.ingest_support import client_for, make_settings
 
 
@@ -45,7 +45,7 @@ async def test_assets_served_from_package(
     resp = await client.get(f"/console/{name}")
     assert resp.status == 200
     assert resp.content_type == content_type
-    packaged = resources.files("ingest").joinpath("static", name).read_bytes()
+    packaged = resources.files("query").joinpath("static", name).read_bytes()
     assert await resp.read() == packaged
 
 
@@ -60,11 +60,11 @@ async def test_unknown_files_are_404(aiohttp_client: AiohttpClient, name: str) -
 def test_nothing_fetched_from_outside() -> None:
     """No absolute URL in anything the page loads; the token never goes into a URL."""
     for name in console.ASSETS:
-        text = resources.files("ingest").joinpath("static", name).read_text()
+        text = resources.files("query").joinpath("static", name).read_text()
         assert not re.search(r"(src|href)=\"(https?:)?//", text), name
         assert not re.search(r"url\(\s*['\"]?(https?:)?//", text), name
         assert not re.search(r"import\s*\(|fetch\(\s*['\"]https?:", text), name
-    js = resources.files("ingest").joinpath("static", "console.js").read_text()
+    js = resources.files("query").joinpath("static", "console.js").read_text()
     assert "sessionStorage" in js
     assert "Authorization" in js
     assert not re.search(r"[?&]token=", js)
@@ -96,6 +96,6 @@ async def test_root_redirects_to_the_console_and_favicon_is_not_a_401(
 
 def test_the_page_takes_a_token_from_the_fragment_and_clears_it() -> None:
     """The dev banner's link carries the token in the fragment (never sent to a server)."""
-    js = resources.files("ingest").joinpath("static", "console.js").read_text()
+    js = resources.files("query").joinpath("static", "console.js").read_text()
     assert "location.hash" in js
     assert "history.replaceState" in js

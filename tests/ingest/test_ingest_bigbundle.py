@@ -20,7 +20,6 @@ from fakeredis import FakeAsyncRedis
 from ingest.app import RUNTIME_KEY
 from ingest.body import CHUNK_EVENTS, describe_size
 from ingest.entry import ChunkWriter, bundle_json, chunk_fields, event_json
-from ingest.errors import Unavailable
 from ingest.publisher import Publisher
 from storage.envelope import CHUNKED_VERSION, decode
 from storage.queue import resolve
@@ -36,6 +35,7 @@ from tests.ingest.ingest_support import (
     raw,
     stream_entries,
 )
+from webcore.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 URL = "/v1/events/ingest"

@@ -11,7 +11,6 @@ from fakeredis import FakeAsyncRedis
 
 from ingest.app import RUNTIME_KEY
 from ingest.budget import Budget
-from ingest.errors import Unavailable
 from tests.factories import body, event
 from tests.ingest.ingest_support import (
     AUTH,
@@ -23,6 +22,7 @@ from tests.ingest.ingest_support import (
     raw,
     stream_entries,
 )
+from webcore.errors import Unavailable
 
 URL = "/v1/events/ingest"
 

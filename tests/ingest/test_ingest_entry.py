@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.entry import bundle_json, entry_fields
-from ingest.errors import Unprocessable
 from storage.envelope import decode, encode
 from storage.schema import ROLE_IDS, ROLE_TEXTS, Bundle
 from tests.factories import nested
+from webcore.errors import Unprocessable
 
 # U+0000 is refused at ingest (422) and by the envelope decoder, lone surrogates cannot come
 # out of orjson.loads; everything else is fair.

@@ -38,7 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _run_ingest(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m ingest`` to its end (a refusal at start), output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "ingest"],
+        [sys.executable, "-m", "leviathan_cp", "ingest"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -94,7 +94,7 @@ def test_port_in_use_is_one_line_exit_1(redis_url: str) -> None:
 
 
 def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "leviathan_cp", "ingest"], cwd=ROOT, env=env)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, bundle_id: str) -> str | None:

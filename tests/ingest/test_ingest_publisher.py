@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from ingest.errors import Unavailable
 from ingest.publisher import Publisher
+from webcore.errors import Unavailable
 
 FIELDS = {b"v": b"1", b"bundle": b'{"x":"\xc3\xa9\\r\\n"}', b"received_at": b"1.5", b"token": b"t"}
 

@@ -23,7 +23,7 @@ from pytest_aiohttp import AiohttpClient
 from schemathesis import checks
 from schemathesis.generation.case import Case
 
-from ingest.openapi import build_document
+from query.openapi import build_document
 from storage.config import StorageSettings, create_store
 from tests.ingest.query_support import AUTH, PARTITIONS, query_app, seed
 

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from ingest.store_ctx import STORE_KEY
 from storage.chain import ChainPoint
 from storage.config import StorageSettings, create_store
 from storage.views import ChainStatus
 from tests import factories as f
 from tests.ingest.query_support import AUTH, AppFactory
+from webcore.store_ctx import STORE_KEY
 
 pytestmark = pytest.mark.integration
 

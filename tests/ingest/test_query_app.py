@@ -1,4 +1,4 @@
-"""The query API inside the real ingest app (create_app): auth, error rendering, publisher."""
+"""The query API inside the real ingest app (``leviathan_cp.tiers.ingest_app``): auth, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from ingest.app import HANDLER_ARGS, create_app
+from ingest.app import HANDLER_ARGS
+from leviathan_cp.tiers import ingest_app
 from storage.config import create_store
 from storage.envelope import decode
 from storage.queue import resolve
@@ -27,7 +28,7 @@ async def test_query_routes_in_the_ingest_app(
     await seed(store)
     await store.close()
     redis = aioredis.Redis.from_url(redis_url)
-    server = TestServer(create_app(settings, redis=redis))
+    server = TestServer(ingest_app(settings, redis=redis))
     await server.start_server(**HANDLER_ARGS)
     client: TestClient = await aiohttp_client(server)  # type: ignore[type-arg]
 

@@ -10,16 +10,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
-from ingest.app import HANDLER_ARGS, create_app
-from ingest.auth import TokenSet, token_label
+from ingest.app import HANDLER_ARGS
 from ingest.metrics import IngestMetrics
-from ingest.middlewares import auth_middleware, error_middleware
-from ingest.roles import ALL_ROLES, Role, parse_entry, parse_list, required_role, requires
+from leviathan_cp.tiers import ingest_app
 from storage.config import create_store, settings_error_line
 from storage.envelope import decode
 from storage.queue import resolve
 from tests.ingest.ingest_support import LAYOUT, ClientFactory, bundle_body, make_settings
 from tests.ingest.query_support import seed
+from webcore.auth import TokenSet, token_label
+from webcore.middlewares import auth_middleware, error_middleware
+from webcore.roles import ALL_ROLES, Role, parse_entry, parse_list, required_role, requires
 
 WORKER, READER, ADMIN, PLAIN = "tok-worker-1", "tok-reader-1", "tok-admin-1", "tok-plain-1"
 ENTRIES = f"{WORKER} ingest, {READER} read,{ADMIN} admin+read, {PLAIN}"
@@ -129,7 +130,7 @@ async def _app_client(
     await seed(store)
     await store.close()
     redis = aioredis.Redis.from_url(redis_url)
-    server = TestServer(create_app(settings, redis=redis))
+    server = TestServer(ingest_app(settings, redis=redis))
     await server.start_server(**HANDLER_ARGS)
     return await aiohttp_client(server), redis
 

@@ -306,7 +306,7 @@ def test_timestamps_stay_within_years_1_to_9999_in_utc(text: str, stored: str | 
 def test_ingest_answers_422_naming_the_payload_field() -> None:
     """Through the ingest's own body parser: the error's loc reaches the client as is."""
     from ingest.body import parse_bundle
-    from ingest.errors import Unprocessable
+    from webcore.errors import Unprocessable
 
     with pytest.raises(Unprocessable) as caught:
         parse_bundle(_body({"attempt_id": '["a"]'}), 100)

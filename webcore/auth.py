@@ -1,7 +1,7 @@
 """Bearer token set of the ingest tier (docs/operations.md, "Tokens and roles").
 
 Pipeline position: the auth middleware asks :class:`TokenSet` for the :class:`Grant` (label
-and roles, :mod:`ingest.roles`) of a presented token. Tokens come from the env value, the
+and roles, :mod:`webcore.roles`) of a presented token. Tokens come from the env value, the
 comma list and a token file that is re-read whenever its mtime changes (rotation without
 restart). Comparison uses ``hmac.compare_digest`` against every token so timing does not
 reveal which one nearly matched. Only a label (``tok-<sha256[:8]>``) is logged or stored,
@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.roles import Role, parse_entry
-from ingest.settings import IngestSettings
+from webcore.roles import Role, parse_entry
+from webcore.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class TokenSet:
         self._file_tokens: list[_Entry] = []
 
     @classmethod
-    def from_settings(cls, settings: IngestSettings) -> TokenSet:
+    def from_settings(cls, settings: ApiSettings) -> TokenSet:
         static: list[str] = []
         if settings.token is not None:
             static.append(settings.token.get_secret_value().strip())

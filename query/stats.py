@@ -16,12 +16,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from ingest.deps import DEPS_KEY
-from ingest.errors import Unavailable
-from ingest.responses import ConsumerStats, PartitionStats, Stats
+from query.deps import DEPS_KEY
 from storage.lag import lag_of
 from storage.queue import GROUP, StreamLayout, resolve
 from storage.redisconn import is_missing
+from webcore.errors import Unavailable
+from webcore.responses import ConsumerStats, PartitionStats, Stats
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import sys
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from consumer import forwarder_health
-from consumer.forwarder import Forwarder, redis_client
-from consumer.forwarder_metrics import SpiderMetrics
-from consumer.forwarder_settings import ForwarderSettings
-from consumer.forwarder_stream import PartitionStream
+from consumer.forwarder import health as forwarder_health
+from consumer.forwarder.forward import Forwarder, redis_client
+from consumer.forwarder.metrics import SpiderMetrics
+from consumer.forwarder.settings import ForwarderSettings
+from consumer.forwarder.stream import PartitionStream
 from storage.config import settings_error_line
 from storage.queue import PartitionMismatchError, ensure_partition_count
 

@@ -2,7 +2,7 @@
 
 Pipeline position: recorded by consumer.forwarder. Inside the consumer process they are
 registered in the consumer's registry (so its /metrics shows them); ``leviathan-cp
-forward`` gives them a registry of their own, served by consumer.forwarder_health.
+forward`` gives them a registry of their own, served by consumer.forwarder.health.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pipeline position: ingest tier, read side, for humans. ``GET /`` redirects to ``GET
 /console``, which serves the page; ``GET /console/{file}`` its script and stylesheet, read
-from the installed package (``ingest/static``) so a wheel install works without a source
+from the installed package (``query/static``) so a wheel install works without a source
 tree. These routes carry no auth: the page itself holds nothing secret and asks the operator
 for the bearer token (or takes it from the URL fragment ``#token=…`` that ``leviathan-cp
 dev`` prints: a fragment is never sent to a server), which it sends on every JSON call it
@@ -31,7 +31,7 @@ CSP = (
 
 
 def _asset(name: str) -> web.Response:
-    body = resources.files("ingest").joinpath("static", name).read_bytes()
+    body = resources.files("query").joinpath("static", name).read_bytes()
     return web.Response(
         body=body,
         content_type=ASSETS[name],

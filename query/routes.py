@@ -1,8 +1,8 @@
 """Route table of the ingest tier's read endpoints (README "HTTP API").
 
 Pipeline position: the read side. Handlers parse and bound query parameters
-(:mod:`ingest.params`), call the storage read interface of the store opened by
-:mod:`ingest.store_ctx`, and serialise the :mod:`storage.views` models unchanged, so both
+(:mod:`webcore.params`), call the storage read interface of the store opened by
+:mod:`webcore.store_ctx`, and serialise the :mod:`storage.views` models unchanged, so both
 backends answer identically. All state comes from storage: a restarted app over the same
 storage gives the same answers.
 
@@ -17,17 +17,15 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from ingest.autonomy import handle_autonomy_status
-from ingest.backlog import handle_backlog_suggest
-from ingest.chaincheck import PREFIXES_KEY
-from ingest.deps import DEPS_KEY
-from ingest.invalidate import handle_invalidate
-from ingest.params import bad_param, int_param, limit_param, not_found, str_param
-from ingest.responses import AttemptList, EventPage, FailureList, TaskList
-from ingest.stats import handle_stats
-from ingest.store_ctx import STORE_KEY
-from ingest.topology import topology_routes
+from query.autonomy import handle_autonomy_status
+from query.chaincheck import PREFIXES_KEY
+from query.deps import DEPS_KEY
+from query.stats import handle_stats
+from query.topology import topology_routes
 from storage.readside import InvalidCursor
+from webcore.params import bad_param, int_param, limit_param, not_found, str_param
+from webcore.responses import AttemptList, EventPage, FailureList, TaskList
+from webcore.store_ctx import STORE_KEY
 
 LIMITS = {
     "attempts": (10, 1000),
@@ -120,7 +118,7 @@ async def verify_chain(request: web.Request) -> web.Response:
     """One partition's ChainStatus, or (without ``partition``) a list for every partition.
 
     Incremental: each partition's check resumes where the last good one ended
-    (:mod:`ingest.chaincheck`)."""
+    (:mod:`query.chaincheck`)."""
     store, prefixes = request.app[STORE_KEY], request.app[PREFIXES_KEY]
     if request.query.get("partition", "") == "":
         statuses = [await prefixes.check(store, p) for p in await store.partitions()]
@@ -131,12 +129,11 @@ async def verify_chain(request: web.Request) -> web.Response:
 
 
 def query_routes() -> list[web.RouteDef]:
-    """The read endpoints and invalidate; all behind the app's bearer-token middleware."""
+    """The read endpoints; all behind the app's bearer-token middleware."""
     return [
         web.get("/v1/graph/summary", graph_summary),
         web.get("/v1/attempts", list_attempts),
         web.get("/v1/attempts/{attempt_id}", get_attempt),
-        web.post("/v1/attempts/{attempt_id}/invalidate", handle_invalidate),
         web.get("/v1/failures", list_failures),
         web.get("/v1/events/recent", recent_events),
         web.get("/v1/events/verify", verify_chain),
@@ -145,6 +142,5 @@ def query_routes() -> list[web.RouteDef]:
         web.get("/v1/tasks/{task_id}", get_task),
         web.get("/v1/stats", handle_stats),
         web.get("/v1/autonomy/status", handle_autonomy_status),
-        web.post("/v1/backlog/suggest", handle_backlog_suggest),
         *topology_routes(),
     ]

@@ -2,7 +2,7 @@
 
 Pipeline position: between aiohttp's raw query string and the storage read interface.
 Every bad value becomes a 422 whose ``errors[].loc`` is ``["query", <name>]`` and every
-unknown id a 404 with ``detail``, raised as :mod:`ingest.errors` exceptions that the
+unknown id a 404 with ``detail``, raised as :mod:`webcore.errors` exceptions that the
 app's error middleware renders as ``{"detail", "errors"}``.
 """
 
@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from ingest.errors import IngestError, Unprocessable
+from webcore.errors import IngestError, Unprocessable
 
 MAX_FILTER_LENGTH = 255
 

@@ -31,10 +31,10 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from consumer.forwarder_http import Answer, SpiderClient
-from consumer.forwarder_metrics import SpiderMetrics
-from consumer.forwarder_settings import SpiderSettings
-from consumer.forwarder_stream import PartitionStream
+from consumer.forwarder.http import Answer, SpiderClient
+from consumer.forwarder.metrics import SpiderMetrics
+from consumer.forwarder.settings import SpiderSettings
+from consumer.forwarder.stream import PartitionStream
 from storage.envelope import SUPPORTED_VERSIONS
 from storage.queue import StreamLayout
 from storage.redisconn import redis_client as stream_client

@@ -1,9 +1,11 @@
-"""OpenAPI 3.1 document of the ingest tier's whole HTTP API, served at GET /openapi.json.
+"""OpenAPI 3.1 document of the whole HTTP API (both tiers), served at GET /openapi.json.
 
 Pipeline position: documentation generated from the same pydantic models the handlers
-serialise (:mod:`storage.views`, :mod:`storage.schema`, :mod:`ingest.responses`), so the
+serialise (:mod:`storage.views`, :mod:`storage.schema`, :mod:`webcore.responses`), so the
 shapes are written once; ``tests/ingest/test_openapi.py`` checks the running app against
-it with schemathesis. Served without auth (it holds no data).
+it with schemathesis. Served without auth (it holds no data) by whichever process serves
+the read API: the query tier, or an ingest process with reads on. One document for both
+tiers, because behind one URL (or the prod Ingress) they are one API.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ingest import responses as r
-from ingest import topology as topo
-from ingest.autonomy import AutonomyStatus
-from ingest.backlog import BacklogSuggestRequest, BacklogSuggestResponse
-from ingest.query import LIMITS
+from query import topology as topo
+from query.autonomy import AutonomyStatus
+from query.routes import LIMITS
 from storage import views as v
 from storage.schema import Bundle, InvalidateRequest
+from webcore import responses as r
 
 REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = [
@@ -42,8 +43,8 @@ _MODELS: list[type[BaseModel]] = [
     r.ErrorBody,
     r.Health,
     AutonomyStatus,
-    BacklogSuggestRequest,
-    BacklogSuggestResponse,
+    r.BacklogSuggestRequest,
+    r.BacklogSuggestResponse,
     topo.TopologySummaryBody,
     topo.TopologyAreas,
     topo.TopologySubsystems,
@@ -155,10 +156,10 @@ def _operator() -> dict[str, Any]:
                 "summary": "record a backlog.suggest.requested event for a scheduler",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref(BacklogSuggestRequest)}},
+                    "content": {"application/json": {"schema": _ref(r.BacklogSuggestRequest)}},
                 },
                 "responses": {
-                    "202": _json(_ref(BacklogSuggestResponse), "queued"),
+                    "202": _json(_ref(r.BacklogSuggestResponse), "queued"),
                     **_errors(400, 401, 413, 422, 503),
                 },
             }
@@ -308,7 +309,7 @@ def build_document(partitions: int) -> dict[str, Any]:
     _, defs = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=REF)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Leviathan control plane — ingest tier", "version": "1.0.0"},
+        "info": {"title": "Leviathan control plane", "version": "1.0.0"},
         "paths": _paths(partitions),
         "components": {
             "schemas": defs.get("$defs", {}),

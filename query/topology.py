@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from ingest.params import bad_param, limit_param, not_found, str_param
-from ingest.store_ctx import STORE_KEY
 from storage.readside import InvalidCursor
 from storage.topology import AREA, DEPENDENCY, SUBSYSTEM
+from webcore.params import bad_param, limit_param, not_found, str_param
+from webcore.store_ctx import STORE_KEY
 
 LIMIT = (1000, 5000)  # default, maximum items per page
 COUNT_KEYS = {AREA: "areas_count", SUBSYSTEM: "subsystems_count", DEPENDENCY: "dependencies_count"}

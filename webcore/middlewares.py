@@ -1,7 +1,7 @@
-"""Error, metrics and auth middlewares of the ingest app (docs/operations.md).
+"""Error, metrics and auth middlewares of both HTTP tiers (docs/operations.md).
 
 Pipeline position: every request passes errors → auth → handler. Auth checks the bearer
-token and then the role the matched route requires (:func:`ingest.roles.required_role`). The
+token and then the role the matched route requires (:func:`webcore.roles.required_role`). The
 error middleware is the only place a client error becomes a response: ``{"detail",
 "errors"}`` JSON with the right status and headers; an unexpected exception is logged and
 answered with a generic 500 that reveals nothing. It also records every request's final
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter, Histogram
 
-from ingest.auth import TokenSet
-from ingest.errors import Forbidden, IngestError, Unauthorized, Unavailable
-from ingest.metrics import IngestMetrics
-from ingest.roles import required_role
 from storage.base import StorageUnavailable
+from webcore.auth import TokenSet
+from webcore.errors import Forbidden, IngestError, Unauthorized, Unavailable
+from webcore.roles import required_role
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,20 @@ PUBLIC_PATHS = frozenset(
 # every API call, so the page itself must load without one.
 PUBLIC_PREFIXES = ("/console/",)
 TOKEN_LABEL = web.RequestKey("token_label", str)
+
+
+class RequestMetrics(Protocol):
+    """What the error middleware records into: each tier's own metrics provide these
+    families under its own prefix (``ingest_…``, ``query_…``)."""
+
+    @property
+    def requests(self) -> Counter: ...  # labels: route, status
+
+    @property
+    def latency(self) -> Histogram: ...  # labels: route
+
+    @property
+    def rejections(self) -> Counter: ...  # labels: reason
 
 
 def error_body(status: int, detail: str, errors: list[object] | None = None) -> web.Response:
@@ -50,7 +64,7 @@ class _Recorder:
     the cache pays once per (route, status).
     """
 
-    def __init__(self, metrics: IngestMetrics) -> None:
+    def __init__(self, metrics: RequestMetrics) -> None:
         self._metrics = metrics
         self._counters: dict[tuple[str, int], Counter] = {}
         self._latencies: dict[str, Histogram] = {}
@@ -69,7 +83,7 @@ class _Recorder:
         latency.observe(elapsed)
 
 
-def _rejection(metrics: IngestMetrics, request: web.Request, exc: IngestError) -> web.Response:
+def _rejection(metrics: RequestMetrics, request: web.Request, exc: IngestError) -> web.Response:
     metrics.rejections.labels(exc.reason).inc()
     log.info("%s %s rejected %d: %s", request.method, request.path, exc.status, exc.detail)
     response = error_body(exc.status, exc.detail, list(exc.errors))
@@ -77,7 +91,7 @@ def _rejection(metrics: IngestMetrics, request: web.Request, exc: IngestError) -
     return response
 
 
-def _http_error(metrics: IngestMetrics, exc: web.HTTPException) -> web.Response:
+def _http_error(metrics: RequestMetrics, exc: web.HTTPException) -> web.Response:
     """aiohttp's own 4xx/5xx (404, 405, 413 from client_max_size) in the project's shape."""
     if exc.status == 413:
         metrics.rejections.labels("body_size").inc()
@@ -88,7 +102,7 @@ def _http_error(metrics: IngestMetrics, exc: web.HTTPException) -> web.Response:
     return response
 
 
-def error_middleware(metrics: IngestMetrics, retry_after: int = 1) -> Middleware:
+def error_middleware(metrics: RequestMetrics, retry_after: int = 1) -> Middleware:
     """Client errors → JSON responses; every request's final status and latency recorded.
 
     One middleware for both because the status worth counting is the one this middleware

@@ -1,7 +1,7 @@
 """Client-facing error tree of the ingest tier (README, "The contract").
 
 Pipeline position: body parsing, auth, the publisher and backpressure raise these; the
-error middleware (:mod:`ingest.middlewares`) turns each into ``{"detail", "errors"}`` JSON
+error middleware (:mod:`webcore.middlewares`) turns each into ``{"detail", "errors"}`` JSON
 with its status code, so no client input ever becomes a 500::
 
     IngestError (status, detail, errors, headers)
@@ -53,7 +53,7 @@ class Unauthorized(IngestError):
 
 
 class Forbidden(IngestError):
-    """A valid token without the role the route requires (``ingest.roles``)."""
+    """A valid token without the role the route requires (``webcore.roles``)."""
 
     status = 403
     reason = "forbidden"

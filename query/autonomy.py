@@ -23,7 +23,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel
 
-from ingest.deps import DEPS_KEY
+from query.deps import DEPS_KEY
 
 MAX_FILE = 64 * 1024
 KEY = "autonomy_enabled"

@@ -1,16 +1,17 @@
-"""Response wrapper models of the ingest tier's HTTP API (shapes listed in README.md).
+"""Request and response models of the HTTP API both tiers serve (shapes in README.md).
 
-Pipeline position: the query handlers serialise these and :mod:`ingest.openapi` generates
-the document from them, so each wire shape is declared once. Item models come from
-:mod:`storage.views`.
+Pipeline position: the read handlers (``query``) and the operator write endpoints
+(``ingest``) serialise these, and :mod:`query.openapi` generates the document from them, so
+each wire shape is declared once. Item models come from :mod:`storage.views`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from storage.schema import MAX_ID_LENGTH
 from storage.views import AttemptSummary, EventView, FailureView, TaskSummary
 
 
@@ -93,3 +94,25 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class BacklogSuggestRequest(BaseModel):
+    """Body of ``POST /v1/backlog/suggest``; unknown keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    target: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=True)
+    ]
+
+
+class BacklogSuggestResponse(BaseModel):
+    """The original's response; ``event_id``/``bundle_id`` say what was queued."""
+
+    status: Literal["accepted"]
+    attempt_id: str | None = None
+    pr_url: str | None = None
+    tasks_proposed: int | None = None
+    message: str
+    event_id: str
+    bundle_id: str

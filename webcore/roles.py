@@ -1,6 +1,6 @@
 """Token roles: what a bearer token may do, and what each route requires.
 
-Pipeline position: read by :mod:`ingest.auth` when tokens are loaded and by the auth
+Pipeline position: read by :mod:`webcore.auth` when tokens are loaded and by the auth
 middleware on every request. A token entry is the token, optionally followed by
 whitespace and its roles joined with ``+`` (``s3cret ingest``, ``t0ken read+admin``); a
 plain token holds every role, so configurations written before roles keep working.

@@ -17,7 +17,7 @@ from typing import Literal
 
 import aiohttp
 
-from consumer.forwarder_settings import SpiderSettings
+from consumer.forwarder.settings import SpiderSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Health server of ``leviathan-cp forward``: /healthz, /readyz, /metrics.
 
-Pipeline position: started by consumer.forwarder_main on ``LEVIATHAN_SPIDER_PORT`` (inside
+Pipeline position: started by consumer.forwarder.main on ``LEVIATHAN_SPIDER_PORT`` (inside
 the consumer process the forwarder's metrics are on the consumer's own /metrics and its
 state never touches the consumer's probes). /healthz is liveness without I/O: a forwarder
 loop turned recently. /readyz is 503 while draining, while Redis does not answer, and once
@@ -18,7 +18,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumer.forwarder import Forwarder
+from consumer.forwarder.forward import Forwarder
 
 logger = logging.getLogger(__name__)
 
