@@ -1,7 +1,8 @@
 """The configuration table of docs/operations.md, generated from the settings classes.
 
 Pipeline position: documentation tooling above both tiers. Every environment name comes
-from a settings field's validation alias (StorageSettings, IngestSettings, ConsumerSettings),
+from a settings field's validation alias (StorageSettings, ApiSettings, IngestSettings,
+ConsumerSettings, …),
 so the table cannot list a variable the code never reads; tests/deploy checks the doc is
 current. ``python -m leviathan_cp.envtable`` prints the table.
 """
@@ -82,9 +83,12 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
     from consumer.settings import ConsumerSettings
     from ingest.settings import IngestSettings
     from storage.config import StorageSettings
+    from webcore.settings import ApiSettings
 
     return {
-        "both": StorageSettings,
+        "all": StorageSettings,
+        # before ingest, whose class inherits these fields (as the query tier's does)
+        "ingest, query": ApiSettings,
         "ingest": IngestSettings,
         # before the consumer, whose class inherits these fields
         "consumer, forward": SpiderSettings,

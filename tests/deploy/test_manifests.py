@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from importlib import resources
@@ -71,7 +72,9 @@ def test_overlay_validates_against_kubernetes_schemas(overlay: str) -> None:
 def test_overlay_runs_non_root_read_only_with_probes(overlay: str) -> None:
     docs = render(overlay)
     deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
-    assert set(deployments) == {"leviathan-ingest", "leviathan-consumer"}
+    tiers = {"leviathan-ingest", "leviathan-consumer"}
+    # the read tier runs on its own where reads are routed to it (prod and its children)
+    assert set(deployments) == (tiers if overlay == "dev" else tiers | {"leviathan-query"})
     for dep in deployments.values():
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -149,6 +152,60 @@ def test_prod_overlay_has_tls_ingress_keda_and_postgres_dsn() -> None:
     for dep in by_kind(docs, "Deployment"):
         env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
         assert any(e["name"] == "POSTGRES_DSN" for e in env)
+
+
+def _paths(ingress: dict[str, Any]) -> dict[str, str]:
+    rule = ingress["spec"]["rules"][0]["http"]["paths"]
+    return {p["path"]: p["backend"]["service"]["name"] for p in rule}
+
+
+@pytest.mark.parametrize("overlay", ["prod", "managed", "cluster"])
+def test_reads_have_their_own_tier_and_the_ingress_splits_by_path(overlay: str) -> None:
+    docs = render(overlay)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    query = deployments["leviathan-query"]["spec"]["template"]["spec"]["containers"][0]
+    assert query["args"] == ["query"]
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(query)
+    ingest = deployments["leviathan-ingest"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "LEVIATHAN_INGEST_SERVE_READS", "value": "false"} in ingest["env"]
+    (hpa,) = [
+        h for h in by_kind(docs, "HorizontalPodAutoscaler") if "query" in h["metadata"]["name"]
+    ]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "leviathan-query"
+    policies = [
+        n
+        for n in by_kind(docs, "NetworkPolicy")
+        if n["spec"]["podSelector"].get("matchLabels")
+        == {"app.kubernetes.io/name": "leviathan-query"}
+    ]
+    assert policies, "the query pods have no NetworkPolicy of their own"
+    ingest_service = {s["metadata"]["name"] for s in by_kind(docs, "Service")}
+    paths = _paths(by_kind(docs, "Ingress")[0])
+    assert paths == {
+        "/v1/events/ingest$": "leviathan-control-plane",
+        "/v1/attempts/[^/]+/invalidate$": "leviathan-control-plane",
+        "/v1/backlog/suggest$": "leviathan-control-plane",
+        "/": "leviathan-query",
+    }
+    assert set(paths.values()) <= ingest_service
+    # every write route the ingest app serves is sent to ingest, every read to the query tier
+    for path, method in (
+        ("/v1/events/ingest", "POST"),
+        ("/v1/attempts/att-1/invalidate", "POST"),
+        ("/v1/backlog/suggest", "POST"),
+        ("/v1/attempts/att-1", "GET"),
+        ("/v1/events", "GET"),
+        ("/console", "GET"),
+    ):
+        matching = [p for p in paths if p != "/" and re.match(p, path)]
+        target = paths[matching[0]] if matching else paths["/"]
+        expected = "leviathan-control-plane" if method == "POST" else "leviathan-query"
+        assert target == expected, (path, target)
+
+
+def test_dev_overlay_keeps_reads_in_ingest() -> None:
+    docs = render("dev")
+    assert "leviathan-query" not in {d["metadata"]["name"] for d in by_kind(docs, "Deployment")}
 
 
 def test_keda_schema_rejects_a_trigger_without_a_consumer_group() -> None:
@@ -317,7 +374,7 @@ def test_cluster_overlay_keeps_arq_on_one_node_and_streams_on_the_cluster() -> N
     assert config["LEVIATHAN_REDIS_MIN_REPLICA_ACKS"] == "1"
     arq_host = config["LEVIATHAN_ARQ_REDIS_URL"].split("//")[1].split(":")[0]
     assert [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == arq_host]
-    assert set(_tier_env(docs)) == {"leviathan-ingest", "leviathan-consumer"}
+    assert set(_tier_env(docs)) == {"leviathan-ingest", "leviathan-query", "leviathan-consumer"}
     (scaled,) = by_kind(docs, "ScaledObject")
     assert {t["type"] for t in scaled["spec"]["triggers"]} == {"redis-cluster-streams"}
     assert int(config["LEVIATHAN_PARTITIONS"]) % 3 == 0  # three shards, equal shares

@@ -30,7 +30,7 @@ from query.app import mount
 from query.deps import QueryDeps
 from storage.config import StorageSettings, create_store
 from tests import factories as f
-from tests.ingest.query_support import LAYOUT, PARTITIONS, TOKEN, seed
+from tests.query.query_support import LAYOUT, PARTITIONS, TOKEN, seed
 from webcore.errors import Unauthorized
 from webcore.middlewares import error_middleware
 from webcore.store_ctx import store_ctx

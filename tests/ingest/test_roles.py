@@ -17,7 +17,7 @@ from storage.config import create_store, settings_error_line
 from storage.envelope import decode
 from storage.queue import resolve
 from tests.ingest.ingest_support import LAYOUT, ClientFactory, bundle_body, make_settings
-from tests.ingest.query_support import seed
+from tests.query.query_support import seed
 from webcore.auth import TokenSet, token_label
 from webcore.middlewares import auth_middleware, error_middleware
 from webcore.roles import ALL_ROLES, Role, parse_entry, parse_list, required_role, requires

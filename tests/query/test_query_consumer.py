@@ -10,7 +10,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
 from consumer.settings import ConsumerSettings
 from storage.config import StorageSettings, create_store
-from tests.ingest.query_support import AUTH, LAYOUT, AppFactory
+from tests.query.query_support import AUTH, LAYOUT, AppFactory
 
 pytestmark = pytest.mark.integration
 

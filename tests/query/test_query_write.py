@@ -9,7 +9,7 @@ from pytest_aiohttp import AiohttpClient
 
 from storage.envelope import decode
 from storage.queue import GROUP, resolve
-from tests.ingest.query_support import AUTH, LAYOUT, AppFactory
+from tests.query.query_support import AUTH, LAYOUT, AppFactory
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from storage.config import create_store
 from storage.envelope import decode
 from storage.queue import resolve
 from tests.ingest.ingest_support import AUTH, LAYOUT, ClientFactory, make_settings
-from tests.ingest.query_support import seed
+from tests.query.query_support import seed
 
 pytestmark = pytest.mark.integration
 

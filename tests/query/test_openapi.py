@@ -25,7 +25,7 @@ from schemathesis.generation.case import Case
 
 from query.openapi import build_document
 from storage.config import StorageSettings, create_store
-from tests.ingest.query_support import AUTH, PARTITIONS, query_app, seed
+from tests.query.query_support import AUTH, PARTITIONS, query_app, seed
 
 DOCUMENT = build_document(PARTITIONS)
 # Served by the ingest engineer's create_app (ingest/app.py), not by the query app here.

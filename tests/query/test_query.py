@@ -11,7 +11,7 @@ from storage.chain import ChainPoint
 from storage.config import StorageSettings, create_store
 from storage.views import ChainStatus
 from tests import factories as f
-from tests.ingest.query_support import AUTH, AppFactory
+from tests.query.query_support import AUTH, AppFactory
 from webcore.store_ctx import STORE_KEY
 
 pytestmark = pytest.mark.integration
