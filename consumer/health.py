@@ -16,20 +16,24 @@ separate from the ingest API. The split (docs/operations.md, "Health"):
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.metrics import ConsumerMetrics
+from consumer.probes import (
+    HealthServerError,
+    metrics_response,
+    probe,
+    probe_app,
+    readiness,
+    redis_problem,
+    serve,
+)
 from consumer.reader import Reader
 
-logger = logging.getLogger(__name__)
+__all__ = ["HealthServerError", "create_app", "start"]
 
 READER = web.AppKey("reader", Reader)
 METRICS = web.AppKey("metrics", ConsumerMetrics)
-PROBE_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -48,60 +52,31 @@ def stall_problems(reader: Reader) -> list[str]:
 
 async def readyz(request: web.Request) -> web.Response:
     reader = request.app[READER]
-    problems: list[str] = []
-    if reader.stopping:
-        problems.append("draining")
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            await reader.redis.ping()
-    except Exception as exc:  # any failure means not ready; the reason is reported
-        problems.append(f"redis: {type(exc).__name__}")
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            await reader.store.ping()
-    except Exception as exc:
-        problems.append(f"storage: {type(exc).__name__}")
+    problems: list[str] = ["draining"] if reader.stopping else []
+    for problem in (await redis_problem(reader.redis), await probe("storage", reader.store.ping())):
+        if problem is not None:
+            problems.append(problem)
     if not reader.storage_ok:
         problems.append(f"last batch attempt failed ({reader.storage_problem}); retrying")
     problems += stall_problems(reader)
-    if problems:
-        return web.json_response({"status": "not ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+    return readiness(problems)
 
 
 async def metrics(request: web.Request) -> web.Response:
     reader, consumer_metrics = request.app[READER], request.app[METRICS]
     consumer_metrics.update_progress(reader.states, reader.settings.stall_s)
-    body = consumer_metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response(consumer_metrics.render())
 
 
 def create_app(reader: Reader, consumer_metrics: ConsumerMetrics) -> web.Application:
-    app = web.Application()
+    app = probe_app(healthz, readyz, metrics)
     app[READER] = reader
     app[METRICS] = consumer_metrics
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     return app
-
-
-class HealthServerError(RuntimeError):
-    """The health/metrics port cannot be served (e.g. already in use)."""
 
 
 async def start(reader: Reader, consumer_metrics: ConsumerMetrics) -> web.AppRunner:
     """Serve on the configured host/port; the caller cleans the runner up on shutdown."""
-    runner = web.AppRunner(create_app(reader, consumer_metrics), access_log=None)
-    await runner.setup()
-    host, port = reader.settings.health_host, reader.settings.health_port
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise HealthServerError(
-            f"cannot serve /healthz and /metrics on {host}:{port} (LEVIATHAN_CONSUMER_PORT): "
-            f"{exc.strerror or exc}"
-        ) from None
-    logger.info("consumer health server on %s", runner.addresses)
-    return runner
+    app = create_app(reader, consumer_metrics)
+    settings = reader.settings
+    return await serve(app, settings.health_host, settings.health_port, "LEVIATHAN_CONSUMER_PORT")

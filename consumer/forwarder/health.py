@@ -11,19 +11,17 @@ it would not help, so liveness stays green.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.forwarder.forward import Forwarder
+from consumer.probes import HealthServerError, metrics_response, probe_app, readiness, redis_problem
+from consumer.probes import serve as serve_probes
 
-logger = logging.getLogger(__name__)
+__all__ = ["HealthServerError", "create_app", "start"]
 
 FORWARDER = web.AppKey("forwarder", Forwarder)
-PROBE_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -38,52 +36,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     fwd = request.app[FORWARDER]
-    problems: list[str] = []
-    if fwd.stopping:
-        problems.append("draining")
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_S):
-            await fwd.redis.ping()
-    except Exception as exc:  # any failure means not ready; the reason is reported
-        problems.append(f"redis: {type(exc).__name__}")
+    problems: list[str] = ["draining"] if fwd.stopping else []
+    redis = await redis_problem(fwd.redis)
+    if redis is not None:
+        problems.append(redis)
     down = fwd.unreachable_for()
     if down > fwd.settings.spider_unready_after_s:
         problems.append(f"spider: failing for {down:.0f}s")
-    if problems:
-        return web.json_response({"status": "not ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+    return readiness(problems)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[FORWARDER].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response(request.app[FORWARDER].metrics.render())
 
 
 def create_app(forwarder: Forwarder) -> web.Application:
-    app = web.Application()
+    app = probe_app(healthz, readyz, metrics)
     app[FORWARDER] = forwarder
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     return app
-
-
-class HealthServerError(RuntimeError):
-    """The health port cannot be served (e.g. already in use)."""
 
 
 async def start(forwarder: Forwarder) -> web.AppRunner:
     """Serve on LEVIATHAN_SPIDER_HOST/PORT; the caller cleans the runner up."""
-    runner = web.AppRunner(create_app(forwarder), access_log=None)
-    await runner.setup()
-    host, port = forwarder.settings.spider_health_host, forwarder.settings.spider_health_port
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise HealthServerError(
-            f"cannot serve /healthz and /metrics on {host}:{port} (LEVIATHAN_SPIDER_PORT): "
-            f"{exc.strerror or exc}"
-        ) from None
-    logger.info("spider forwarder health server on %s", runner.addresses)
-    return runner
+    settings = forwarder.settings
+    host, port = settings.spider_health_host, settings.spider_health_port
+    return await serve_probes(create_app(forwarder), host, port, "LEVIATHAN_SPIDER_PORT")

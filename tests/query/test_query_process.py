@@ -68,21 +68,29 @@ async def _seeded(tmp_path: Path) -> Path:
     return data
 
 
-async def _serve(command: str, env: dict[str, str], log: Path) -> AsyncIterator[str]:
-    port = env["LEVIATHAN_API_PORT"]
+def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "leviathan_cp", command],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def _text(log: Path) -> str:
+    return log.read_text()
+
+
+async def _serve(command: str, env: dict[str, str], log: Path) -> AsyncIterator[str]:
+    port = env["LEVIATHAN_API_PORT"]
+    proc = _spawn(command, env, log)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
-                assert proc.poll() is None, log.read_text()
+                assert proc.poll() is None, _text(log)
                 try:
                     async with session.get(f"{base}/readyz") as r:
                         if r.status == 200:
@@ -91,11 +99,11 @@ async def _serve(command: str, env: dict[str, str], log: Path) -> AsyncIterator[
                     pass
                 await asyncio.sleep(0.1)
             else:
-                pytest.fail(f"{command} not ready:\n{log.read_text()}")
+                pytest.fail(f"{command} not ready:\n{_text(log)}")
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()
+        assert proc.wait(30) == 0, _text(log)
 
 
 @pytest.fixture
