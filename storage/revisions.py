@@ -19,8 +19,9 @@ which is what keeps both revision numbers and ``(event_id, digest)`` unique: a w
 stored revision ``r`` had seen revisions ``1..r-1`` committed, so it would have dropped
 content equal to any of them.
 
-The hot path is the unknown id: the planners test ``known.get(event_id)`` inline and store
-the bare digest string; :class:`Revisions` only exists for ids stored more than once.
+Both planners call :func:`sort_event` for every event of a batch, so the decision is written
+once. The hot path is the unknown id: one dict lookup, the bare digest string stored;
+:class:`Revisions` only exists for ids stored more than once.
 """
 
 from __future__ import annotations
@@ -76,21 +77,42 @@ def revise(known: Known, event_id: str, digest: str) -> int:
     return stored.top
 
 
-class Tally:
-    """Duplicates and revisions per entry_id, counted where they occur (the rare branches
-    of the planners); an entry's ``stored`` is what remains of its events, so the hot path
-    (a new event_id) counts nothing."""
+def sort_event(known: Known, tally: Tally, entry_id: str, event_id: str, digest: str) -> int:
+    """The revision to store this event as (1 for an unknown event_id), or 0 when it is a
+    duplicate to drop; counted in ``tally`` and recorded in ``known``, so later copies in
+    the batch compare with it."""
+    stored = known.get(event_id)
+    if stored is None:
+        known[event_id] = digest
+        return 1
+    if stored != digest:  # a str that differs, or the Revisions of an id stored repeatedly
+        revision = revise(known, event_id, digest)
+        if revision:
+            tally.revision(entry_id)
+            return revision
+    tally.duplicate(entry_id)
+    return 0
 
-    __slots__ = ("dups", "revs")
+
+class Tally:
+    """Duplicates and revisions of a batch, in total and per entry_id, counted where they
+    occur (the rare branches of :func:`sort_event`); an entry's ``stored`` is what remains
+    of its events, so the hot path (a new event_id) counts nothing."""
+
+    __slots__ = ("duplicates", "dups", "revisions", "revs")
 
     def __init__(self) -> None:
+        self.duplicates = 0
+        self.revisions = 0
         self.dups: dict[str, int] = {}
         self.revs: dict[str, int] = {}
 
     def duplicate(self, entry_id: str) -> None:
+        self.duplicates += 1
         self.dups[entry_id] = self.dups.get(entry_id, 0) + 1
 
     def revision(self, entry_id: str) -> None:
+        self.revisions += 1
         self.revs[entry_id] = self.revs.get(entry_id, 0) + 1
 
     def outcomes(self, envelopes: Iterable[Envelope]) -> dict[str, EntryOutcome]:

@@ -26,7 +26,7 @@ from storage.envelope import Envelope
 from storage.ndjson import index as idx
 from storage.ndjson import log
 from storage.projection import PROJECTED_TYPES, fold
-from storage.revisions import Tally, revise
+from storage.revisions import Tally, sort_event
 from storage.schema import artifact_id_of, bundle_attempt
 
 
@@ -41,8 +41,6 @@ class _Plan:
     lines: list[bytes] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     projected: list[StoredEvent] = field(default_factory=list)
-    duplicates: int = 0
-    revisions: int = 0
     tally: Tally = field(default_factory=Tally)
 
 
@@ -73,22 +71,9 @@ def _plan(
             event_id, event_type, actor_id = ev.event_id, ev.event_type, ev.actor_id
             frag = Fragment(pbytes)
             digest = digest_of(event_type, timestamp, actor_id, frag)
-            stored = known.get(event_id)
-            if stored is None:
-                known[event_id] = digest  # later copies in this batch compare with it
-                revision = 1
-            elif stored == digest:
-                plan.duplicates += 1
-                tally.duplicate(env.entry_id)
-                continue
-            else:
-                revision = revise(known, event_id, digest)
-                if not revision:
-                    plan.duplicates += 1
-                    tally.duplicate(env.entry_id)
-                    continue
-                plan.revisions += 1
-                tally.revision(env.entry_id)
+            revision = sort_event(known, tally, env.entry_id, event_id, digest)
+            if not revision:
+                continue  # a duplicate
             seq += 1
             hash_ = link_of(event_id, event_type, timestamp, actor_id, frag, prev)
             line = log.encode_line(
@@ -237,4 +222,4 @@ def write_batch(
             log.truncate(path, start)
         raise
     outcomes = plan.tally.outcomes(envelopes)
-    return BatchResult(len(plan.lines), plan.duplicates, plan.revisions, outcomes)
+    return BatchResult(len(plan.lines), plan.tally.duplicates, plan.tally.revisions, outcomes)

@@ -32,7 +32,7 @@ from storage.postgres.copy import encode_rows
 from storage.postgres.graph import merge_graph
 from storage.postgres.topology import upsert_topology
 from storage.projection import PROJECTED_TYPES, Graph, fold
-from storage.revisions import Known, Tally, known_from, revise
+from storage.revisions import Known, Tally, known_from, sort_event
 from storage.schema import WireEvent, artifact_id_of, bundle_attempt, format_timestamp
 
 T = TypeVar("T")
@@ -72,8 +72,6 @@ class Plan:
 
     projected: list[StoredEvent] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    duplicates: int = 0
-    revisions: int = 0
     tally: Tally = field(default_factory=Tally)
 
 
@@ -116,22 +114,9 @@ class Planner:
         projected, tally = out.projected, out.tally
         for env, ev, ts_text, pbytes, frag, digest, received in items:
             event_id = ev.event_id
-            stored = known.get(event_id)
-            if stored is None:
-                known[event_id] = digest  # later copies in this batch compare with it
-                revision = 1
-            elif stored == digest:
-                out.duplicates += 1
-                tally.duplicate(env.entry_id)
-                continue
-            else:
-                revision = revise(known, event_id, digest)
-                if not revision:
-                    out.duplicates += 1
-                    tally.duplicate(env.entry_id)
-                    continue
-                out.revisions += 1
-                tally.revision(env.entry_id)
+            revision = sort_event(known, tally, env.entry_id, event_id, digest)
+            if not revision:
+                continue  # a duplicate
             bundle = env.bundle
             seq += 1
             event_type, actor_id, payload = ev.event_type, ev.actor_id, ev.payload
@@ -302,4 +287,4 @@ async def write_batch(
 
 def _result(out: Plan, envelopes: Sequence[Envelope]) -> BatchResult:
     outcomes = out.tally.outcomes(envelopes)
-    return BatchResult(len(out.rows), out.duplicates, out.revisions, outcomes)
+    return BatchResult(len(out.rows), out.tally.duplicates, out.tally.revisions, outcomes)
