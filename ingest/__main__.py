@@ -9,6 +9,7 @@ lets in-flight requests finish (their XADDs complete) and closes Redis; exit 0.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -95,7 +96,15 @@ async def serve(settings: IngestSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    del argv  # configuration comes from the environment (docs/operations.md, "Configuration")
+    # configuration comes from the environment (docs/operations.md, "Configuration");
+    # the arguments are parsed first so that --help needs none of it
+    argparse.ArgumentParser(
+        prog="leviathan-cp ingest",
+        description="Run the HTTP ingest + query tier: accept event bundles, queue them in the "
+        "Redis streams, serve the query API and the operator console. Configured by "
+        "environment variables (docs/operations.md); needs a bearer token "
+        "(LEVIATHAN_CONTROL_PLANE_TOKEN, _TOKENS or _TOKEN_FILE).",
+    ).parse_args(argv)
     try:
         settings = IngestSettings()
     except ValidationError as exc:
