@@ -346,20 +346,23 @@ def _supervise(
             left = wait_drained(queue.url, layout.streams(), GROUP, wait)
         consumer_rc = _stop(consumer)
         queue.stop()
+        storage.stop()
     if code == 0 and (ingest_rc != 0 or consumer_rc != 0):
         print(f"leviathan-cp dev: ingest exited {ingest_rc}, consumer {consumer_rc}", flush=True)
         code = 1
-    print(_farewell(queue, left), flush=True)
+    print(_farewell(queue, left, private_postgres=storage.server is not None), flush=True)
     return code
 
 
-def _farewell(queue: DevQueue, left: int) -> str:
+def _farewell(queue: DevQueue, left: int, private_postgres: bool = False) -> str:
     """The closing line; ``left``: entries the consumer had not finished (-1: unknown)."""
     what = (
         f"stopped ingest, the consumer and the queue ({queue.kind})"
         if queue.kind != "external"
         else "stopped ingest and the consumer (the external queue keeps running)"
     )
+    if private_postgres:
+        what += " and PostgreSQL"
     if left == 0:
         return f"leviathan-cp dev: {what}; everything accepted is stored, nothing is lost."
     count = "an unknown number of entries" if left < 0 else f"{left} entries"

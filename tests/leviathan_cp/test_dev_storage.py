@@ -108,6 +108,10 @@ def test_dev_postgres_runs_a_private_cluster_in_the_folder() -> None:
         finally:
             _end(proc)
         assert proc.returncode == 0, rest
+        assert rest.strip().splitlines()[-1] == (
+            "leviathan-cp dev: stopped ingest, the consumer and the queue (redis-server) and "
+            "PostgreSQL; everything accepted is stored, nothing is lost."
+        )
         cluster = work / ".leviathan" / "postgres"
         assert (cluster / "data" / "PG_VERSION").exists()
         assert (cluster / "password").stat().st_mode & 0o777 == 0o600
