@@ -80,6 +80,13 @@ def test_the_secret_template_creates_every_key_the_overlays_require() -> None:
     assert required <= set(template["stringData"])
 
 
+def test_the_operations_guide_creates_the_same_keys_as_the_template() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index("create secret generic leviathan-control-plane-secrets")
+    command = text[start : text.index("\nkubectl apply", start)]
+    assert set(re.findall(r"--from-literal=([A-Z0-9_]+)=", command)) == _template_command_keys()
+
+
 def test_the_template_check_sees_a_missing_key() -> None:
     docs = render("prod")
     assert "POSTGRES_DSN" in _required_secret_keys(docs, "leviathan-control-plane-secrets")
