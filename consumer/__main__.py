@@ -19,7 +19,9 @@ from storage.config import settings_error_line
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="leviathan-cp consumer", description=__doc__.split("\n")[0]
+        prog="leviathan-cp consumer",
+        description="Run the stream consumer: read the partition streams, write each batch to "
+        "storage, acknowledge it. Configured by environment variables (docs/operations.md).",
     )
     parser.add_argument("--check", action="store_true", help="exit 0 if the worker is healthy")
     args = parser.parse_args(argv)

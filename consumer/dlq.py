@@ -189,7 +189,10 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leviathan-cp dlq", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="leviathan-cp dlq",
+        description="List, replay or drop the stream entries the consumers dead-lettered.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser(
         "list", help="show dead entries: handle (partition/id), partition, entry id, reason"
@@ -222,13 +225,16 @@ async def _run(args: argparse.Namespace, settings: StorageSettings) -> int:
         await redis.aclose()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prepare: Callable[[], object] | None = None) -> int:
+    """``prepare`` runs once the arguments are parsed (``--help`` exits before it)."""
     from pydantic import ValidationError
 
     from consumer.settings import ConsumerSettings
     from storage.config import settings_error_line
 
     args = _parser().parse_args(argv)
+    if prepare is not None:
+        prepare()
     if args.cmd in ("replay", "drop") and not args.all and not args.ids:
         print("give dead-entry handles or --all", file=sys.stderr)
         return 2

@@ -2,12 +2,14 @@
 
 Pipeline position: process entry point of the ingest tier. ``leviathan-cp ingest`` runs
 this with the query tier's read API mounted (``read_api``); ``python -m ingest`` alone
-serves the write endpoints only. Bad settings print one line naming the variable and exit
-2; start-up refusals and the SIGTERM drain are :mod:`webcore.serve`'s.
+serves the write endpoints only. The arguments are parsed first, so ``--help`` needs no
+configuration; bad settings print one line naming the variable and exit 2; start-up
+refusals and the SIGTERM drain are :mod:`webcore.serve`'s.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from pydantic import ValidationError
@@ -19,7 +21,19 @@ from webcore.serve import run, serve
 
 
 def main(argv: list[str] | None = None, read_api: ReadApi | None = None) -> int:
-    del argv  # configuration comes from the environment (docs/operations.md, "Configuration")
+    reads = (
+        "serve the read API and the operator console beside it (unless "
+        "LEVIATHAN_INGEST_SERVE_READS=false)"
+        if read_api is not None
+        else "writes only (leviathan-cp ingest also serves the read API)"
+    )
+    argparse.ArgumentParser(
+        prog="leviathan-cp ingest" if read_api is not None else "python -m ingest",
+        description="Run the HTTP ingest tier: accept event bundles and queue them in the "
+        f"Redis streams; {reads}. Configured by environment variables "
+        "(docs/operations.md); needs a bearer token "
+        "(LEVIATHAN_CONTROL_PLANE_TOKEN, _TOKENS or _TOKEN_FILE).",
+    ).parse_args(argv)
     try:
         settings = IngestSettings()
     except ValidationError as exc:
@@ -44,4 +58,4 @@ def main(argv: list[str] | None = None, read_api: ReadApi | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -308,9 +308,12 @@ async def read_prepared(
     check_headers(request, max_raw=limits.max_raw)
     raw: bytes | bytearray = await read_body(request, limits.max_raw, limits.body_timeout)
     gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
-    # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
-    # client_max_size); only bytes that still carry the gzip magic are inflated here.
-    if gzipped and raw[:2] == GZIP_MAGIC:
+    # A body sent as gzip that is not gzip (plain JSON included) is a 400, refused before
+    # its bogus size trailer is charged to the budget. The app must be served with
+    # HANDLER_ARGS, so that aiohttp never inflates the body before this point.
+    if gzipped:
+        if raw[:2] != GZIP_MAGIC:
+            raise BadRequest("Body is not valid gzip.", reason="bad_gzip")
         if grant is not None:
             hint = min(gzip_size_hint(raw), limits.max_body)
             await grant.grow(len(raw) + PEAK_FACTOR * hint)
@@ -335,7 +338,7 @@ async def read_bundle(
     check_headers(request, max_raw=max_raw)
     raw: bytes | bytearray = await read_body(request, max_raw, body_timeout)
     gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
-    if gzipped and raw[:2] == GZIP_MAGIC:
+    if gzipped:
         raw = gunzip(raw, max_body)
     elif len(raw) > max_body:
         raise _too_large("Request body", max_body)

@@ -102,17 +102,29 @@ def free_port() -> int:
         return port
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None, timeout: float, ping: bool = False
+) -> None:
+    """Wait until ``port`` accepts connections; with ``ping``, until Redis answers PONG.
+
+    redis-server listens before it loads its append-only file, and exits if the file is
+    damaged: a connection alone does not mean the queue is up.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ChildProcessError(proc.returncode)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                if not ping:
+                    return
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
         except OSError:
-            time.sleep(0.05)
-    raise QueueError(f"the queue did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+            pass
+        time.sleep(0.05)
+    raise QueueError(f"the queue did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 @dataclass
@@ -139,36 +151,58 @@ class DevQueue:
             self._server.server_close()
 
 
-def wait_drained(url: str, streams: list[str], group: str, timeout: float) -> bool:
-    """True once every stream's group has no lag and no pending entries (consumer caught up).
+async def queued(url: str, streams: list[str], group: str) -> int:
+    """Entries of ``streams`` that ``group`` has not finished: undelivered plus pending.
+
+    The undelivered part is :func:`storage.lag.lag_of`, which checks Redis' lag counter
+    against the stream (after an AOF reload the counter can report hundreds of entries over
+    empty streams); a stream or group not there yet holds nothing for this group.
+    """
+    from redis.asyncio import Redis
+
+    from storage.lag import group_row, lag_of
+
+    client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        total = 0
+        for stream in streams:
+            row = await group_row(client, stream, group)
+            if row is not None:
+                total += await lag_of(client, stream, row) + int(row.get("pending") or 0)
+        return total
+    finally:
+        await client.aclose()
+
+
+def wait_drained(
+    url: str, streams: list[str], group: str, timeout: float, stalled_after: float = 5.0
+) -> int:
+    """Wait until the consumer has finished every entry; return how many remain (0: drained).
 
     Called after ingest stopped and before the consumer is, so an in-memory queue (fakeredis)
-    is only discarded once everything accepted is in storage.
+    is only discarded once everything accepted is in storage. Gives up after ``timeout`` s,
+    or once the count has not gone down for ``stalled_after`` s (a consumer that stopped
+    making progress will not drain it); an unreachable queue counts as unknown (-1).
     """
+    import asyncio
+
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=2)
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if all(_group_idle(client, stream, group) for stream in streams):
-                return True
-            time.sleep(0.2)
-        return False
-    finally:
-        client.close()
-
-
-def _group_idle(client: Any, stream: str, group: str) -> bool:
-    try:
-        groups = client.xinfo_groups(stream)
-    except Exception:
-        return True
-    for info in groups:
-        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-        if name == group:
-            return int(info.get("pending") or 0) == 0 and int(info.get("lag") or 0) == 0
-    return False
+    best, best_at = -1, time.monotonic()
+    while True:
+        try:
+            left = asyncio.run(queued(url, streams, group))
+        except (redis.RedisError, OSError):
+            return -1
+        now = time.monotonic()
+        if left == 0:
+            return 0
+        if best < 0 or left < best:
+            best, best_at = left, now
+        if now >= deadline or now - best_at >= stalled_after:
+            return left
+        time.sleep(0.2)
 
 
 def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
@@ -193,7 +227,8 @@ def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
         proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
         try:
-            _wait_for_port(port, proc, 10)
+            # a big append-only file takes a while to load (Redis answers LOADING meanwhile)
+            wait_for_port(port, proc, 120, ping=True)
         except ChildProcessError:
             raise QueueError(_server_failure(log_path, since, redis_dir)) from None
         except QueueError:
@@ -206,7 +241,7 @@ def start_queue(env_url: str | None, redis_dir: Path) -> DevQueue:
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
     thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
     thread.start()
-    _wait_for_port(port, None, 5)
+    wait_for_port(port, None, 5)
     return DevQueue(
         url=f"redis://127.0.0.1:{port}/0", kind="fakeredis", _server=server, _thread=thread
     )

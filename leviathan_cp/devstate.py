@@ -2,10 +2,11 @@
 
 Pipeline position: development only. ``dev`` holds ``./.leviathan/dev.lock`` for its whole
 life (a second ``dev`` in the same folder exits at once instead of starting a second queue
-on the same files) and writes ``./.leviathan/dev.json``: its pid, API URL, queue URL,
-consumer health port, data directory and token file. ``leviathan-cp dlq``, ``verify`` and
-``bench`` run in that folder read it, so they talk to the dev stack rather than to
-whatever listens on Redis' default port; a variable set in the environment still wins.
+on the same files) and writes ``./.leviathan/dev.json`` (mode 600): its pid, API URL,
+queue URL, consumer health port, storage (NDJSON directory or PostgreSQL DSN) and token
+file. ``leviathan-cp dlq``, ``verify`` and ``bench`` run in that folder read it, so they
+talk to the dev stack rather than to whatever listens on Redis' default port; a variable
+set in the environment still wins.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class DevState:
     redis_url: str
     queue: str
     consumer_health: str
-    data_dir: str
+    data_dir: str  # the NDJSON directory ("" on PostgreSQL)
     token_file: str
+    backend: str = "ndjson"
+    postgres_dsn: str = ""
 
 
 def default_base() -> Path:
@@ -40,7 +43,10 @@ def default_base() -> Path:
 def write(base: Path, state: DevState) -> None:
     path = base / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(asdict(state), option=orjson.OPT_INDENT_2))
+    # mode 600: on PostgreSQL the file holds the DSN with its password
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(orjson.dumps(asdict(state), option=orjson.OPT_INDENT_2))
     tmp.replace(path)
 
 
@@ -56,6 +62,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _redact(url: str) -> str:
+    from leviathan_cp.devqueue import redact
+
+    return redact(url)
 
 
 def read(base: Path) -> DevState | None:
@@ -81,14 +93,22 @@ def apply(
     target = os.environ if env is None else env
     defaults = {
         "LEVIATHAN_REDIS_URL": state.redis_url,
-        "LEVIATHAN_CONTROL_PLANE_BACKEND": "ndjson",
-        "LEVIATHAN_NDJSON_DIR": state.data_dir,
+        "LEVIATHAN_CONTROL_PLANE_BACKEND": state.backend,
     }
+    if state.backend == "postgres":
+        defaults["POSTGRES_DSN"] = state.postgres_dsn
+    else:
+        defaults["LEVIATHAN_NDJSON_DIR"] = state.data_dir
     used = [name for name, value in defaults.items() if target.setdefault(name, value) == value]
     if used:
+        data = (
+            _redact(target.get("POSTGRES_DSN", ""))
+            if target["LEVIATHAN_CONTROL_PLANE_BACKEND"] == "postgres"
+            else target.get("LEVIATHAN_NDJSON_DIR", "")
+        )
         print(
             f"{command}: using the dev stack running here (pid {state.pid}): "
-            f"queue {target['LEVIATHAN_REDIS_URL']}, data {target['LEVIATHAN_NDJSON_DIR']}",
+            f"queue {target['LEVIATHAN_REDIS_URL']}, data {data}",
             file=sys.stderr,
         )
     return state

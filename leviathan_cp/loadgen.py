@@ -6,7 +6,10 @@ once a second. At the end it times persistence by polling ``GET /v1/stats`` unti
 consumer group has no lag and nothing pending (an entry is acked only after its commit), then
 pages ``GET /v1/events?target=<run target>`` until every accepted event is visible and checks
 the stored count equals the accepted unique count (exit 1 otherwise). The run uses its own
-target name so earlier data never skews the count.
+target, ``bench-<UTC time>-<id>``, so earlier data never skews the count and the load is
+told apart from real data. The event log is append-only (hash-chained), so that load stays
+in the store it was posted to; the closing line says so and how to keep it apart (run
+bench against a ``dev`` started in a folder of its own, then delete that folder).
 """
 
 from __future__ import annotations
@@ -49,7 +52,13 @@ class Tally:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="leviathan-cp bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="leviathan-cp bench",
+        description="Load generator for a running ingest tier: N workers post realistic "
+        "bundles, then it checks that every accepted event was stored exactly once. The load "
+        "is stored under a target of its own (bench-<UTC time>-<id>) and stays in that store: "
+        "to keep it apart from your data, run it against a dev started in an empty folder.",
+    )
     p.add_argument(
         "--url",
         help="ingest base URL (default: the leviathan-cp dev running in this folder, "
@@ -211,7 +220,7 @@ async def _wait_visible(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    target = f"bench-{run_id}"
+    target = f"bench-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{run_id[:4]}"
     tally = Tally()
     headers = {"Authorization": f"Bearer {_token(args)}"}
     if not args.quiet:
@@ -282,7 +291,10 @@ def _text(summary: dict[str, Any]) -> str:
         f"end-to-end {summary['end_to_end_s']} s, "
         f"{summary['persisted_events_per_s']:.0f} events/s persisted\n"
         f"stored {summary['stored']} ({summary['stored_unique']} unique) vs accepted unique "
-        f"{summary['accepted_unique']}: {verdict}"
+        f"{summary['accepted_unique']}: {verdict}\n"
+        f"the load stays in that store under target {summary['target']} (the event log is "
+        "append-only); to keep bench load apart from your data, run it against a dev started "
+        "in an empty folder (cd $(mktemp -d) && leviathan-cp dev) and delete that folder after"
     )
 
 

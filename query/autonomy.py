@@ -6,8 +6,9 @@ on every request, in a worker thread, so editing the ConfigMap takes effect with
 restart. Its top-level ``autonomy_enabled`` (a YAML boolean) is the answer; ``source``
 says where it came from:
 
-- ``config:{path}``: read from the file;
-- ``default (no file at {path})``: no file, so enabled (as the original);
+- ``configmap:{path}``: read from the file (the original's wording);
+- ``default (config not mounted)``: no file, so enabled (the original's answer, word for
+  word);
 - ``error: …``: the file cannot be read, is not YAML, or has no boolean
   ``autonomy_enabled``. Then the answer is *disabled*: a broken switch must not turn
   autonomy on. Never a 500.
@@ -47,7 +48,7 @@ def _parse(text: str, path: Path) -> AutonomyStatus:
             autonomy_enabled=False,
             source=f"error: {path} has no boolean {KEY} (found {type(value).__name__})",
         )
-    return AutonomyStatus(autonomy_enabled=value, source=f"config:{path}")
+    return AutonomyStatus(autonomy_enabled=value, source=f"configmap:{path}")
 
 
 def read_status(path: Path) -> AutonomyStatus:
@@ -56,7 +57,7 @@ def read_status(path: Path) -> AutonomyStatus:
         with path.open("rb") as fh:
             raw = fh.read(MAX_FILE + 1)
     except FileNotFoundError:
-        return AutonomyStatus(autonomy_enabled=True, source=f"default (no file at {path})")
+        return AutonomyStatus(autonomy_enabled=True, source="default (config not mounted)")
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         return AutonomyStatus(autonomy_enabled=False, source=f"error: cannot read {path}: {reason}")

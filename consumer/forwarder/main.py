@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -93,9 +94,12 @@ async def remove_group(settings: ForwarderSettings) -> int:
         await redis.aclose()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prepare: Callable[[], object] | None = None) -> int:
+    """``prepare`` runs once the arguments are parsed (``--help`` exits before it)."""
     parser = argparse.ArgumentParser(
-        prog="leviathan-cp forward", description=__doc__.split("\n")[0]
+        prog="leviathan-cp forward",
+        description="Run the Spider forwarder as a process of its own: every accepted bundle "
+        "is posted to LEVIATHAN_SPIDER_URL at least once, in order per partition.",
     )
     parser.add_argument(
         "--remove-group",
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "forwarding is switched off for good: trimming then no longer keeps unsent bundles)",
     )
     args = parser.parse_args(argv)
+    if prepare is not None:
+        prepare()
     try:
         settings = ForwarderSettings()
     except ValidationError as exc:

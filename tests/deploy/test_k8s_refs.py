@@ -4,6 +4,7 @@ check fails on the mistake it is there for: a rendering broken on purpose must b
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.k8s_refs import Obj, problems, selector_matches
+from tests.deploy.k8s_refs import Obj, pod_refs, pods, problems, selector_matches
 from tests.deploy.test_manifests import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,78 @@ def rendered(request: pytest.FixtureRequest) -> list[Obj]:
     return render(request.param)
 
 
-@pytest.mark.parametrize("overlay", ["dev", "prod", "managed", "cluster"])
+def external_secrets(docs: list[Obj]) -> list[Obj]:
+    """The hand-made Secret, unless the overlay generates its own (staging)."""
+    generated = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    return [s for s in template_secrets() if s["metadata"]["name"] not in generated]
+
+
+def overlays() -> list[str]:
+    """Every overlay in k8s/overlays: a new one is checked without editing this file."""
+    return sorted(p.name for p in (ROOT / "k8s" / "overlays").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("overlay", overlays())
 def test_every_reference_of_the_overlay_resolves(overlay: str) -> None:
-    assert problems(render(overlay), template_secrets()) == []
+    docs = render(overlay)
+    assert problems(docs, external_secrets(docs)) == []
+
+
+def _required_secret_keys(docs: list[Obj], secret: str) -> set[str]:
+    return {
+        ref.key
+        for pod in pods(docs)
+        for ref in pod_refs(pod)
+        if ref.kind == "Secret" and ref.name == secret and ref.key and not ref.optional
+    }
+
+
+def _template_command_keys() -> set[str]:
+    """The keys the template's `kubectl create secret` line creates."""
+    text = (ROOT / "k8s" / "base" / "secret.template.yaml").read_text()
+    command = text[text.index("kubectl -n leviathan create secret") :].split("\n# or")[0]
+    return set(re.findall(r"--from-literal=([A-Z0-9_]+)=", command))
+
+
+def test_the_secret_template_creates_every_key_the_overlays_require() -> None:
+    """Following the template's command must not end in CreateContainerConfigError on any
+    overlay that uses the hand-made Secret; and it asks for nothing no overlay reads."""
+    (template,) = template_secrets()
+    name = template["metadata"]["name"]
+    required: set[str] = set()
+    for overlay in overlays():
+        docs = render(overlay)
+        if external_secrets(docs):  # the overlay uses the hand-made Secret
+            required |= _required_secret_keys(docs, name)
+        else:  # staging: its generated Secret carries the same keys
+            generated = next(d for d in docs if d["kind"] == "Secret")
+            assert _required_secret_keys(docs, name) <= set(generated["data"])
+            assert set(generated["data"]) <= set(template["stringData"])
+    assert {"LEVIATHAN_CONTROL_PLANE_TOKEN", "POSTGRES_DSN", "LEVIATHAN_REDIS_URL"} <= required
+    assert _template_command_keys() == required
+    assert required <= set(template["stringData"])
+
+
+def test_the_operations_guide_creates_the_same_keys_as_the_template() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index("create secret generic leviathan-control-plane-secrets")
+    command = text[start : text.index("\nkubectl apply", start)]
+    assert set(re.findall(r"--from-literal=([A-Z0-9_]+)=", command)) == _template_command_keys()
+
+
+def test_the_template_check_sees_a_missing_key() -> None:
+    docs = render("prod")
+    assert "POSTGRES_DSN" in _required_secret_keys(docs, "leviathan-control-plane-secrets")
+    assert "POSTGRES_DSN" in _template_command_keys()
+    spec = _one(docs, "Deployment", "leviathan-consumer")["spec"]["template"]["spec"]
+    dsn = next(e for e in spec["containers"][0]["env"] if e["name"] == "POSTGRES_DSN")
+    dsn["valueFrom"]["secretKeyRef"]["optional"] = True
+    assert "POSTGRES_DSN" in _required_secret_keys(docs, "leviathan-control-plane-secrets")
+    for tier in ("leviathan-ingest", "leviathan-query"):
+        spec = _one(docs, "Deployment", tier)["spec"]["template"]["spec"]
+        dsn = next(e for e in spec["containers"][0]["env"] if e["name"] == "POSTGRES_DSN")
+        dsn["valueFrom"]["secretKeyRef"]["optional"] = True
+    assert "POSTGRES_DSN" not in _required_secret_keys(docs, "leviathan-control-plane-secrets")
 
 
 def _one(docs: list[Obj], kind: str, name: str) -> Obj:

@@ -99,6 +99,7 @@ CASES: list[tuple[str, dict[str, str], bytes, int]] = [
     ("malformed json", AUTH, b'{"target": ', 400),
     ("invalid utf-8", AUTH, b'{"target": "\xff\xfe", "bundle_id": "b", "events": []}', 400),
     ("corrupt gzip", {**AUTH, "Content-Encoding": "gzip"}, b"\x1f\x8b\x08\x00garbage", 400),
+    ("plain json sent as gzip", {**AUTH, "Content-Encoding": "gzip"}, raw(bundle_body()), 400),
     ("truncated gzip", {**AUTH, "Content-Encoding": "gzip"}, gz(raw(bundle_body()))[:-12], 400),
     ("gzip bomb", {**AUTH, "Content-Encoding": "gzip"}, gz(b" " * (8 * 1024 * 1024)), 413),
     ("raw too large", AUTH, b" " * (1024 * 1024), 413),
