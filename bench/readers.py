@@ -73,7 +73,7 @@ async def _reader(
     interval: float,
     stop: asyncio.Event,
     seen: Counter[str],
-    latencies: list[float],
+    latencies: dict[str, list[float]],
 ) -> None:
     async def get(path: str) -> None:
         started = time.perf_counter()
@@ -83,7 +83,7 @@ async def _reader(
                 seen[str(resp.status)] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:
             seen[type(exc).__name__] += 1
-        latencies.append(time.perf_counter() - started)
+        latencies.setdefault(path, []).append(time.perf_counter() - started)
 
     while not stop.is_set():
         await asyncio.gather(*(get(p) for p in TOGETHER))
@@ -97,9 +97,10 @@ async def _reader(
 async def poll(
     base: str, token: str, readers: int, interval: float, stop: asyncio.Event
 ) -> dict[str, Any]:
-    """``readers`` pollers on ``base`` until ``stop`` is set; requests, rate, statuses, p99."""
+    """``readers`` pollers on ``base`` until ``stop`` is set (each ends the poll it is in);
+    requests, rate, statuses, p99 and each endpoint's p50."""
     seen: Counter[str] = Counter()
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {}
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=readers * 4)
@@ -109,15 +110,21 @@ async def poll(
             *(_reader(s, base, interval, stop, seen, latencies) for _ in range(readers))
         )
     elapsed = time.monotonic() - started
-    ordered = sorted(latencies)
+    everything = [x for times in latencies.values() for x in times]
     return {
-        "requests": len(latencies),
-        "per_s": round(len(latencies) / max(elapsed, 1e-9), 1),
+        "requests": len(everything),
+        "per_s": round(len(everything) / max(elapsed, 1e-9), 1),
         # answered 200: a refused or failed read is no read (a wrong token would read nothing)
         "ok_per_s": round(seen["200"] / max(elapsed, 1e-9), 1),
         "statuses": dict(seen),
-        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 2) if ordered else None,
+        "p99_ms": _ms(everything, 0.99),
+        "p50_ms_by_path": {path: _ms(times, 0.5) for path, times in latencies.items()},
     }
+
+
+def _ms(seconds: list[float], q: float) -> float | None:
+    ordered = sorted(seconds)
+    return round(ordered[int(q * (len(ordered) - 1))] * 1e3, 2) if ordered else None
 
 
 async def _readers_process(base: str, token: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -53,6 +53,7 @@ async def test_readers_poll_every_console_endpoint_until_stopped() -> None:
     assert result["statuses"] == {"200": polls * len(console), "503": polls}
     assert result["requests"] == polls * (len(console) + 1)
     assert result["p99_ms"] is not None
+    assert set(result["p50_ms_by_path"]) == {*console, "/v1/events/recent"}
 
 
 async def test_an_interval_spaces_the_polls() -> None:
