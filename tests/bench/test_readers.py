@@ -37,14 +37,20 @@ def _app() -> web.Application:
     return app
 
 
-async def test_readers_poll_every_console_endpoint_until_stopped() -> None:
+async def _poll(count: int, interval: float) -> tuple[Counter[str], dict[str, Any]]:
+    """``count`` readers on a fake read API, stopped after 0.5 s: the paths it answered 200
+    (with how often) and the readers' figures."""
     app = _app()
     async with TestServer(app) as server:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(0.5, stop.set)
         base = str(server.make_url("")).rstrip("/")
-        result = await asyncio.wait_for(readers.poll(base, TOKEN, 3, 0.0, stop), 10)
-    seen = app[SEEN]
+        result = await asyncio.wait_for(readers.poll(base, TOKEN, count, interval, stop), 10)
+    return app[SEEN], result
+
+
+async def test_readers_poll_every_console_endpoint_until_stopped() -> None:
+    seen, result = await _poll(3, 0.0)
     console = {*readers.TOGETHER, *readers.AFTER} - {"/v1/events/recent"}
     assert set(seen) == console
     polls = seen["/v1/stats"]
@@ -57,14 +63,9 @@ async def test_readers_poll_every_console_endpoint_until_stopped() -> None:
 
 
 async def test_an_interval_spaces_the_polls() -> None:
-    app = _app()
-    async with TestServer(app) as server:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.5, stop.set)
-        base = str(server.make_url("")).rstrip("/")
-        await asyncio.wait_for(readers.poll(base, TOKEN, 2, 30.0, stop), 10)
+    seen, _ = await _poll(2, 30.0)
     # one poll each, then the 30 s pause the stop cuts short
-    assert app[SEEN]["/v1/stats"] == 2
+    assert seen["/v1/stats"] == 2
 
 
 def _run(setup: str, p99: float, rate: float, bad: int = 0) -> dict[str, Any]:
