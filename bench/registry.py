@@ -97,6 +97,61 @@ class Benchmark:
         return [self.module, *(self.quick if quick else self.args)]
 
 
+def _readers() -> Benchmark:
+    figures: list[Figure] = []
+    for key, label in (
+        ("a", "no readers"),
+        ("b", "readers on ingest"),
+        ("c", "readers on query tier"),
+    ):
+        line = rf"^\({key}\) {label}: "
+        figures.append(
+            Figure(f"({key}) {label}: ingest p99", "ms", rx(line + r"ingest p99 ([\d.]+) ms"))
+        )
+        figures.append(
+            Figure(
+                f"({key}) {label}: accepted", "events/s", rx(line + r"accepted ([\d,]+) events/s")
+            )
+        )
+        if key != "a":
+            figures.append(
+                Figure(
+                    f"({key}) {label}: reads answered 200",
+                    "/s",
+                    rx(line + r"reads answered 200 ([\d,]+)/s"),
+                )
+            )
+    figures += [
+        Figure(
+            "ingest p99, readers on ingest / no readers (b/a)",
+            "",
+            rx(r"^ingest p99 \(b\)/\(a\): ([\d.]+)"),
+        ),
+        # the read tier's promise: reads apart leave ingest's p99 as it is (10% for the noise)
+        Figure(
+            "ingest p99, readers on the query tier / no readers (c/a)",
+            "",
+            rx(r"^ingest p99 \(c\)/\(a\): ([\d.]+)"),
+            Target("<=", 1.1),
+        ),
+        Figure(
+            "accepted events missing or doubled in storage",
+            "events",
+            rx(r"^missing or doubled: (\d+)"),
+            Target("<=", 0),
+        ),
+    ]
+    return Benchmark(
+        "readers",
+        "Ingest p99 under leviathan-cp bench while 16 readers poll the console's endpoints: "
+        "none, on ingest, on the query tier (PostgreSQL, own Redis)",
+        "bench.readers",
+        (),
+        ("--seconds", "1", "--workers", "2", "--rounds", "1"),
+        tuple(figures),
+    )
+
+
 def _topology(backend: str) -> Benchmark:
     return Benchmark(
         f"topology_{backend}",
@@ -328,4 +383,5 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             ),
         ),
     ),
+    _readers(),
 )

@@ -3,10 +3,11 @@
 Pipeline position: above every tier. Runs each entry of :data:`bench.registry.BENCHMARKS`
 (ingest, consumer drain, ingest-to-commit latency, NDJSON append, PostgreSQL write,
 query, topology on both backends, chain verification, Spider forwarder, big bundles, the
-whole stack) as its own ``python -m`` process, one after the other, reads each figure from
-what the script prints, and writes the whole results file: how to reproduce it, the
-machine (CPU, cores, memory, kernel, Python, package and server versions, git commit), a
-table of every figure with its target and whether it is met, then each script's own output.
+whole stack, reads beside writes) as its own ``python -m`` process, one after the other,
+reads each figure from what the script prints, and writes the whole results file: how to
+reproduce it, the machine (CPU, cores, memory, kernel, Python, package and server versions,
+git commit), a table of every figure with its target and whether it is met, then each
+script's own output.
 ``--quick`` runs every benchmark at small sizes (a smoke run of the whole set in a minute or
 two; its figures say nothing about the targets). Exit 1 when a benchmark failed or a figure is
 missing from its output, whatever the figures are.

@@ -1,9 +1,11 @@
-"""A private control-plane stack for end-to-end benchmarks (bench/stack_load.py, bench/soak.py).
+"""A private control-plane stack for end-to-end benchmarks (bench/stack_load.py, bench/soak.py,
+bench/readers.py).
 
 Pipeline position: wraps the whole pipeline. Starts its own ``redis-server`` (temp dir, AOF
 everysec, free port), creates a throwaway database on the given PostgreSQL server, and runs
-the real ``python -m ingest`` and ``python -m consumer`` processes against them, so a bench
-run never touches the shared Redis databases. Peak RSS comes from ``VmHWM`` in /proc.
+the real ``python -m ingest`` and ``python -m consumer`` processes against them (and, on
+request, more tiers: :meth:`Stack.add_tier`), so a bench run never touches the shared Redis
+databases. Peak RSS comes from ``VmHWM`` in /proc.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Stack:
         self.tmp = Path(tempfile.mkdtemp(prefix="leviathan-bench-"))
         self.db = f"bench_{uuid.uuid4().hex[:8]}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
         self.api_port = free_port()
         self.partitions = 8
         base = admin_dsn.rsplit("/", 1)[0]
@@ -121,6 +124,7 @@ class Stack:
             "LEVIATHAN_CONSUMER_HOST": "127.0.0.1",
             "LEVIATHAN_CONSUMER_PORT": str(free_port()),
         }
+        self.env = env
         await asyncio.sleep(0.3)
         self._spawn("ingest", [sys.executable, "-m", "leviathan_cp", "ingest"], env)
         self._spawn("consumer", [sys.executable, "-m", "consumer"], env)
@@ -134,11 +138,27 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def loadgen_argv(self, workers: int, seconds: float, *extra: str) -> list[str]:
-        """``leviathan-cp bench`` arguments aimed at this stack (quiet, no live line)."""
+    async def add_tier(self, name: str, command: str, **env: str) -> str:
+        """One more ``leviathan-cp COMMAND`` process (a second ingest, the query tier) on the
+        stack's Redis and database, on a port of its own; its base URL once ready."""
+        port = free_port()
+        argv = [sys.executable, "-m", "leviathan_cp", command]
+        self._spawn(name, argv, {**self.env, "LEVIATHAN_API_PORT": str(port), **env})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_http(f"{url}/readyz", 30, self.procs[name])
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; {name} log:\n{self.log_tail(name, 5)}") from None
+        return url
+
+    def loadgen_argv(
+        self, workers: int, seconds: float, *extra: str, url: str | None = None
+    ) -> list[str]:
+        """``leviathan-cp bench`` arguments aimed at this stack's ingest (or at ``url``, another
+        ingest process of it), quiet: no live line."""
         return [
             "--url",
-            self.url,
+            url or self.url,
             "--token",
             self.token,
             "--workers",
@@ -159,7 +179,8 @@ class Stack:
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for name in ("ingest", "consumer", "redis"):
+        # every tier before the Redis they drain into
+        for name in [*(n for n in self.procs if n != "redis"), "redis"]:
             proc = self.procs.get(name)
             if proc and proc.poll() is None:
                 proc.terminate()

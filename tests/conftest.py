@@ -26,6 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.cluster_support import RedisClusterServers
+from tests.topology import QueueTopology, on_cluster, single_node
 
 TEST_POSTGRES_URL = os.environ.get(
     "LEVIATHAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -174,3 +175,13 @@ def cluster_url(redis_cluster: RedisClusterServers) -> str:
     redis_cluster.wait_ok(30)
     redis_cluster.flush()
     return redis_cluster.url
+
+
+@pytest.fixture(params=["node", "cluster"])
+def queue_topology(request: pytest.FixtureRequest) -> QueueTopology:
+    """The session's single test Redis, then the session's cluster (started on first use),
+    each flushed: a test taking this runs once on each."""
+    redis_url = str(request.getfixturevalue("redis_url"))
+    if request.param == "cluster":
+        return on_cluster(str(request.getfixturevalue("cluster_url")), redis_url)
+    return single_node(redis_url)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +28,7 @@ import aiohttp
 import orjson
 
 from leviathan_cp.loadgen_bundles import BundleMaker
-from tests.chaos.chaos_stack import TOKEN
+from tests.chaos.chaos_stack import TOKEN, Stack
 
 RETRY_CAP_S = 1.0
 
@@ -192,3 +194,25 @@ class LoadClient:
             "p99_ms": round(p99 * 1e3, 1),
             "max_ms": round((latencies[-1] if latencies else 0.0) * 1e3, 1),
         }
+
+
+async def consumer_kills_under_load(
+    stack: Stack, kills: int, before: Callable[[], float], after: Callable[[], float]
+) -> tuple[LoadClient, int]:
+    """Start ``stack``, then SIGKILL its consumer ``kills`` times while workers and bursts of
+    1,000 events keep posting, each kill ``before()`` s into the load and aimed at a moment
+    the consumer holds a batch in flight, its restart ``after()`` s later. The load client
+    (to audit) and how many kills left delivered, unacked entries behind."""
+    await stack.start()
+    kills_with_pending = 0
+    async with LoadClient(
+        stack.url, uuid.uuid4().hex[:6], workers=3, burst_events=1000, burst_pause_s=0.2
+    ) as load:
+        await load.pace(1.0)
+        for _ in range(kills):
+            await load.pace(before())
+            kills_with_pending += await stack.sigkill_consumer_mid_batch()
+            await load.pace(after())  # workers keep posting meanwhile
+            await stack.start_consumer()
+        await load.pace(1.0)
+    return load, kills_with_pending

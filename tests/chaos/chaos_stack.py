@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +25,7 @@ from consumer.settings import ConsumerSettings
 from storage.queue import GROUP, StreamLayout, resolve
 from tests.chaos.chaos_support import Child, tier_argv
 from tests.consumer.process_support import backlog, free_port
+from tests.topology import QueueTopology
 
 TOKEN = "chaos-token-0123456789abcdef"
 
@@ -218,6 +220,14 @@ class Stack:
         )
         return {"ingest": codes[0], "consumer": codes[1]}
 
+    async def sigkill_consumer_mid_batch(self) -> bool:
+        """SIGKILL the consumer at a moment it holds delivered, unacked entries (waited for
+        up to 5 s); whether the kill left entries pending. Restarting it is the caller's."""
+        await self.wait_holding(5.0)
+        self.consumer.signal(signal.SIGKILL)
+        await asyncio.to_thread(self.consumer.wait, 10)
+        return await self.pending() > 0
+
     def kill_all(self) -> None:
         """Finalizer: nothing of this stack survives the test, whatever happened."""
         for child in (self.ingest, self.consumer):
@@ -228,3 +238,32 @@ class Stack:
             with contextlib.suppress(Exception):
                 child.wait(20) if child.proc is not None else None
             child.kill()
+
+
+StackFactory = Callable[..., Stack]
+
+
+@contextlib.contextmanager
+def stack_factory(workdir: Path, queue: QueueTopology, postgres_url: str) -> Iterator[StackFactory]:
+    """``make(backend="postgres", dsn=None, **env)``: a Stack on ``queue`` (one Redis node or a
+    cluster), not started; every stack made is killed when the block ends.
+
+    Without a DSN the postgres backend gets ``postgres_url`` (the test's fresh database).
+    """
+    made: list[Stack] = []
+
+    def make(backend: str = "postgres", dsn: str | None = None, **env: str) -> Stack:
+        if backend == "postgres" and dsn is None:
+            dsn = postgres_url
+        stack = Stack(
+            workdir / f"stack{len(made)}", queue.redis_url, backend, dsn, **queue.env, **env
+        )
+        stack.workdir.mkdir()
+        made.append(stack)
+        return stack
+
+    try:
+        yield make
+    finally:
+        for stack in made:
+            stack.kill_all()

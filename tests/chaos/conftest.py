@@ -12,18 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from tests.chaos.chaos_stack import Stack
+from tests.chaos.chaos_stack import StackFactory, stack_factory
 from tests.chaos.chaos_support import PgCluster, RedisServer, pg_bindir
+from tests.topology import single_node
 
 REPORT: list[tuple[str, dict[str, Any]]] = []
-StackFactory = Callable[..., Stack]
 
 
 def _missing(what: str) -> None:
@@ -71,29 +71,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_stack(
+def make_stack(
     tmp_path: Path, chaos_redis: RedisServer, postgres_url: str
-) -> AsyncIterator[StackFactory]:
+) -> Iterator[StackFactory]:
     """``make_stack(backend, dsn=None, **env)``: a Stack on the private Redis, not started.
 
     Without a DSN the postgres backend gets a fresh database on the shared server
     (``postgres_url``). Every stack made is stopped when the test ends.
     """
-    made: list[Stack] = []
-
-    def make(backend: str, dsn: str | None = None, **env: str) -> Stack:
-        if backend == "postgres" and dsn is None:
-            dsn = postgres_url
-        stack = Stack(tmp_path / f"stack{len(made)}", chaos_redis.url, backend, dsn, **env)
-        stack.workdir.mkdir()
-        made.append(stack)
-        return stack
-
-    try:
+    with stack_factory(tmp_path, single_node(chaos_redis.url), postgres_url) as make:
         yield make
-    finally:
-        for stack in made:
-            stack.kill_all()
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import uuid
 import pytest
 
 from tests.chaos.chaos_checks import Report, assert_client_saw, finish
-from tests.chaos.chaos_load import LoadClient
+from tests.chaos.chaos_load import LoadClient, consumer_kills_under_load
+from tests.chaos.chaos_stack import StackFactory
 from tests.chaos.chaos_support import RedisServer
-from tests.chaos.conftest import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -32,24 +32,12 @@ async def test_consumer_sigkilled_five_times(
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    stack = make_stack(backend)
-    await stack.start()
-    kills_with_pending = 0
     # bursts of 1,000 events keep the consumer busy for a good part of the time, and each
     # kill is aimed at a moment it holds delivered, unacked entries (a batch in flight)
-    async with LoadClient(
-        stack.url, uuid.uuid4().hex[:6], workers=3, burst_events=1000, burst_pause_s=0.2
-    ) as load:
-        await load.pace(1.0)
-        for _ in range(5):
-            await load.pace(rng.uniform(0.3, 2.0))
-            await stack.wait_holding(5.0)
-            stack.consumer.signal(signal.SIGKILL)
-            await asyncio.to_thread(stack.consumer.wait, 10)
-            kills_with_pending += await stack.pending() > 0
-            await load.pace(rng.uniform(0.1, 1.0))  # workers keep posting meanwhile
-            await stack.start_consumer()
-        await load.pace(1.0)
+    stack = make_stack(backend)
+    load, kills_with_pending = await consumer_kills_under_load(
+        stack, 5, lambda: rng.uniform(0.3, 2.0), lambda: rng.uniform(0.1, 1.0)
+    )
     assert_client_saw(load, allowed=set())
     await finish(stack, load, report, seed=seed, kills_with_pending=kills_with_pending)
     # the scenario is about kills that lose a batch in flight: most must have landed so

@@ -26,9 +26,8 @@ from storage.schema import Bundle
 from tests import factories as f
 from tests.chaos.chaos_checks import Report, assert_client_saw, finish
 from tests.chaos.chaos_load import LoadClient
-from tests.chaos.chaos_stack import Stack
+from tests.chaos.chaos_stack import Stack, StackFactory
 from tests.chaos.chaos_support import PgCluster
-from tests.chaos.conftest import StackFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

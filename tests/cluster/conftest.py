@@ -1,49 +1,29 @@
-"""Fixtures of the cluster tests: the consumer suite's backend factory (each real backend),
-the chaos suite's report, and a chaos stack whose streams live on the session's cluster.
+"""Fixtures of the cluster tests: the chaos suite's stack factory and report, on the cluster.
 
 The cluster itself (``redis_cluster``, ``cluster_url``) is session-scoped in tests/conftest.py;
-arq's keys go to the single-node test database (``redis_url``).
+arq's keys go to the single-node test database (``redis_url``). The consumer's process
+tests run on the cluster too, through the ``queue_topology`` fixture (tests/consumer).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.chaos_stack import Stack
+from tests.chaos.chaos_stack import StackFactory, stack_factory
 from tests.chaos.conftest import report
-from tests.consumer.conftest import backend_settings
+from tests.topology import on_cluster
 
-__all__ = ["backend_settings", "cluster_stack", "report"]
-ClusterStackFactory = Callable[..., Stack]
+__all__ = ["cluster_stack", "report"]
 
 
 @pytest.fixture
-async def cluster_stack(
+def cluster_stack(
     tmp_path: Path, cluster_url: str, redis_url: str, postgres_url: str
-) -> AsyncIterator[ClusterStackFactory]:
-    """``cluster_stack(backend="postgres", **env)``: ingest + consumer on the cluster, not
-    started."""
-    made: list[Stack] = []
-
-    def make(backend: str = "postgres", **env: str) -> Stack:
-        stack = Stack(
-            tmp_path / f"stack{len(made)}",
-            cluster_url,
-            backend,
-            postgres_url if backend == "postgres" else None,
-            LEVIATHAN_REDIS_CLUSTER="1",
-            LEVIATHAN_ARQ_REDIS_URL=redis_url,
-            **env,
-        )
-        stack.workdir.mkdir()
-        made.append(stack)
-        return stack
-
-    try:
+) -> Iterator[StackFactory]:
+    """``cluster_stack(backend="postgres", dsn=None, **env)``: ingest + consumer with their
+    streams on the cluster, not started."""
+    with stack_factory(tmp_path, on_cluster(cluster_url, redis_url), postgres_url) as make:
         yield make
-    finally:
-        for stack in made:
-            stack.kill_all()

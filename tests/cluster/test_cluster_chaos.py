@@ -6,7 +6,6 @@ the projection; the client saw no 500 and no hang, and every 503 carried ``Retry
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 import uuid
 
@@ -14,39 +13,23 @@ import pytest
 from redis.crc import key_slot
 
 from tests.chaos.chaos_checks import Report, assert_client_saw, finish
-from tests.chaos.chaos_load import LoadClient
-from tests.cluster.conftest import ClusterStackFactory
+from tests.chaos.chaos_load import LoadClient, consumer_kills_under_load
+from tests.chaos.chaos_stack import StackFactory
 from tests.cluster_support import RedisClusterServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-async def test_consumer_sigkilled_on_a_cluster(
-    cluster_stack: ClusterStackFactory, report: Report
-) -> None:
+async def test_consumer_sigkilled_on_a_cluster(cluster_stack: StackFactory, report: Report) -> None:
     stack = cluster_stack()
-    await stack.start()
-    kills_with_pending = 0
-    async with LoadClient(
-        stack.url, uuid.uuid4().hex[:6], workers=3, burst_events=1000, burst_pause_s=0.2
-    ) as load:
-        await load.pace(1.0)
-        for _ in range(3):
-            await load.pace(0.5)
-            await stack.wait_holding(5.0)
-            stack.consumer.signal(signal.SIGKILL)
-            await asyncio.to_thread(stack.consumer.wait, 10)
-            kills_with_pending += await stack.pending() > 0
-            await load.pace(0.3)
-            await stack.start_consumer()
-        await load.pace(1.0)
+    load, kills_with_pending = await consumer_kills_under_load(stack, 3, lambda: 0.5, lambda: 0.3)
     assert_client_saw(load, allowed=set())
     await finish(stack, load, report, kills_with_pending=kills_with_pending)
     assert kills_with_pending >= 1, "no kill landed while the consumer held a batch"
 
 
 async def test_slots_moved_under_load(
-    cluster_stack: ClusterStackFactory, redis_cluster: RedisClusterServers, report: Report
+    cluster_stack: StackFactory, redis_cluster: RedisClusterServers, report: Report
 ) -> None:
     """Partitions' slots move to other masters while ingest and the consumer run: requests
     follow MOVED/ASK, nothing is refused for long, nothing accepted is lost."""
@@ -68,7 +51,7 @@ async def test_slots_moved_under_load(
 
 
 async def test_master_killed_under_load_replica_takes_over(
-    cluster_stack: ClusterStackFactory, redis_cluster: RedisClusterServers, report: Report
+    cluster_stack: StackFactory, redis_cluster: RedisClusterServers, report: Report
 ) -> None:
     """With LEVIATHAN_REDIS_MIN_REPLICA_ACKS=1 an entry is answered 2xx only once a replica
     holds it, so the replica promoted after the master's SIGKILL has every accepted entry.

@@ -16,8 +16,7 @@ import pytest
 from storage.config import create_store
 from storage.queue import resolve
 from tests import factories as f
-from tests.chaos.chaos_stack import TOKEN
-from tests.cluster.conftest import ClusterStackFactory
+from tests.chaos.chaos_stack import TOKEN, StackFactory
 from tests.consumer.process_support import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +29,7 @@ def posted_bundles() -> list[dict[str, Any]]:
     return raws
 
 
-async def test_dead_letter_and_replay_on_a_cluster(cluster_stack: ClusterStackFactory) -> None:
+async def test_dead_letter_and_replay_on_a_cluster(cluster_stack: StackFactory) -> None:
     stack = cluster_stack("ndjson")
     await stack.start()
     redis = stack.settings().stream_redis()
@@ -70,7 +69,7 @@ async def test_dead_letter_and_replay_on_a_cluster(cluster_stack: ClusterStackFa
 
 @pytest.mark.parametrize("backend", ["ndjson", "postgres"])
 async def test_waited_bundles_stored_exactly_on_a_cluster(
-    cluster_stack: ClusterStackFactory, backend: str
+    cluster_stack: StackFactory, backend: str
 ) -> None:
     stack = cluster_stack(backend)
     await stack.start()

@@ -58,6 +58,25 @@ def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def refusal_line(tier: str, env: dict[str, str]) -> str:
+    """Run ``python -m TIER`` with ``env``, expecting it to refuse to start: exit 1, no
+    traceback, exactly one line ``TIER: …`` on stderr, which is returned."""
+    proc = subprocess.run(
+        [sys.executable, "-m", tier],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"{tier}: ")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 def bundles(n: int, prefix: str = "att") -> list[dict[str, Any]]:
     return [f.attempt_lifecycle(f"{prefix}-{i}", f"task-{i}") for i in range(n)]
 

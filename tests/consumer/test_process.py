@@ -1,8 +1,9 @@
 """The real consumer process against real Redis and both real backends.
 
 SIGKILL at a random point of a large backlog (so, sometimes between write and XACK) then
-restart loses and duplicates nothing; SIGTERM drains and exits 0 with the batch acked;
-a database outage grows the backlog, which drains once the database is back.
+restart loses and duplicates nothing, on one Redis node and on a Redis Cluster; SIGTERM
+drains and exits 0 with the batch acked; a database outage grows the backlog, which drains
+once the database is back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.consumer.process_support import (
     start_consumer,
     wait_for,
 )
+from tests.topology import QueueTopology
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,18 +41,21 @@ async def stored(store: EventStore) -> list[str]:
 
 
 async def test_sigkill_then_restart_loses_and_duplicates_nothing(
-    backend_settings: SettingsFactory, redis_client: Redis, redis_url: str, tmp_path: Path
+    backend_settings: SettingsFactory, queue_topology: QueueTopology, tmp_path: Path
 ) -> None:
-    settings = backend_settings(partitions=4, batch=20, consumer_name="victim")
+    """On one Redis node, and on the Redis Cluster (streams on three masters, arq's keys on a
+    single node): six partitions, so the cluster's streams spread over its masters."""
+    settings = backend_settings(partitions=6, batch=20, consumer_name="victim")
+    queue = queue_topology.stream_redis()
     # 15,000 events: one consumer drains them in about half a second on either backend, so
     # a kill after 200-2,000 of them still lands mid-backlog (3,000 were sometimes all
     # written before a 100 ms poll noticed the threshold)
     raws = bundles(3000)
-    await prefill(redis_client, settings.layout, raws)
+    await prefill(queue, settings.layout, raws)
     store = create_store(settings)
     await store.open()
     try:
-        env = consumer_env(settings, redis_url)
+        env = consumer_env(settings, queue_topology.redis_url, **queue_topology.env)
         proc = start_consumer(env, tmp_path / "consumer.log")
         threshold = random.randint(200, 2000)  # of 15,000 events
 
@@ -64,7 +69,7 @@ async def test_sigkill_then_restart_loses_and_duplicates_nothing(
         restarted = start_consumer(env, tmp_path / "consumer.log")
 
         async def drained() -> bool:
-            return await backlog(redis_client, settings.layout) == 0
+            return await backlog(queue, settings.layout) == 0
 
         await wait_for(drained, 90, "the backlog to drain after restart")
         restarted.send_signal(signal.SIGTERM)
@@ -72,8 +77,11 @@ async def test_sigkill_then_restart_loses_and_duplicates_nothing(
         ids = await stored(store)
         assert len(ids) == len(set(ids))
         assert set(ids) == event_ids(raws)
+        for partition in range(settings.partitions):
+            assert (await store.verify_chain(partition)).ok
     finally:
         await store.close()
+        await queue.aclose()
 
 
 async def test_sigterm_drains_exits_0_with_batch_acked(

@@ -8,8 +8,6 @@ worker starts only against a reachable server).
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,29 +15,9 @@ from redis.asyncio import Redis
 
 from consumer.settings import ConsumerSettings
 from storage.queue import StreamLayout, resolve
-from tests.consumer.process_support import ROOT, consumer_env
+from tests.consumer.process_support import consumer_env, refusal_line
 
 pytestmark = pytest.mark.integration
-
-
-def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _refusal(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("consumer: ")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 async def test_partition_count_mismatch(redis_url: str, tmp_path: Path) -> None:
@@ -49,7 +27,7 @@ async def test_partition_count_mismatch(redis_url: str, tmp_path: Path) -> None:
         await resolve(client.hset(StreamLayout(partitions=7).meta, "partitions", "7"))
     finally:
         await client.aclose()
-    line = _refusal(_run(consumer_env(settings, redis_url)))
+    line = refusal_line("consumer", consumer_env(settings, redis_url))
     assert "LEVIATHAN_PARTITIONS=4" in line
     assert "records 7 partitions" in line
 
@@ -61,6 +39,6 @@ def test_health_port_in_use(redis_url: str, tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = consumer_env(settings, redis_url, LEVIATHAN_CONSUMER_PORT=str(port))
-        line = _refusal(_run(env))
+        line = refusal_line("consumer", env)
     assert f"127.0.0.1:{port}" in line
     assert "LEVIATHAN_CONSUMER_PORT" in line
