@@ -73,8 +73,9 @@ async def test_one_bad_among_many_costs_log_n_writes_and_the_rest_is_stored(
     assert await stored_bundles(ndjson_store) == {f"bundle-att-{i}" for i in range(n)} - {
         f"bundle-att-{bad}"
     }
-    # the whole batch, then two halves per level down to the single bad entry
-    assert store.calls == 1 + 2 * int(math.log2(n))
+    # the whole batch, then two halves per level down to the single bad entry, then its
+    # events bisected (every part refused here: 2·5 - 2 writes) before it goes whole
+    assert store.calls == 1 + 2 * int(math.log2(n)) + 2 * EVENTS - 2
     assert counts == EntryCounts(stored=(n - 1) * EVENTS, dead_lettered=EVENTS)
     assert await marker(reader, ids[bad]) == EntryCounts(dead_lettered=EVENTS)
     assert await marker(reader, ids[0]) == EntryCounts(stored=EVENTS)
@@ -101,7 +102,8 @@ async def test_all_bad_dead_letters_each_entry_and_the_partition_flows_on(
     reader, store, ids = await one_partition(fake_redis, ndjson_store, tmp_path, n, set(range(n)))
     await reader.handle_batch(0, await reader.read_once(0))
     assert [i for i, _ in await dead(reader)] == ids
-    assert store.calls == 2 * n - 1  # every node of the bisection tree
+    # every node of the bisection tree of the entries, then of each entry's events
+    assert store.calls == 2 * n - 1 + n * (2 * EVENTS - 2)
     assert await stored_bundles(ndjson_store) == set()
     # later entries of the same partition are read and stored
     await add_bundles(fake_redis, reader.layout, [f.attempt_lifecycle("later", "t")])
