@@ -110,7 +110,9 @@ class PartitionStream:
         entries: list[Entry] = []
         gone: list[str] = []
         for entry_id, fields in reply[0][1] if reply else []:
-            if fields is None:  # trimmed while pending: nothing left to send
+            # trimmed while pending: nothing left to send (redis-py gives Redis' nil as {},
+            # and an entry always has a field)
+            if not fields:
                 gone.append(_text(entry_id))
             else:
                 entries.append((_text(entry_id), fields))
@@ -133,6 +135,38 @@ class PartitionStream:
                 lag = row.get("lag")
                 return None if lag is None else int(row["pending"]) + int(lag)
         return None
+
+    async def trimmed_unread(self) -> tuple[int, str]:
+        """Entries trimmed from the stream before the group read them (a gap the next
+        ``XREADGROUP >`` would jump silently), and the group's last-delivered id.
+
+        From one snapshot (MULTI) of the group's ``lag`` and the stream's length: ``lag``
+        counts every entry added after the group's position, trimmed or not (Redis 7), so
+        when it exceeds all the entries the stream still holds, the difference is gone
+        unread (trimming removes a prefix: with any entry up to the group's position left,
+        none after it can be gone). The gap is then written off with ``XGROUP SETID …
+        ENTRIESREAD`` so the lag is true again and nothing is counted twice. 0 when Redis
+        cannot tell (no lag: before Redis 7, or entries deleted with XDEL).
+        """
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.xinfo_groups(self.stream)
+            pipe.xlen(self.stream)
+
+        try:
+            rows, length = await atomic(self.redis, self.stream, fill)
+        except ResponseError:
+            return 0, ""  # no stream yet
+        row = next((r for r in rows if _text(r["name"]) == self.group), None)
+        if row is None or row.get("lag") is None or row.get("entries-read") is None:
+            return 0, ""
+        gap = int(row["lag"]) - int(length)
+        last = _text(row["last-delivered-id"])
+        if gap <= 0:
+            return 0, last
+        read = int(row["entries-read"]) + gap
+        await resolve(self.redis.xgroup_setid(self.stream, self.group, last, entries_read=read))
+        return gap, last
 
     async def skip_oldest(self, count: int) -> tuple[int, str, str]:
         """Ack the ``count`` oldest unsent entries without sending them: our pending ones
