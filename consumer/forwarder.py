@@ -294,7 +294,7 @@ class Forwarder:
     async def _bound_backlog(self, part: PartitionStream) -> int:
         """Count what was trimmed before we read it, then skip the oldest unsent entries
         beyond the configured backlog; returns how many were skipped for the bound."""
-        gap, last = await part.trimmed_unread()
+        gap, last, backlog = await part.trimmed_unread()
         if gap:
             self.metrics.skipped.labels("trimmed").inc(gap)
             logger.warning(
@@ -305,7 +305,6 @@ class Forwarder:
                 gap,
                 last,
             )
-        backlog = await part.backlog()
         if backlog is None:
             return 0
         limit = self.settings.spider_max_backlog

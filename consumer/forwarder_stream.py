@@ -122,31 +122,20 @@ class PartitionStream:
         if ids:
             await resolve(self.redis.xack(self.stream, self.group, *ids))
 
-    async def backlog(self) -> int | None:
-        """Entries of the partition not yet forwarded (pending plus undelivered), or None
-        while the group does not exist or Redis cannot tell the lag (entries deleted with
-        XDEL inside the range)."""
-        try:
-            rows = await resolve(self.redis.xinfo_groups(self.stream))
-        except ResponseError:
-            return None
-        for row in rows:
-            if _text(row["name"]) == self.group:
-                lag = row.get("lag")
-                return None if lag is None else int(row["pending"]) + int(lag)
-        return None
-
-    async def trimmed_unread(self) -> tuple[int, str]:
+    async def trimmed_unread(self) -> tuple[int, str, int | None]:
         """Entries trimmed from the stream before the group read them (a gap the next
-        ``XREADGROUP >`` would jump silently), and the group's last-delivered id.
+        ``XREADGROUP >`` would jump silently), the group's last-delivered id, and the
+        backlog once the gap is written off: entries not yet forwarded, pending plus
+        undelivered.
 
         From one snapshot (MULTI) of the group's ``lag`` and the stream's length: ``lag``
         counts every entry added after the group's position, trimmed or not (Redis 7), so
         when it exceeds all the entries the stream still holds, the difference is gone
         unread (trimming removes a prefix: with any entry up to the group's position left,
         none after it can be gone). The gap is then written off with ``XGROUP SETID …
-        ENTRIESREAD`` so the lag is true again and nothing is counted twice. 0 when Redis
-        cannot tell (no lag: before Redis 7, or entries deleted with XDEL).
+        ENTRIESREAD`` so the lag is true again and nothing is counted twice. No gap is
+        counted when Redis cannot tell (no lag: before Redis 7, or entries deleted with
+        XDEL); the backlog is None then, and while the group does not exist.
         """
 
         def fill(pipe: Pipeline) -> None:
@@ -156,17 +145,17 @@ class PartitionStream:
         try:
             rows, length = await atomic(self.redis, self.stream, fill)
         except ResponseError:
-            return 0, ""  # no stream yet
+            return 0, "", None  # no stream yet
         row = next((r for r in rows if _text(r["name"]) == self.group), None)
-        if row is None or row.get("lag") is None or row.get("entries-read") is None:
-            return 0, ""
-        gap = int(row["lag"]) - int(length)
-        last = _text(row["last-delivered-id"])
-        if gap <= 0:
-            return 0, last
+        if row is None or row.get("lag") is None:
+            return 0, "", None
+        lag, last = int(row["lag"]), _text(row["last-delivered-id"])
+        gap = lag - int(length)
+        if gap <= 0 or row.get("entries-read") is None:
+            return 0, last, int(row["pending"]) + lag
         read = int(row["entries-read"]) + gap
         await resolve(self.redis.xgroup_setid(self.stream, self.group, last, entries_read=read))
-        return gap, last
+        return gap, last, int(row["pending"]) + lag - gap
 
     async def skip_oldest(self, count: int) -> tuple[int, str, str]:
         """Ack the ``count`` oldest unsent entries without sending them: our pending ones
