@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -24,7 +25,11 @@ from redis.asyncio import Redis
 from consumer import maintenance
 from consumer.forwarder import Forwarder
 from consumer.forwarder_stream import PartitionStream
+from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
+from storage.config import create_store
 from storage.queue import GROUP, StreamLayout, resolve
+from tests.consumer.conftest import make_settings
 from tests.consumer.forwarder_support import (
     SpiderSink,
     forwarder,
@@ -113,3 +118,16 @@ async def test_a_forwarder_seen_recently_keeps_its_entries(redis_client: Redis) 
 
     assert [r.entry_id for r in sink.accepted] == ids[SENT:]
     assert metric(fwd, "leviathan_spider_skipped_total", reason="trimmed") == 0
+
+
+@pytest.mark.parametrize(("abandon_after_s", "trimmed"), [(60.0, SENT), (0.01, WRITERS_ACKED)])
+async def test_the_consumers_trim_job_applies_the_abandon_setting(
+    redis_client: Redis, tmp_path: Path, abandon_after_s: float, trimmed: int
+) -> None:
+    settings = make_settings(
+        tmp_path, partitions=1, spider_max_backlog=3, spider_abandon_after_s=abandon_after_s
+    )
+    await _forwarder_went_away(redis_client, settings.layout)
+    await asyncio.sleep(0.05)
+    reader = Reader(redis_client, create_store(settings), settings, ConsumerMetrics())
+    assert await maintenance.trim_all(reader) == trimmed
