@@ -183,19 +183,14 @@ class Reader:
             self._record_stored(result)
             await self._flush(partition, ledger)
 
-        async def unstorable(envelope: Envelope, exc: Exception) -> None:
-            fields = dict(entries)[envelope.entry_id]
-            reason = f"unstorable: {type(exc).__name__}: {exc}"
-            logger.warning(
-                "partition %s: entry %s dead-lettered, storage refuses it: %s",
-                partition,
-                envelope.entry_id,
-                deadletter.one_line(str(exc)),
+        async def unstorable(refused: isolate.Refused) -> None:
+            letters = deadletter.for_refused(
+                partition, dict(entries)[refused.envelope.entry_id], refused
             )
-            letter = deadletter.for_entry(
-                partition, envelope.entry_id, fields, reason, len(envelope.bundle.events)
-            )
-            ledger.letters.append(letter)
+            deadletter.log_refused(partition, refused, letters)
+            if refused.stored is not None:
+                self._record_stored(refused.stored)
+            ledger.letters.extend(letters)
             await self._flush(partition, ledger)
 
         delay = self.settings.retry_min_s
@@ -243,7 +238,7 @@ class Reader:
             state.finished(done)
             for letter in letters:
                 self.metrics.dead_lettered.labels(letter.kind).inc()
-                ledger.totals += EntryCounts(dead_lettered=letter.events)
+                ledger.totals += letter.counts
         if ledger.stored:
             ids = [i for i, _ in ledger.stored]
             counts = [c for _, c in ledger.stored]

@@ -12,7 +12,11 @@ Whatever these models accept, both backends can store (docs/design-notes.md, "Fi
 bounds"): typed integers stay within signed 64-bit, timestamps within years 1-9999 after
 conversion to UTC, and the payload fields that name graph nodes or index events
 (:data:`ROLE_IDS`, :data:`ROLE_TEXTS`) have the types and lengths the backends' keys take.
-Every other payload value is free-form JSON.
+Every other payload value is free-form JSON. Lengths are in characters; what bounds the
+keys in bytes (PostgreSQL's btree takes rows up to 2,704 bytes) is that 255 characters
+are at most 1,020 bytes in UTF-8 and no index holds more than two such ids beside short
+columns; the one key built from a longer value, the topology item, has a byte bound of
+its own (:data:`storage.topology.MAX_ITEM_BYTES`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import orjson
 from storage.ndjson.read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
 from storage.revisions import Known, known_from
-from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events
+from storage.topology import MAX_ITEM_BYTES, TOPOLOGY_TYPES, TopoRow, rows_of_events
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
@@ -139,6 +139,7 @@ def connect(directory: Path) -> sqlite3.Connection:
     con.executescript(SCHEMA)
     if had_topology is None:
         backfill_topology(con, directory)
+    rekey_topology(con, directory)
     return con
 
 
@@ -316,3 +317,34 @@ def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+# PRAGMA user_version of an index whose topology items are bounded in bytes
+TOPOLOGY_KEYS_VERSION = 1
+
+
+def rekey_topology(con: sqlite3.Connection, directory: Path) -> bool:
+    """Re-key, once per index file, the topology rows of items over
+    :data:`storage.topology.MAX_ITEM_BYTES` (indexed before the bound was in bytes): each
+    of their events gets its own ``event:{event_id}`` row, as PostgreSQL's migration 0006
+    does. True if the file needed it."""
+    if con.execute("PRAGMA user_version").fetchone()[0] >= TOPOLOGY_KEYS_VERSION:
+        return False  # the usual open: no write lock taken
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        over = con.execute(
+            "DELETE FROM topology WHERE length(CAST(item AS BLOB)) > ?", (MAX_ITEM_BYTES,)
+        ).rowcount
+        if over:
+            marks = ",".join("?" * len(TOPOLOGY_TYPES))
+            rows = con.execute(
+                f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ({marks}) ORDER BY gid",
+                tuple(sorted(TOPOLOGY_TYPES)),
+            ).fetchall()
+            merge_topology(con, rows_of_events(load_events(directory, rows)))
+        con.execute(f"PRAGMA user_version = {TOPOLOGY_KEYS_VERSION}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
