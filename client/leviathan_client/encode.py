@@ -53,7 +53,12 @@ def dumps(value: Any) -> bytes:
 
 def as_mapping(bundle: BundleLike) -> dict[str, Any]:
     """A plain dict of a bundle (a mapping, or a :class:`leviathan_client.events.Bundle`)."""
-    raw = dict(bundle) if isinstance(bundle, Mapping) else bundle.to_dict()
+    if isinstance(bundle, Mapping):
+        raw = dict(bundle)
+    elif callable(getattr(bundle, "to_dict", None)):
+        raw = bundle.to_dict()
+    else:
+        raise InvalidBundle(f"a bundle is a JSON object, not {type(bundle).__name__}")
     events = raw.get("events")
     if not isinstance(raw.get("bundle_id"), str) or not isinstance(raw.get("target"), str):
         raise InvalidBundle("a bundle needs a string 'target' and 'bundle_id'")
@@ -79,7 +84,10 @@ def split(
 
     Events keep their order; the bundle's ``artifacts`` travel with the first part.
     """
-    body = dumps(raw)
+    try:
+        body = dumps(raw)
+    except (TypeError, ValueError) as exc:  # a set, an object, NaN: not JSON
+        raise InvalidBundle(f"the bundle cannot be encoded as JSON: {exc}") from None
     events: list[Any] = raw["events"]
     if len(events) <= max_events and len(body) <= max_bytes:
         return [body]

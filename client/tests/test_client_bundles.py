@@ -65,6 +65,12 @@ def test_malformed_bundles_are_refused_at_send(fake: FakeControlPlane) -> None:
             client.send({"target": "t", "events": []})
         with pytest.raises(InvalidBundle):
             client.send({"target": "t", "bundle_id": "b", "events": "nope"})
+        with pytest.raises(InvalidBundle, match="not int"):
+            client.send(5)  # type: ignore[arg-type]
+        with pytest.raises(InvalidBundle, match="JSON"):
+            client.send({**raw_bundle("b"), "extra": {1, 2}})
+        with pytest.raises(InvalidBundle, match="JSON"):
+            client.post({**raw_bundle("b"), "extra": float("nan")})
     assert fake.requests == []
 
 
