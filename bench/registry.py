@@ -314,7 +314,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "Worker client vs leviathan-cp bench's poster, one request in flight, 20-event bundles",
         "bench.client",
         (),
-        ("--rounds", "1", "--seconds", "1"),
+        ("--rounds", "1", "--seconds", "0.5"),
         (
             Figure(
                 "client / leviathan-cp bench events/s",
