@@ -7,14 +7,18 @@ added there without a builder and a section in docs/events.md fails here.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from leviathan_client import events
 from leviathan_client.vocabulary import BY_TYPE, SPECS, EventSpec, render
 
+from storage import projection, topology
 from storage.chain import digest_of
 from storage.projection import ATTEMPT, PROJECTED_TYPES, TARGET, TASK, fold
 from storage.schema import Bundle
@@ -22,11 +26,31 @@ from storage.topology import TOPOLOGY_TYPES, row_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTED_ON = PROJECTED_TYPES | TOPOLOGY_TYPES
+EVENT_TYPE = re.compile(r"[a-z]+(?:\.[a-z_]+)+")
 
 
 def test_every_type_the_server_acts_on_has_a_builder_and_no_other() -> None:
     assert set(BY_TYPE) == ACTED_ON
     assert len(SPECS) == len(BY_TYPE)
+
+
+def _type_literals(module: ModuleType) -> set[str]:
+    """String constants shaped like an event type (``word.word…``) in a module's code."""
+    tree = ast.parse(inspect.getsource(module))
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and EVENT_TYPE.fullmatch(node.value)
+    }
+
+
+def test_the_dispatch_constants_name_every_type_the_code_compares_with() -> None:
+    # a type handled by a new branch of the fold but missing from PROJECTED_TYPES (or
+    # TOPOLOGY_TYPES) would escape the check above: every literal must be in the sets
+    literals = _type_literals(projection) | _type_literals(topology)
+    assert literals == ACTED_ON
 
 
 def test_docs_events_md_is_generated_from_the_client() -> None:
