@@ -111,7 +111,10 @@ def _flush(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leviathan-client", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="leviathan-client",
+        description="Post event bundles to a Leviathan control plane; inspect and flush a spool.",
+    )
     p.add_argument("--url", help="control plane base URL (env LEVIATHAN_URL)")
     p.add_argument("--token", help="bearer token (env LEVIATHAN_CONTROL_PLANE_TOKEN)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
