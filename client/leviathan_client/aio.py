@@ -10,18 +10,45 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from leviathan_client.client import Client, Stats
-from leviathan_client.encode import BundleLike
+from leviathan_client.client import DEFAULT_MAX_QUEUE, DEFAULT_MAX_SPOOL_BYTES, Client, Stats
+from leviathan_client.encode import GZIP_THRESHOLD, MAX_BODY_BYTES, MAX_EVENTS, BundleLike
+from leviathan_client.retry import Backoff
 from leviathan_client.transport import Answer
 
 
 class AsyncClient:
     """Same arguments and methods as :class:`Client`, as coroutines."""
 
-    def __init__(self, url: str, token: str, *, spool_dir: str | Path | None = None, **kw: Any):
-        self._client = Client(url, token, spool_dir=spool_dir, **kw)
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        spool_dir: str | Path | None = None,
+        gzip: bool = True,
+        timeout: float = 30.0,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_spool_bytes: int = DEFAULT_MAX_SPOOL_BYTES,
+        gzip_threshold: int = GZIP_THRESHOLD,
+        max_events: int = MAX_EVENTS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        backoff: Backoff | None = None,
+    ) -> None:
+        # adopting a spool reads the folder: cheap, and done once, before the loop needs it
+        self._client = Client(
+            url,
+            token,
+            spool_dir=spool_dir,
+            gzip=gzip,
+            timeout=timeout,
+            max_queue=max_queue,
+            max_spool_bytes=max_spool_bytes,
+            gzip_threshold=gzip_threshold,
+            max_events=max_events,
+            max_body_bytes=max_body_bytes,
+            backoff=backoff,
+        )
 
     @property
     def stats(self) -> Stats:
