@@ -34,6 +34,7 @@ class AsyncClient:
         max_events: int = MAX_EVENTS,
         max_body_bytes: int = MAX_BODY_BYTES,
         backoff: Backoff | None = None,
+        adopt_interval: float = 30.0,
     ) -> None:
         # adopting a spool reads the folder: cheap, and done once, before the loop needs it
         self._client = Client(
@@ -48,6 +49,7 @@ class AsyncClient:
             max_events=max_events,
             max_body_bytes=max_body_bytes,
             backoff=backoff,
+            adopt_interval=adopt_interval,
         )
 
     @property

@@ -82,6 +82,7 @@ class Client:
         max_events: int = MAX_EVENTS,
         max_body_bytes: int = MAX_BODY_BYTES,
         backoff: Backoff | None = None,
+        adopt_interval: float = 30.0,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -91,6 +92,7 @@ class Client:
         self._limits = (max_events, max_body_bytes)
         self._max_queue = max_queue
         self._backoff = backoff or Backoff()
+        self._adopt_interval = adopt_interval
         self.stats = Stats()
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
@@ -104,11 +106,7 @@ class Client:
         self.spool: Spool | None = None
         if spool_dir is not None:
             self.spool = Spool(Path(spool_dir), max_spool_bytes)
-            for path in self.spool.adopt():
-                self._queue.append(_Item(None, path, path.stat().st_size))
-                self._enqueued += 1
-            if self._queue:
-                log.info("spool %s: %d unsent bundles adopted", spool_dir, len(self._queue))
+            self._adopt()
         self._thread = threading.Thread(target=self._run, name="leviathan-client", daemon=True)
         self._thread.start()
 
@@ -203,16 +201,42 @@ class Client:
 
     # -- the sender thread ------------------------------------------------------------------
 
+    def _adopt(self) -> None:
+        """Queue the files of spool folders whose owner is gone (behind what is queued)."""
+        assert self.spool is not None
+        items = []
+        for path in self.spool.adopt():
+            try:
+                items.append(_Item(None, path, path.stat().st_size))
+            except FileNotFoundError:
+                continue
+        if items:
+            log.info("spool %s: %d unsent bundles adopted", self.spool.root, len(items))
+            with self._cond:
+                self._queue.extend(items)
+                self._enqueued += len(items)
+                self._cond.notify_all()
+
+    def _next(self) -> _Item | None:
+        """The head of the queue once there is one; None when closing with nothing left."""
+        while True:
+            with self._cond:
+                if not self._queue and not self._abort.is_set():
+                    self._cond.wait(self._adopt_interval)
+                if self._queue:
+                    return self._queue[0]
+                if self._abort.is_set():
+                    return None
+            if self.spool is not None:
+                self._adopt()  # idle: a process that shared the folder may have died
+
     def _run(self) -> None:
         transport = Transport(self._url, self._token, self._timeout)
         try:
             while True:
-                with self._cond:
-                    while not self._queue and not self._abort.is_set():
-                        self._cond.wait()
-                    if self._abort.is_set() and not self._queue:
-                        return
-                    item = self._queue[0]
+                item = self._next()
+                if item is None:
+                    return
                 if not self._deliver(item, transport):
                     return  # aborted by close(): the item stays in the spool
                 with self._cond:

@@ -7,10 +7,11 @@ the file after the 2xx, or moves it to ``<spool>/rejected/`` with the server's a
 to it (``<name>.answer.json``) when the answer was a permanent 4xx.
 
 Two processes on one folder: each works in its own ``proc-*`` sub-folder and holds an
-exclusive ``flock`` on its ``.lock`` file for as long as it runs. A new client adopts every
+exclusive ``flock`` on its ``.lock`` file for as long as it runs. A client adopts every
 sub-folder whose lock it can take (its owner exited or was killed: the kernel released the
-lock) by renaming the files into its own folder, so they are posted first, oldest first
-(file names sort by creation time). A folder whose owner still runs is left alone.
+lock) by renaming the files into its own folder: when it starts, so they are posted first,
+oldest first (file names sort by creation time), and again whenever its queue has been empty
+for ``adopt_interval`` seconds. A folder whose owner still runs is left alone.
 
 Bounded: ``max_bytes`` of pending bundles over the whole folder (``rejected/`` is not
 counted). The oldest are kept; a bundle that does not fit is refused with
@@ -98,7 +99,8 @@ class Spool:
         self._bytes = pending_bytes(root)
 
     def adopt(self) -> list[Path]:
-        """Take over the files of every unlocked sub-folder; all pending files, oldest first."""
+        """Take over the files of every unlocked sub-folder; the files taken, oldest first."""
+        taken: list[Path] = []
         for sub in sorted(self.root.glob(f"{PREFIX}*")):
             if sub == self.dir or not sub.is_dir():
                 continue
@@ -109,6 +111,7 @@ class Spool:
                 for path in sub.iterdir():
                     if path.suffix == ".json":
                         os.replace(path, self.dir / path.name)
+                        taken.append(self.dir / path.name)
                     elif path.name != LOCK:
                         path.unlink(missing_ok=True)  # a .tmp its owner never finished
                 (sub / LOCK).unlink(missing_ok=True)
@@ -117,8 +120,11 @@ class Spool:
                 pass  # another adopter raced us; what is left stays for the next one
             finally:
                 os.close(fd)
-        _fsync_dir(self.dir)
-        return sorted(self.dir.glob("*.json"), key=lambda p: p.name)
+        if taken:
+            _fsync_dir(self.dir)
+            with self._lock:
+                self._bytes = pending_bytes(self.root)
+        return sorted(taken, key=lambda p: p.name)
 
     def _reserve(self, size: int) -> None:
         with self._lock:

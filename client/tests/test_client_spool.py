@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,24 @@ def test_the_spool_is_bounded_newest_refused(tmp_path: Path, quick: Backoff) -> 
         assert all('"b0003"' not in text for text in kept)
     finally:
         client.close(0)
+
+
+def test_an_idle_client_adopts_the_folder_of_a_process_that_died_later(
+    tmp_path: Path, fake: FakeControlPlane
+) -> None:
+    with Client(fake.url, "tok", spool_dir=tmp_path, adopt_interval=0.1) as client:
+        client.send(raw_bundle("first"))
+        assert client.flush(20)
+        down = f"http://127.0.0.1:{free_port()}"
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_send_and_die, args=(down, str(tmp_path))
+        )
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        deadline = time.monotonic() + 30
+        while client.stats.delivered < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.flush(20)
+    assert fake.bundle_ids() == ["first", "dead-0", "dead-1", "dead-2"]
+    assert pending_files(tmp_path) == []
