@@ -1,4 +1,5 @@
-"""The worker client against real ``python -m ingest`` and ``python -m consumer`` processes.
+"""The worker client against real ``python -m ingest`` and ``python -m consumer`` processes,
+each test on NDJSON and on PostgreSQL:
 
 - the control plane down: one process spools 100 bundles and exits; the control plane comes
   up; a second process on the same spool delivers them: every event stored once;
@@ -21,6 +22,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from leviathan_client import Client
@@ -39,9 +41,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 class ControlPlane:
     """One ingest and one consumer process (NDJSON), each started and stopped on demand."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, **ingest_env: str) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, backend: dict[str, Any], **ingest_env: str
+    ) -> None:
         self.tmp = tmp_path
-        self.settings = make_settings(tmp_path, consumer_name="client-e2e", partitions=4)
+        self.settings = make_settings(tmp_path, consumer_name="client-e2e", partitions=4, **backend)
         self.env = consumer_env(self.settings, redis_url)
         self.url = f"http://127.0.0.1:{free_port()}"
         self.ingest_env = {
@@ -111,9 +115,16 @@ class ControlPlane:
             time.sleep(0.3)
 
 
+@pytest.fixture(params=["ndjson", "postgres"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "postgres":
+        return {"backend": "postgres", "postgres_dsn": request.getfixturevalue("postgres_url")}
+    return {"backend": "ndjson"}
+
+
 @pytest.fixture
-def plane(tmp_path: Path, redis_url: str) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path, redis_url)
+def plane(tmp_path: Path, redis_url: str, backend: dict[str, Any]) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path, redis_url, backend)
     yield cp
     cp.stop()
 
@@ -201,11 +212,12 @@ class Recording(Backoff):
 
 
 def test_backpressure_is_waited_out_and_a_422_does_not_block_the_rest(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, backend: dict[str, Any]
 ) -> None:
     plane = ControlPlane(
         tmp_path,
         redis_url,
+        backend,
         LEVIATHAN_QUEUE_HIGH_WATER="20",
         LEVIATHAN_LAG_CACHE_SECONDS="0",
         LEVIATHAN_RETRY_AFTER_SECONDS="2",
