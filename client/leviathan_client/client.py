@@ -14,6 +14,7 @@ then ``max_spool_bytes`` and a bundle past it raises :class:`SpoolFull`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -248,11 +249,26 @@ class Client:
             transport.close()
 
     def _deliver(self, item: _Item, transport: Transport) -> bool:
-        """Post one item until it is acknowledged or refused; False when aborted."""
+        """Post one item until it is acknowledged or refused; False when aborted (the item
+        then stays queued and spooled)."""
         try:
             body = item.load()
         except FileNotFoundError:
             return True  # another process flushed the folder it was adopted from
+        name = item.path.name if item.path is not None else "memory.json"
+        if not self._post_body(body, name, transport):
+            return False
+        if self.spool is not None and item.path is not None:
+            self.spool.done(item.path, item.size)
+        return True
+
+    def _post_body(self, body: bytes, name: str, transport: Transport) -> bool:
+        """Post one body until answered 2xx or refused for good; False when aborted.
+
+        A 413 means the server's limits are below this client's (an operator lowered
+        ``LEVIATHAN_MAX_BODY_BYTES`` or ``LEVIATHAN_MAX_EVENTS``): the bundle is posted
+        again as two halves with derived ids, which is not a retry of the refused request.
+        """
         data, gzipped = compress(body, self._gzip, self._gzip_threshold)
         attempt = 0
         while not self._abort.is_set():
@@ -264,13 +280,18 @@ class Client:
             kind = verdict(outcome)
             if kind is Verdict.DONE:
                 self.stats.delivered += 1
-                if self.spool is not None and item.path is not None:
-                    self.spool.done(item.path, item.size)
                 return True
             if kind is Verdict.REJECTED:
                 assert isinstance(outcome, Answer)
-                self._rejected(item, body, outcome)
-                return True
+                halves = _halves(body) if outcome.status == 413 else []
+                if not halves:
+                    self._rejected(name, body, outcome)
+                    return True
+                log.warning("413 (%s): posting the bundle as two halves", outcome.detail)
+                return all(
+                    self._post_body(half, f"{name.removesuffix('.json')}-{i}.json", transport)
+                    for i, half in enumerate(halves)
+                )
             delay = self._backoff.delay(attempt, outcome)
             log.info("post failed (%s); retrying in %.2f s", _describe(outcome), delay)
             self.stats.retries += 1
@@ -279,12 +300,12 @@ class Client:
                 return False
         return False
 
-    def _rejected(self, item: _Item, body: bytes, answer: Answer) -> None:
+    def _rejected(self, name: str, body: bytes, answer: Answer) -> None:
         self.stats.rejected += 1
         kept = ""
         if self.spool is not None:
             record = {"status": answer.status, "answer": answer.body}
-            kept = f"; kept in {self.spool.reject(item.path, body, record)}"
+            kept = f"; kept in {self.spool.reject(name, body, record)}"
         log.error(
             "bundle refused for good (%d): %s %s%s",
             answer.status,
@@ -292,6 +313,15 @@ class Client:
             answer.errors,
             kept,
         )
+
+
+def _halves(body: bytes) -> list[bytes]:
+    """The bundle as two bundles of half its events each, or [] for a one-event bundle."""
+    raw = json.loads(body)
+    events = raw.get("events") if isinstance(raw, dict) else None
+    if not isinstance(events, list) or len(events) < 2:
+        return []
+    return split(raw, max_events=(len(events) + 1) // 2)
 
 
 def _describe(outcome: Answer | BaseException) -> str:

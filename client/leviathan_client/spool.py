@@ -3,8 +3,8 @@
 Pipeline position: between ``Client.send`` and the sender thread. ``send`` writes the
 encoded body to ``<spool>/proc-<pid>-<random>/<time_ns>-<pid>-<n>.json`` (written to a
 ``.tmp`` name, fsync'd, renamed, the folder fsync'd) before it returns; the sender deletes
-the file after the 2xx, or moves it to ``<spool>/rejected/`` with the server's answer next
-to it (``<name>.answer.json``) when the answer was a permanent 4xx.
+the file after the 2xx, or after copying it to ``<spool>/rejected/`` with the server's answer
+next to it (``<name>.answer.json``) when the answer was a permanent 4xx.
 
 Two processes on one folder: each works in its own ``proc-*`` sub-folder and holds an
 exclusive ``flock`` on its ``.lock`` file for as long as it runs. A client adopts every
@@ -162,15 +162,12 @@ class Spool:
         path.unlink(missing_ok=True)
         self._release(size)
 
-    def reject(self, path: Path | None, body: bytes, answer: dict[str, Any]) -> Path:
-        """Keep a permanently refused bundle and the server's answer in ``rejected/``."""
-        name = path.name if path is not None else f"{time.time_ns():020d}-{os.getpid()}.json"
+    def reject(self, name: str, body: bytes, answer: dict[str, Any]) -> Path:
+        """Keep a permanently refused bundle and the server's answer in ``rejected/`` (the
+        pending file is removed by :meth:`done` once its whole bundle was answered)."""
         dest = self.root / REJECTED / name
         dest.write_bytes(body)
         (self.root / REJECTED / f"{name}.answer.json").write_text(json.dumps(answer, indent=2))
-        if path is not None:
-            path.unlink(missing_ok=True)
-            self._release(len(body))
         return dest
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """A scripted stand-in for ``POST /v1/events/ingest`` (standard library HTTP server).
 
-Each request is answered by the first matching rule: a queued scripted answer, else
-``reject`` (by bundle id), else 202. Every request is recorded, its body decompressed.
+Each request is answered by the first matching rule: a queued scripted answer, else 413
+over ``limit_events``, else ``reject`` (by bundle id), else 202. Every request is recorded,
+its body decompressed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class FakeControlPlane:
         self.requests: list[Request] = []
         self.script: deque[Scripted] = deque()
         self.reject: dict[str, Scripted] = {}
+        self.limit_events = 1_000_000
         self.gate = threading.Event()
         self.gate.set()
         self._lock = threading.Lock()
@@ -75,6 +77,8 @@ class FakeControlPlane:
             self.requests.append(request)
             if self.script:
                 return self.script.popleft()
+        if len(request.body.get("events", [])) > self.limit_events:
+            return Scripted(413, {"detail": f"more than {self.limit_events} events"})
         refusal = self.reject.get(request.body.get("bundle_id", ""))
         if refusal is not None:
             return refusal

@@ -10,6 +10,7 @@ import pytest
 from fakecp import FakeControlPlane, raw_bundle
 from leviathan_client import BundleTooLarge, Client, InvalidBundle, events
 from leviathan_client.encode import compress, dumps, part_id, split
+from leviathan_client.spool import pending_files
 from leviathan_client.vocabulary import FIELDS, SPECS
 
 
@@ -24,6 +25,38 @@ def test_a_bundle_over_the_event_limit_is_split_with_derived_ids(fake: FakeContr
         e["event_id"] for e in raw["events"]
     ]
     assert [("artifacts" in b) for b in posted] == [True, False, False]
+
+
+def test_a_413_posts_the_bundle_again_in_halves_until_it_fits(
+    fake: FakeControlPlane, tmp_path: Path
+) -> None:
+    fake.limit_events = 3
+    raw = raw_bundle("big", events=10)
+    with Client(fake.url, "tok", spool_dir=tmp_path) as client:
+        client.send(raw)
+        client.send(raw_bundle("one", events=1))
+        assert client.flush(20)
+        assert (client.stats.delivered, client.stats.rejected) == (5, 0)
+    accepted = [r.body for r in fake.requests if len(r.body["events"]) <= 3]
+    assert [b["bundle_id"] for b in accepted] == [
+        "big~1of2~1of2",
+        "big~1of2~2of2",
+        "big~2of2~1of2",
+        "big~2of2~2of2",
+        "one",
+    ]
+    assert [e for b in accepted[:4] for e in b["events"]] == raw["events"]
+    assert pending_files(tmp_path) == []
+    assert list((tmp_path / "rejected").iterdir()) == []
+
+
+def test_a_413_for_one_event_is_final(fake: FakeControlPlane, tmp_path: Path) -> None:
+    fake.limit_events = 0
+    with Client(fake.url, "tok", spool_dir=tmp_path) as client:
+        client.send(raw_bundle("one", events=1))
+        assert client.flush(20)
+        assert client.stats.rejected == 1
+    assert len(list((tmp_path / "rejected").glob("*.answer.json"))) == 1
 
 
 def test_a_bundle_over_the_byte_limit_is_split_under_it() -> None:
