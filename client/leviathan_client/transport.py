@@ -98,20 +98,25 @@ class Transport:
         headers = dict(self._headers)
         if gzipped:
             headers["Content-Encoding"] = "gzip"
+        # ?wait= holds the answer back up to that long: the socket must wait longer
+        timeout = self._timeout if wait is None else max(self._timeout, wait + 10.0)
         reused = self._conn is not None
         try:
-            return self._request(path, data, headers)
+            return self._request(path, data, headers, timeout)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             if not reused:
                 raise
         # the server closed the idle connection before our request: once more on a new one
-        return self._request(path, data, headers)
+        return self._request(path, data, headers, timeout)
 
-    def _request(self, path: str, data: bytes, headers: dict[str, str]) -> Answer:
+    def _request(self, path: str, data: bytes, headers: dict[str, str], timeout: float) -> Answer:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
         try:
+            if conn.sock is None:
+                conn.connect()
+            conn.sock.settimeout(timeout)
             conn.request("POST", path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()

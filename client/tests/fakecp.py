@@ -11,6 +11,7 @@ import gzip
 import json
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,7 @@ class FakeControlPlane:
         self.script: deque[Scripted] = deque()
         self.reject: dict[str, Scripted] = {}
         self.limit_events = 1_000_000
+        self.delay = 0.0  # seconds before each answer (a ?wait= that takes its time)
         self.gate = threading.Event()
         self.gate.set()
         self._lock = threading.Lock()
@@ -53,6 +55,7 @@ class FakeControlPlane:
                 if self.headers.get("Content-Encoding") == "gzip":
                     raw = gzip.decompress(raw)
                 fake.gate.wait(30)
+                time.sleep(fake.delay)
                 answer = fake.answer(
                     Request(self.path, dict(self.headers.items()), json.loads(raw))
                 )

@@ -131,6 +131,13 @@ def test_post_waits_and_returns_the_answer(fake: FakeControlPlane) -> None:
     assert fake.requests[2].path == "/v1/events/ingest"
 
 
+def test_a_post_with_wait_outlasts_the_request_timeout(fake: FakeControlPlane) -> None:
+    fake.delay = 1.5
+    with Client(fake.url, "tok", timeout=0.5) as client:
+        assert client.post(raw_bundle("b1"), wait=2).status == 202
+    assert fake.bundle_ids() == ["b1"]  # answered once, not timed out and posted again
+
+
 async def test_async_client_has_the_same_methods(fake: FakeControlPlane, tmp_path: Path) -> None:
     async with AsyncClient(fake.url, "tok", spool_dir=tmp_path) as client:
         for i in range(3):
