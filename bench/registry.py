@@ -310,6 +310,27 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "client",
+        "Worker client vs leviathan-cp bench's poster, one request in flight, 20-event bundles",
+        "bench.client",
+        (),
+        ("--rounds", "1", "--seconds", "0.5"),
+        (
+            Figure(
+                "client / leviathan-cp bench events/s",
+                "",
+                rx(r"^client/bench = ([\d.]+)"),
+                Target(">=", 0.8),
+            ),
+            Figure("client", "events/s", rx(r"^client \(1 thread\): median ([\d,]+)")),
+            Figure(
+                "client with a disk spool / leviathan-cp bench",
+                "",
+                rx(r"^client\+spool/bench = ([\d.]+)"),
+            ),
+        ),
+    ),
+    Benchmark(
         "stack",
         "Whole stack: one ingest + one consumer, PostgreSQL, own Redis (leviathan-cp bench)",
         "bench.stack_load",
