@@ -165,7 +165,10 @@ def _check_count(obj: Any, max_events: int) -> list[Any] | None:
 
 
 def _check_nul(body: bytes | bytearray, obj: Any) -> None:
-    if NUL_ESCAPE in body:  # cheap pre-check; the walk below runs only when it may matter
+    # cheap pre-checks; the walk below runs only when it may matter. JSON can write U+0000
+    # only as an escape: a body without any backslash (most bundles) needs no search for
+    # the six-byte escape, and a single-byte search is a memchr (~20 times cheaper)
+    if b"\\" in body and NUL_ESCAPE in body:
         nul = list(nul_locations(obj))
         if nul:
             raise Unprocessable(
