@@ -419,6 +419,18 @@ def _refused(data: Any, exc: ValidationError) -> Bundle:
     return _decoder().validate_python(data)  # type: ignore[no-any-return]
 
 
+_EVENTS = TypeAdapter(list[WireEvent])
+
+
+def validate_events(items: Any) -> list[WireEvent]:
+    """A list of events on their own (a chunk of a large bundle), a refused one's errors
+    named as the one-way timestamp rule names them (as :class:`Bundle` does)."""
+    try:
+        return _EVENTS.validate_python(items)
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(exc.title, _exact_errors(exc)) from None
+
+
 def bundle_attempt(bundle: Bundle) -> str | None:
     """The attempt a bundle's artifacts belong to: the one attempt_id its events name
     (string and integer ids; none when they name several or none)."""

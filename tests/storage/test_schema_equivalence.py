@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ingest.body import parse_bundle
 from ingest.entry import bundle_json
@@ -167,3 +167,28 @@ def test_fixed_role_cases_validate_as_the_reference_does(payload: dict[str, Any]
     _same(raw)
     mixed = {**raw, "artifacts": [{"sha256": "", "size": -1}]}
     _same(mixed)
+
+
+_REFERENCE_EVENTS = TypeAdapter(list[reference.WireEvent])
+
+
+def _events_outcome(validate: Any, events: Any) -> tuple[str, Any]:
+    try:
+        got = validate(events)
+    except ValidationError as exc:
+        return "refused", [(e["type"], e["loc"], e["msg"]) for e in exc.errors(include_url=False)]
+    return "accepted", [e.model_dump() for e in got]
+
+
+@EQUIVALENCE
+@given(raw=_bundle, stamps=st.lists(_stamps))
+def test_event_chunks_validate_as_the_reference_does(
+    raw: dict[str, Any], stamps: list[Any]
+) -> None:
+    """A large bundle's events are validated a chunk at a time (ingest.body): same errors."""
+    events = raw["events"]
+    for i, stamp in enumerate(stamps[: len(events)]):
+        events[i]["timestamp"] = stamp
+    assert _events_outcome(schema.validate_events, events) == _events_outcome(
+        _REFERENCE_EVENTS.validate_python, events
+    )
