@@ -81,15 +81,20 @@ def compare(
             a, b = got[0][m], got[1][m]
             out[m].append((a, b))
             name = f" [{metric.pattern}]" if len(metrics) > 1 else ""
-            print(f"pair {i + 1}{name}: A {a:,.1f}  B {b:,.1f}  B/A {b / a:.3f}", flush=True)
+            print(f"pair {i + 1}{name}: A {_num(a)}  B {_num(b)}  B/A {b / a:.3f}", flush=True)
     return out
+
+
+def _num(value: float) -> str:
+    """A figure as printed: one decimal, three when it is small (a ratio like 0.58)."""
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.3f}"
 
 
 def summary(pairs: list[tuple[float, float]]) -> str:
     a = statistics.median(p[0] for p in pairs)
     b = statistics.median(p[1] for p in pairs)
     ratio = statistics.median(p[1] / p[0] for p in pairs)
-    return f"median A {a:,.1f}  median B {b:,.1f}  median of pair ratios B/A {ratio:.3f}"
+    return f"median A {_num(a)}  median B {_num(b)}  median of pair ratios B/A {ratio:.3f}"
 
 
 def cli(argv: list[str] | None = None) -> int:
