@@ -18,9 +18,10 @@ Validation is one pass inside pydantic-core for a bundle that passes (every bund
 accepts): the role-field bounds are a field of :class:`Bundle` read from the same
 ``events`` (constrained unions, no Python per event), and a timestamp already at offset
 zero (``…Z``, what workers send) is taken natively, only other offsets and naive ones
-calling :func:`to_utc`. A bundle that fails is validated again by the same models as
-they always were (Python role check after the fields, :func:`to_utc` per event) to name
-its errors: the 422s stay what they were, and only a refused bundle pays twice.
+calling :func:`to_utc`. A refused bundle's errors are named as the rules always named
+them (:func:`_refused`): a failed timestamp by its :func:`to_utc` way alone, the role
+fields only when nothing else failed, and then by the Python rules (:func:`roles_ok`, the
+:class:`Payload` validators) — the 422s stay what they were.
 """
 
 from __future__ import annotations
