@@ -77,7 +77,7 @@ def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) 
             max_batch=settings.publish_max_batch,
             timeout=settings.redis_timeout_seconds,
             retry_after=settings.retry_after_seconds,
-            on_batch=metrics.pipeline_batch.observe,
+            on_batch=metrics.pipeline_batch_tally.observe,
             min_replica_acks=settings.redis_min_replica_acks,
         )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 from aiohttp import StreamReader, web
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ingest.budget import PEAK_FACTOR, Grant
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
@@ -36,12 +36,11 @@ from ingest.errors import (
     Unprocessable,
     UnsupportedMedia,
 )
-from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
+from storage.schema import NUL_ESCAPE, Bundle, nul_locations, validate_events
 
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
 CHUNK_EVENTS = 1000
-_EVENTS = TypeAdapter(list[WireEvent])
 
 
 def describe_size(nbytes: int) -> str:
@@ -165,7 +164,10 @@ def _check_count(obj: Any, max_events: int) -> list[Any] | None:
 
 
 def _check_nul(body: bytes | bytearray, obj: Any) -> None:
-    if NUL_ESCAPE in body:  # cheap pre-check; the walk below runs only when it may matter
+    # cheap pre-checks; the walk below runs only when it may matter. JSON can write U+0000
+    # only as an escape: a body without any backslash (most bundles) needs no search for
+    # the six-byte escape, and a single-byte search is a memchr (~20 times cheaper)
+    if b"\\" in body and NUL_ESCAPE in body:
         nul = list(nul_locations(obj))
         if nul:
             raise Unprocessable(
@@ -228,7 +230,7 @@ async def _validate_chunked(obj: dict[str, Any], events: list[Any], entry_max: i
         part = events[start : start + CHUNK_EVENTS]
         events[start : start + CHUNK_EVENTS] = [None] * len(part)
         try:
-            models = _EVENTS.validate_python(part)
+            models = validate_events(part)
         except ValidationError as exc:
             errors.extend(_errors(exc, start))
             writer = None

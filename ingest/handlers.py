@@ -152,13 +152,13 @@ async def _queue(
         bundle_id, count = prepared.bundle_id, prepared.count
         partition = layout.partition_of(bundle_id)
         entries = prepared.entries(request[TOKEN_LABEL], limits.entry_max)
-        rt.metrics.bundle_bytes.observe(prepared.size)
+        rt.metrics.bundle_bytes_tally.observe(prepared.size)
         del prepared
         if len(entries) == 1:
             ids = [await rt.publisher.publish(streams[partition], entries[0])]
         else:
             ids = await rt.publisher.publish_atomic(streams[partition], entries)
-        rt.metrics.bundle_entries.observe(len(entries))
+        rt.metrics.bundle_entries_tally.observe(len(entries))
     return bundle_id, partition, ids, count
 
 
@@ -179,7 +179,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle_id, partition, ids, count = await _queue(rt, request, limits, layout, streams)
-        rt.metrics.bundle_events.observe(count)
+        rt.metrics.bundle_events_tally.observe(count)
         if wait is not None:
             # every entry of a split bundle: the answer sums their counts
             counts = await rt.waiters.wait_all([(partition, i) for i in ids], wait)

@@ -3,15 +3,88 @@
 Pipeline position: the request middleware, the ingest handler, the publisher and the lag
 gauge record here; ``GET /metrics`` renders it. A registry per app (never the global one)
 lets tests build many apps in one process.
+
+The per-request observations (request count, latency, bundle bytes/events/entries, XADDs
+per pipeline) go into :class:`HistogramTally`/:class:`CounterTally`: plain integers in the
+event loop's thread, no lock, ~0.2 µs instead of ~0.8 µs per histogram ``observe``. A
+collector registered ahead of every metric adds them into prometheus-client's own values
+whenever the registry is collected (``/metrics``), so the exposition — families, names,
+labels, buckets, counts — is the library's, exactly as if each had been observed directly.
+Tallies are not thread-safe: record only from the event loop.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from ingest.backpressure import QueueState
+
+
+class HistogramTally:
+    """Observations of one (unlabelled or labelled) histogram, held until a collect."""
+
+    __slots__ = ("_bounds", "_counts", "_histogram", "_sum")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        # prometheus-client's own bounds (+Inf last): Histogram.observe counts a value in
+        # the first bucket whose bound is >= it, which is what bisect_left finds
+        self._bounds: list[float] = list(histogram._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts, buckets = self._counts, self._histogram._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        if self._sum:
+            self._histogram._sum.inc(self._sum)
+            self._sum = 0.0
+
+
+class CounterTally:
+    """Increments of one counter (child), held until a collect."""
+
+    __slots__ = ("_counter", "_n")
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._n = 0
+
+    def inc(self) -> None:
+        self._n += 1
+
+    def flush(self) -> None:
+        if self._n:
+            self._counter.inc(self._n)
+            self._n = 0
+
+
+class _FlushFirst:
+    """A collector with no metrics of its own, registered before the others: collecting
+    the registry first adds every tally into the values collected next."""
+
+    def __init__(self) -> None:
+        self.tallies: list[HistogramTally | CounterTally] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for tally in self.tallies:
+            tally.flush()
+        return []
 
 
 @dataclass
@@ -20,6 +93,8 @@ class IngestMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._flush = _FlushFirst()
+        r.register(self._flush)
         self.requests = Counter(
             "ingest_requests_total",
             "HTTP requests by route and status",
@@ -85,6 +160,23 @@ class IngestMetrics:
             registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
+
+        self.bundle_bytes_tally = self.histogram_tally(self.bundle_bytes)
+        self.bundle_events_tally = self.histogram_tally(self.bundle_events)
+        self.bundle_entries_tally = self.histogram_tally(self.bundle_entries)
+        self.pipeline_batch_tally = self.histogram_tally(self.pipeline_batch)
+
+    def histogram_tally(self, histogram: Histogram) -> HistogramTally:
+        """A tally of ``histogram`` (or one labelled child), flushed at every collect."""
+        tally = HistogramTally(histogram)
+        self._flush.tallies.append(tally)
+        return tally
+
+    def counter_tally(self, counter: Counter) -> CounterTally:
+        """A tally of ``counter`` (or one labelled child), flushed at every collect."""
+        tally = CounterTally(counter)
+        self._flush.tallies.append(tally)
+        return tally
 
     def record_queue(self, state: QueueState) -> None:
         self.queue_lag.set(state.lag)
