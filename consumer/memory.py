@@ -6,8 +6,10 @@ than its bytes, 3 MiB of ``{},{},…`` becomes a million dicts (~90 bytes each) 
 pydantic models around them. :func:`estimate` counts the JSON tokens that become Python
 objects (containers and the separators between members; ``bytes.count`` runs at memory
 speed) and charges each, conservatively, what orjson + pydantic + storage cost for it.
-Ordinary batches are bounded by their bytes (``LEVIATHAN_CONSUMER_BATCH_BYTES``); this
-estimate is what catches entries dense in tokens.
+Ordinary entries (at most ``LEVIATHAN_STREAM_ENTRY_MAX_BYTES``, the most an entry ingest
+writes can cost is ~23 MiB) are charged their bytes: their batches are bounded by
+``LEVIATHAN_CONSUMER_BATCH_BYTES``. Tokens are counted for the larger ones, single events
+past the entry size, which is what catches entries dense in tokens.
 
 :class:`Budget` bounds the sum of the estimates of the batches being decoded and written
 at once over all partitions (``LEVIATHAN_CONSUMER_MEMORY_BYTES``): a batch waits until
@@ -34,9 +36,15 @@ PER_PAIR = 176
 MIB = 1024 * 1024
 
 
-def estimate(fields: Mapping[bytes, bytes]) -> int:
-    """Conservative bytes of memory decoding and writing this entry will take at peak."""
+def estimate(fields: Mapping[bytes, bytes], plain_below: int = 0) -> int:
+    """Conservative bytes of memory decoding and writing this entry will take at peak.
+
+    Entries of at most ``plain_below`` bytes (what ingest writes as one entry) are charged
+    by their size alone: counting tokens costs about a tenth of a batch's write time, and
+    their batch is bounded by its bytes already."""
     raw = fields.get(b"bundle", b"")
+    if len(raw) <= plain_below:
+        return PER_BYTE * len(raw)
     containers = raw.count(b"{") + raw.count(b"[")
     return (
         PER_BYTE * len(raw)

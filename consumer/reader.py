@@ -209,21 +209,25 @@ class Reader:
         state.take(ids)
         try:
             ledger = _Ledger()
-            kept = await self._refuse_oversized(partition, entries, ledger)
-            async with self.budget.hold(sum(estimate(f) for _, f in kept)):
+            kept, cost = self._refuse_oversized(partition, entries, ledger)
+            async with self.budget.hold(cost):
                 return await self._finish(partition, entries, kept, ledger, alone)
         finally:
             state.drop(ids)
 
-    async def _refuse_oversized(
+    def _refuse_oversized(
         self, partition: int, entries: Sequence[Entry], ledger: _Ledger
-    ) -> list[Entry]:
-        """Entries whose decoding fits the memory budget; the others become dead letters."""
+    ) -> tuple[list[Entry], int]:
+        """Entries whose decoding fits the memory budget, and their estimated cost; the
+        others become dead letters."""
         kept: list[Entry] = []
+        total = 0
+        plain = self.settings.entry_max_bytes
         for entry_id, fields in entries:
-            cost = estimate(fields)
+            cost = estimate(fields, plain)
             if self.budget.fits_alone(cost):
                 kept.append((entry_id, fields))
+                total += cost
                 continue
             reason = (
                 f"oversized: decoding it would take about {cost // MIB} MiB, over "
@@ -233,7 +237,7 @@ class Reader:
             # counted, not parsed: parsing is what cannot fit
             events = max(1, fields.get(b"bundle", b"").count(b'"event_id"'))
             ledger.letters.append(deadletter.for_entry(partition, entry_id, fields, reason, events))
-        return kept
+        return kept, total
 
     async def _finish(
         self,
