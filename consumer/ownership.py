@@ -14,7 +14,8 @@ by (holding none) and take over when a holder dies or leaves.
 Fencing (docs/design-notes.md, "One writer per partition"): leases are renewed by
 :meth:`Ownership.run` every ``lease_s / 5`` seconds beside the partition tasks, so a
 slow write never lets its lease lapse. A partition task starts a storage write only while
-its lease is certainly valid for more than half the TTL (:meth:`Ownership.may_write`);
+its lease is certainly valid for more than half the TTL (:meth:`Ownership.may_write`;
+:meth:`Ownership.confirm` renews first when a busy event loop delayed the renewal task);
 a process that cannot renew (Redis unreachable from it, a frozen event loop) stops
 starting writes well before another process can take the lease after the full TTL.
 """
@@ -82,6 +83,16 @@ class Ownership:
     def may_write(self, partition: int) -> bool:
         """Whether a storage write may start now: the lease is ours for > TTL / 2."""
         return partition in self.held and self.lease(partition).valid_for() > self.lease_s / 2
+
+    async def confirm(self, partition: int) -> bool:
+        """May a write start now? Renews first when the last renewal is too old (a busy
+        event loop delayed the renewal task): only a lease really lost says no."""
+        if self.may_write(partition):
+            return True
+        if partition in self.held and await self.lease(partition).renew(force=True):
+            return self.may_write(partition)
+        self.lost(partition)
+        return False
 
     async def heartbeat(self) -> None:
         """Record this process as live; forget members silent for a TTL; count them."""

@@ -273,7 +273,7 @@ class Reader:
             ledger.letters.append(letter)
             await self._flush(partition, ledger, alone)
 
-        own_it = self.ownership.may_write
+        own_it = self.ownership.confirm
         delay = self.settings.retry_min_s
         timeouts = 0
         while True:
@@ -282,7 +282,7 @@ class Reader:
                 rest = envelopes
                 if ledger.finished:
                     rest = [e for e in envelopes if e.entry_id not in ledger.finished]
-                if rest and self.ownership.fenced(partition) and not own_it(partition):
+                if rest and self.ownership.fenced(partition) and not await own_it(partition):
                     raise LeaseLost(f"partition {partition}")
                 store: EventStore = self.store
                 if timeouts > self.settings.timeout_retries:
@@ -483,7 +483,7 @@ class Reader:
                 return
             await self.take_over(partition)
             state.reread, state.cursor, state.resumed = True, "0", False
-        if not own.may_write(partition):
+        if not await own.confirm(partition):
             raise LeaseLost(f"partition {partition}")
         if state.reread:
             entry = await self.read_pending(partition)
