@@ -71,8 +71,9 @@ class DeadLetter:
 
     @property
     def kind(self) -> str:
-        """The reason's first word (``undecodable``, ``unstorable``, ``max_deliveries``)."""
-        return self.reason.split(":", 1)[0]
+        """The reason's first word (``undecodable``, ``unstorable``, ``oversized``,
+        ``crashed``): a metric label, so never a count or a message."""
+        return self.reason.split(":", 1)[0].split(" ", 1)[0]
 
 
 def one_line(text: str) -> str:

@@ -33,55 +33,18 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from consumer.forwarder_http import Answer, SpiderClient
 from consumer.forwarder_metrics import SpiderMetrics
 from consumer.forwarder_settings import SpiderSettings
 from consumer.forwarder_stream import PartitionStream
+from consumer.lease import Lease
 from storage.envelope import SUPPORTED_VERSIONS
 from storage.queue import StreamLayout
 from storage.redisconn import redis_client as stream_client
 
 logger = logging.getLogger(__name__)
-
-
-RENEW_EVERY_S = 2.0
-"""A lease is renewed at most this often (one Redis round trip less per POST)."""
-
-
-@dataclass
-class Lease:
-    """The right to send one partition: a redis-py lock, renewed while we work."""
-
-    lock: Lock
-    partition: int
-    renewed_at: float = 0.0
-
-    async def take(self) -> bool:
-        """True when we hold the lease (still, or now)."""
-        if await self.lock.owned() or await self.lock.acquire():
-            self.renewed_at = time.monotonic()
-            return True
-        return False
-
-    async def renew(self) -> bool:
-        """Extend the lease to its full TTL; False when it was lost (expired and taken).
-
-        The TTL outlives ``RENEW_EVERY_S`` plus the longest step between two calls."""
-        if time.monotonic() - self.renewed_at < RENEW_EVERY_S:
-            return True
-        try:
-            await self.lock.reacquire()
-        except LockError:
-            logger.warning("spider forwarder: lost the lease of partition %s", self.partition)
-            return False
-        self.renewed_at = time.monotonic()
-        return True
-
-    async def release(self) -> None:
-        with contextlib.suppress(LockError, RedisError):
-            await self.lock.release()
 
 
 class Outcome(enum.Enum):

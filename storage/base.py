@@ -51,6 +51,14 @@ class StorageUnavailable(StorageError):
     """The backend cannot be reached now (database down, disk full); the batch may be retried."""
 
 
+class StorageTimeout(StorageUnavailable):
+    """The backend cancelled the write after its statement timeout (PostgreSQL 57014).
+
+    Transient at first (a busy server), but a batch that times out every time would stall
+    its partition: the consumer retries it a bounded number of times, then isolates it as
+    if it were a data error (``LEVIATHAN_CONSUMER_TIMEOUT_RETRIES``)."""
+
+
 class StorageDataError(StorageError):
     """Data in the batch that this backend refuses; retrying the same batch cannot help."""
 
