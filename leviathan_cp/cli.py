@@ -19,6 +19,8 @@ commands:
   dev        run ingest + consumer locally on embedded defaults
   migrate    apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)
   verify     check every partition's hash chain (--full: from the start); exit 1 if broken
+  export     write every stored event (every revision) as NDJSON
+  import     store events from an export or the original control plane's stores
   dlq        list / replay / drop dead-lettered stream entries
   bench      load generator against a running ingest tier
 """
@@ -76,6 +78,18 @@ def _verify(argv: list[str]) -> int:
     return verify_main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import export_main
+
+    return export_main(argv)
+
+
+def _import(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import import_main
+
+    return import_main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ingest": _ingest,
     "consumer": _consumer,
@@ -83,6 +97,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "dev": _dev,
     "migrate": _migrate,
     "verify": _verify,
+    "export": _export,
+    "import": _import,
     "dlq": _dlq,
     "bench": _bench,
 }
