@@ -21,6 +21,7 @@ commands:
   verify     check every partition's hash chain (--full: from the start); exit 1 if broken
   export     write every stored event (every revision) as NDJSON
   import     store events from an export or the original control plane's stores
+  retain     remove the events that arrived before a date (chains keep a checkpoint)
   dlq        list / replay / drop dead-lettered stream entries
   bench      load generator against a running ingest tier
 """
@@ -90,6 +91,12 @@ def _import(argv: list[str]) -> int:
     return import_main(argv)
 
 
+def _retain(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import retain_main
+
+    return retain_main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "ingest": _ingest,
     "consumer": _consumer,
@@ -99,6 +106,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "verify": _verify,
     "export": _export,
     "import": _import,
+    "retain": _retain,
     "dlq": _dlq,
     "bench": _bench,
 }

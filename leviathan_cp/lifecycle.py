@@ -1,4 +1,4 @@
-"""``leviathan-cp export`` and ``leviathan-cp import``: move the event log in and out.
+"""``leviathan-cp export``, ``import`` and ``retain``: move the event log in and out, cut it.
 
 Pipeline position: beside the tiers, talking to storage only (settings from
 :class:`storage.config.StorageSettings`, as ``verify``). ``export`` pages through the
@@ -28,6 +28,7 @@ from storage.lifecycle.export import export_events
 from storage.lifecycle.importer import Importer, ImportReport, Incoming
 from storage.lifecycle.original import ChainCheck, journal_path
 from storage.lifecycle.sources import Item, OriginalMapper, read_export, read_original
+from storage.retention import cut_of_days, parse_cut
 
 FORMATS = ("export", "original", "original-postgres")
 MAX_LISTED = 50  # rejected lines printed one by one; the rest are counted
@@ -200,3 +201,50 @@ def import_main(argv: list[str]) -> int:
         return 2
     print(f"import: {report.summary()}")
     return 1 if report.rejected else 0
+
+
+# -- retain ---------------------------------------------------------------------------
+async def _retain(settings: StorageSettings, before: float, batch: int) -> int:
+    store = await _opened(settings)
+    try:
+        done = await store.retain(before, batch=batch)
+    finally:
+        await store.close()
+    for r in done:
+        cp = r.checkpoint
+        where = (
+            "" if cp is None else f", checkpoint seq {cp.seq} {cp.hash[:16]}… ({cp.received_at})"
+        )
+        print(f"partition {r.partition}: removed {r.removed} events{where}")
+    print(f"retain: {sum(r.removed for r in done)} events removed")
+    return 0
+
+
+def retain_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="leviathan-cp retain",
+        description="Remove the events that arrived before a date (by arrival time, not the "
+        "event's timestamp). The graph and topology index keep their state; each partition's "
+        "chain keeps a checkpoint that verify starts from.",
+    )
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", help="ISO date or date-time (UTC unless it has an offset)")
+    when.add_argument(
+        "--days", type=float, help="keep this many days (as LEVIATHAN_RETENTION_DAYS)"
+    )
+    parser.add_argument("--batch", type=int, default=5000, help="events per delete transaction")
+    args = parser.parse_args(argv)
+    try:
+        cut = parse_cut(args.before) if args.before else cut_of_days(args.days)
+    except ValueError as exc:
+        print(f"retain: --before: {exc}", file=sys.stderr)
+        return 2
+    devstate.apply("retain")
+    settings = settings_or_none()
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(_retain(settings, cut, max(1, args.batch)))
+    except (OSError, StorageError) as exc:
+        print(f"retain: storage unavailable: {exc}", file=sys.stderr)
+        return 2
