@@ -27,7 +27,13 @@ from storage.config import StorageSettings, create_store
 from storage.lifecycle.export import export_events
 from storage.lifecycle.importer import Importer, ImportReport, Incoming
 from storage.lifecycle.original import ChainCheck, journal_path
-from storage.lifecycle.sources import Item, OriginalMapper, read_export, read_original
+from storage.lifecycle.sources import (
+    IdCount,
+    Item,
+    OriginalMapper,
+    read_export,
+    read_original,
+)
 from storage.retention import cut_of_days, parse_cut
 
 FORMATS = ("export", "original", "original-postgres")
@@ -142,17 +148,21 @@ async def _import(settings: StorageSettings, args: argparse.Namespace) -> Import
         settings.layout,
         progress=None if counter is None else (lambda r: counter(r.lines)),
     )
-    ids: set[str] = set()
+    ids: set[str] | IdCount = IdCount()
     unit = "line"
     try:
         if args.format == "export":
             for path in _files(Path(args.source)):
                 await _feed(importer, read_export(path, ids))
         elif args.format == "original":
-            chain = ChainCheck()
+            # the original's ids repeat without a revision number: counted in a set (its
+            # journals are small; every other source is read in constant memory)
+            original_ids: set[str] = set()
+            ids, chain = original_ids, ChainCheck()
             mapper = OriginalMapper(args.target)
             await _feed(
-                importer, read_original(journal_path(Path(args.source)), chain, mapper, ids)
+                importer,
+                read_original(journal_path(Path(args.source)), chain, mapper, original_ids),
             )
             print(chain.summary(), file=sys.stderr)
         else:
@@ -164,7 +174,8 @@ async def _import(settings: StorageSettings, args: argparse.Namespace) -> Import
         await store.close()
     if counter is not None:
         print(file=sys.stderr)
-    report.ids = len(ids) if ids else report.lines
+    # the original's table has a UNIQUE event_id: one id per row
+    report.ids = report.lines if args.format == "original-postgres" else len(ids)
     for line, reason in report.rejected[:MAX_LISTED]:
         print(f"{unit} {line}: not imported: {reason}", file=sys.stderr)
     if len(report.rejected) > MAX_LISTED:

@@ -77,11 +77,12 @@ async def _step(
         if r[0] == newest:
             kept = rows[:i]
             break
-    events = await asyncio.to_thread(rd.load_events, store.directory, kept)
-    last, count = prefix_end(events, before)
-    if last is None:
+    arrivals = await asyncio.to_thread(_arrivals, store, partition, kept)
+    _, count = prefix_end(arrivals, before)
+    if count == 0:
         return None
     row = kept[count - 1]
+    last = (await asyncio.to_thread(rd.load_events, store.directory, [row]))[0]
     point = Checkpoint(last.seq, last.hash, last.received_at)
     end = int(row[2]) + int(row[3])
 
@@ -106,6 +107,28 @@ async def _step(
     if not await store._run(store._locked(apply)):
         return None
     return count, point, count == len(rows)
+
+
+class _Arrival:
+    __slots__ = ("received_at",)
+
+    def __init__(self, text: str) -> None:
+        self.received_at = text
+
+
+_KEY = b'"received_at":"'
+
+
+def _arrivals(store: NdjsonStore, partition: int, rows: list[Any]) -> list[_Arrival]:
+    """Each row's ``received_at``, cut out of its line without parsing the payload (the
+    key's last occurrence: only the chain fields, never strings, follow it in a line)."""
+    out = []
+    with log.Segments(store.directory, partition) as segments:
+        for row in rows:
+            line = segments.read(int(row[2]), int(row[3]))
+            at = line.rfind(_KEY) + len(_KEY)
+            out.append(_Arrival(line[at : line.index(b'"', at)].decode()))
+    return out
 
 
 def _drop_segments(store: NdjsonStore, partition: int) -> None:
