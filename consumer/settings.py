@@ -71,6 +71,9 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
         10, ge=1, le=59, validation_alias="LEVIATHAN_CONSUMER_MAINTENANCE_INTERVAL_S"
     )
     """Period of the cron jobs: reclaim, trim, lag metrics, stale consumers."""
+    retention_days: float | None = Field(None, gt=0, validation_alias="LEVIATHAN_RETENTION_DAYS")
+    """Remove events that arrived more than this many days ago (off when unset); applied
+    every five minutes by the consumers' maintenance, see "Retention" in operations.md."""
     health_host: str = Field("0.0.0.0", validation_alias="LEVIATHAN_CONSUMER_HOST")
     """Bind address of the /healthz, /readyz, /metrics server."""
     health_port: int = Field(8001, ge=0, le=65535, validation_alias="LEVIATHAN_CONSUMER_PORT")

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from storage.chain import Checkpoint
 from storage.ndjson.read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
 from storage.revisions import Known, known_from
@@ -66,6 +67,13 @@ CREATE TABLE IF NOT EXISTS heads (
     seq INTEGER NOT NULL,
     hash TEXT NOT NULL,
     size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    partition INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    offset INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     type TEXT NOT NULL,
@@ -214,6 +222,23 @@ def set_head(con: sqlite3.Connection, partition: int, seq: int, hash_: str, size
         "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
         "size = excluded.size",
         (partition, seq, hash_, size),
+    )
+
+
+def checkpoint(con: sqlite3.Connection, partition: int) -> tuple[Checkpoint, int] | None:
+    """The retention checkpoint of ``partition`` and the log offset right after it."""
+    row = con.execute(
+        "SELECT seq, hash, received_at, offset FROM checkpoints WHERE partition = ?", (partition,)
+    ).fetchone()
+    return None if row is None else (Checkpoint(int(row[0]), row[1], row[2]), int(row[3]))
+
+
+def set_checkpoint(con: sqlite3.Connection, partition: int, point: Checkpoint, offset: int) -> None:
+    con.execute(
+        "INSERT INTO checkpoints(partition, seq, hash, received_at, offset) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, "
+        "hash = excluded.hash, received_at = excluded.received_at, offset = excluded.offset",
+        (partition, point.seq, point.hash, point.received_at, offset),
     )
 
 
