@@ -79,6 +79,7 @@ def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) 
             retry_after=settings.retry_after_seconds,
             on_batch=metrics.pipeline_batch.observe,
             min_replica_acks=settings.redis_min_replica_acks,
+            reply_wait=settings.redis_reply_wait_seconds,
         )
 
     cluster = as_cluster(client)

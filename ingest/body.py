@@ -27,7 +27,8 @@ import orjson
 from aiohttp import StreamReader, web
 from pydantic import TypeAdapter, ValidationError
 
-from ingest.budget import PEAK_FACTOR, Grant
+from ingest.budget import READ_FACTOR, Grant
+from ingest.cost import Cost, estimate
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
 from ingest.errors import (
     BadRequest,
@@ -41,6 +42,7 @@ from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
 CHUNK_EVENTS = 1000
+INFLATE_STEP = 4 * 1024 * 1024  # gzip output inflated (and charged) this much at a time
 _EVENTS = TypeAdapter(list[WireEvent])
 
 
@@ -66,6 +68,8 @@ class Limits:
     max_events: int
     entry_max: int
     body_timeout: float = 30.0
+    max_event: int = 8 * 1024 * 1024
+    share: int = 1 << 62  # one request's share of the in-flight budget
 
     @property
     def max_raw(self) -> int:
@@ -82,15 +86,54 @@ class Prepared:
     bundle: Bundle | None = None
     chunks: list[bytes] | None = None
 
-    def entries(self, token_label: str, entry_max: int) -> list[dict[bytes, bytes]]:
-        """The XADD field maps: one for most bundles, several for a split one."""
+    def entries(
+        self, token_label: str, entry_max: int, max_event: int = 1 << 62
+    ) -> list[dict[bytes, bytes]]:
+        """The XADD field maps: one for most bundles, several for a split one.
+
+        413 for an event whose JSON exceeds ``max_event`` (looked for only when the whole
+        bundle's JSON does).
+        """
         if self.bundle is not None:
             fields = entry_fields(self.bundle, token_label)
-            if len(fields[b"bundle"]) <= entry_max or len(self.bundle.events) < 2:
+            size = len(fields[b"bundle"])
+            if size > max_event:
+                _check_events(self.bundle, max_event)
+            if size <= entry_max or len(self.bundle.events) < 2:
                 return [fields]
+            del fields
             self.chunks, self.bundle = split_bundle(self.bundle, entry_max), None
         assert self.chunks is not None
         return chunk_fields(self.bundle_id, self.chunks, token_label)
+
+
+def event_too_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
+    """413 naming the event and ``LEVIATHAN_MAX_EVENT_BYTES``."""
+    limit = describe_size(max_event)
+    return PayloadTooLarge(
+        f"Event {index} is {size} bytes of JSON; one event may be at most {limit} "
+        "(LEVIATHAN_MAX_EVENT_BYTES).",
+        errors=[{"loc": ["events", index], "msg": f"event larger than {limit}"}],
+        reason="event_size",
+    )
+
+
+def _check_events(bundle: Bundle, max_event: int) -> None:
+    for index, event in enumerate(bundle.events):
+        size = len(event_json(event, index))
+        if size > max_event:
+            raise event_too_large(index, size, max_event)
+
+
+def _over_share(cost: Cost, share: int) -> PayloadTooLarge:
+    """413 for a body whose estimated parse would not fit in one request's share."""
+    return PayloadTooLarge(
+        f"Body would take about {cost.total >> 20} MiB of memory to parse and queue "
+        f"({cost.containers} objects and arrays, {cost.values} values, {cost.strings} "
+        f"strings in {cost.nbytes} bytes); one request may use at most "
+        f"{describe_size(share)} (LEVIATHAN_INGEST_MAX_REQUEST_BYTES).",
+        reason="body_cost",
+    )
 
 
 def check_headers(request: web.Request, max_raw: int) -> None:
@@ -106,11 +149,6 @@ def check_headers(request: web.Request, max_raw: int) -> None:
     length = request.content_length
     if length is not None and length > max_raw:
         raise _too_large("Request body", max_raw - RAW_SLACK)
-
-
-def gzip_size_hint(raw: bytes | bytearray) -> int:
-    """The size the gzip trailer announces (ISIZE; a client may lie, so only an estimate)."""
-    return int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else 0
 
 
 def gunzip(raw: bytes | bytearray, limit: int) -> bytearray:
@@ -209,7 +247,9 @@ def parse_bundle(body: bytes | bytearray, max_events: int) -> Bundle:
     return _validate(obj)
 
 
-async def _validate_chunked(obj: dict[str, Any], events: list[Any], entry_max: int) -> Prepared:
+async def _validate_chunked(
+    obj: dict[str, Any], events: list[Any], entry_max: int, max_event: int
+) -> Prepared:
     """Validate a large bundle :data:`CHUNK_EVENTS` events at a time, encoding as it goes.
 
     Every chunk is validated even after an error, so the 422 lists every problem as the
@@ -235,7 +275,10 @@ async def _validate_chunked(obj: dict[str, Any], events: list[Any], entry_max: i
         else:
             if writer is not None and not errors:
                 for offset, model in enumerate(models):
-                    writer.add(event_json(model, start + offset))
+                    encoded = event_json(model, start + offset)
+                    if len(encoded) > max_event:
+                        raise event_too_large(start + offset, len(encoded), max_event)
+                    writer.add(encoded)
             del models
         del part
         await asyncio.sleep(0)  # other requests (and health probes) run between chunks
@@ -259,13 +302,17 @@ async def prepare(box: list[bytes | bytearray], limits: Limits) -> Prepared:
     if events is None or len(events) <= CHUNK_EVENTS:
         bundle = _validate(obj)
         return Prepared(bundle.bundle_id, len(bundle.events), size, bundle=bundle)
-    prepared = await _validate_chunked(obj, events, limits.entry_max)
+    prepared = await _validate_chunked(obj, events, limits.entry_max, limits.max_event)
     prepared.size = size
     return prepared
 
 
-async def _read_stream(content: StreamReader, max_raw: int) -> bytes:
-    """Every byte of the body, at most ``max_raw``; one chunk is returned without a copy."""
+async def _read_stream(content: StreamReader, max_raw: int, grant: Grant | None = None) -> bytes:
+    """Every byte of the body, at most ``max_raw``; one chunk is returned without a copy.
+
+    With ``grant``, the grant grows before each chunk is kept (:data:`READ_FACTOR` times
+    the bytes so far): a slow upload holds what it has sent, never what it announced.
+    """
     parts: list[bytes] = []
     total = 0
     while True:
@@ -275,50 +322,94 @@ async def _read_stream(content: StreamReader, max_raw: int) -> bytes:
         total += len(chunk)
         if total > max_raw:
             raise _too_large("Request body", max_raw - RAW_SLACK)
+        if grant is not None:
+            await grant.grow(READ_FACTOR * total)
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def read_body(request: web.Request, max_raw: int, body_timeout: float) -> bytes:
+async def read_body(
+    request: web.Request, max_raw: int, body_timeout: float, grant: Grant | None = None
+) -> bytes:
     """The raw body, or 408 when a slow or stalled client takes longer than ``body_timeout``.
 
     aiohttp has no body-read deadline of its own, so without this a trickling upload
-    would hold its handler (and its buffer) for as long as the client likes.
+    would hold its handler (and its buffer) for as long as the client likes. The deadline
+    is for the whole body (waits for room in the budget included), counted from the start
+    of the handler.
     """
     try:
         if request.content.is_eof():
             # the whole body came with the headers (the usual bundle): nothing can stall,
             # so skip arming a timer (asyncio.timeout was ~5% of the ingest's CPU)
-            return await _read_stream(request.content, max_raw)
+            return await _read_stream(request.content, max_raw, grant)
         async with asyncio.timeout(body_timeout):
-            return await _read_stream(request.content, max_raw)
+            return await _read_stream(request.content, max_raw, grant)
     except TimeoutError:
+        # aiohttp would otherwise keep reading the rest for its lingering time (10 s)
+        # after the 408 before closing: the client saw the timeout fire 10 s late. A read
+        # error on the body ends that at once; the connection closes after the answer.
+        request.content.set_exception(TimeoutError())
         detail = f"The request body did not arrive within {body_timeout:g} s."
         raise RequestTimeout(detail) from None
+
+
+async def inflate(raw: bytes | bytearray, limit: int, grant: Grant) -> bytearray:
+    """:func:`gunzip` with the grant grown before each :data:`INFLATE_STEP` of output.
+
+    A gzip trailer may lie about the size, so the output is charged as it is produced.
+    """
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    out = bytearray()
+    data = raw
+    try:
+        while True:
+            step = min(INFLATE_STEP, limit + 1 - len(out))
+            # a growing bytearray may be copied once more: charge its bytes twice
+            await grant.grow(len(raw) + 2 * (len(out) + step))
+            out += inflater.decompress(data, step)
+            if len(out) > limit:
+                raise _too_large("Decompressed body", limit)
+            data = inflater.unconsumed_tail
+            if not data:
+                break
+        out += inflater.flush()
+    except zlib.error:
+        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
+    if not inflater.eof:
+        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
+    if len(out) > limit:
+        raise _too_large("Decompressed body", limit)
+    return out
 
 
 async def read_prepared(
     request: web.Request, limits: Limits, grant: Grant | None = None
 ) -> Prepared:
-    """Headers, body, gzip, JSON, validation; ``grant`` grows to the body's real size.
+    """Headers, body, gzip, JSON, validation; ``grant`` grows with what each step costs.
 
-    The grant is grown before each step that allocates in proportion to the body
-    (inflating, parsing), so the budget is charged before the memory is used.
+    The grant grows as the body's bytes arrive and are inflated, then, before parsing, to
+    the body's estimated cost (:func:`ingest.cost.estimate`); a body whose estimate exceeds
+    one request's share is refused with 413 unparsed.
     """
     check_headers(request, max_raw=limits.max_raw)
-    raw: bytes | bytearray = await read_body(request, limits.max_raw, limits.body_timeout)
+    raw: bytes | bytearray = await read_body(request, limits.max_raw, limits.body_timeout, grant)
     gzipped = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
     # Served without HANDLER_ARGS, aiohttp has already inflated the body (capped by
     # client_max_size); only bytes that still carry the gzip magic are inflated here.
     if gzipped and raw[:2] == GZIP_MAGIC:
-        if grant is not None:
-            hint = min(gzip_size_hint(raw), limits.max_body)
-            await grant.grow(len(raw) + PEAK_FACTOR * hint)
-        raw = gunzip(raw, limits.max_body)
+        raw = (
+            gunzip(raw, limits.max_body)
+            if grant is None
+            else await inflate(raw, limits.max_body, grant)
+        )
     elif len(raw) > limits.max_body:
         raise _too_large("Request body", limits.max_body)
+    cost = estimate(raw)
+    if cost.total > limits.share:
+        raise _over_share(cost, limits.share)
     if grant is not None:
-        await grant.grow(PEAK_FACTOR * len(raw))
+        await grant.grow(cost.total)
     box = [raw]
     del raw
     return await prepare(box, limits)

@@ -1,16 +1,19 @@
 """In-flight memory budget of one ingest process.
 
 Pipeline position: wraps ``POST /v1/events/ingest`` from the moment its body is read until
-its entries are queued (XADD acknowledged). Every request reserves an estimate of the
-memory its body will take while being read, inflated, parsed and encoded
-(:data:`PEAK_FACTOR` times the body) and gives it back as soon as the XADD answered, so
-a ``?wait=`` keeps nothing of the bundle. A request that does not fit waits for room, first
-come first served, for at most ``wait`` seconds, then gets 503 with ``Retry-After``: the
-original workers fail their attempt on any error status, so a short wait beats a refusal,
-and a process that refuses instead of swelling is never killed by the kernel.
+its entries are queued (XADD acknowledged). A request holds nothing until its bytes arrive:
+its grant grows with every chunk read (twice the bytes: the chunks and their join), then,
+before JSON parsing, to the estimate of :mod:`ingest.cost` (what parsing, validating and
+encoding that body really takes), and is given back as soon as the XADD answered, so a
+``?wait=`` keeps nothing of the bundle. A declared ``Content-Length`` reserves nothing, so
+a client trickling a large body holds only what it has sent. One request may hold at most
+its share (``LEVIATHAN_INGEST_MAX_REQUEST_BYTES``, never more than the whole budget): a
+body estimated above it is refused with 413 before it is parsed (:mod:`ingest.body`).
 
-A reservation larger than the whole budget is clamped to it: such a request runs alone,
-instead of never.
+A grant that does not fit waits for room, first come first served, for at most ``wait``
+seconds, then the request gets 503 with ``Retry-After``: the original workers fail their
+attempt on any error status, so a short wait beats a refusal, and a process that refuses
+instead of swelling is never killed by the kernel.
 """
 
 from __future__ import annotations
@@ -22,10 +25,8 @@ from types import TracebackType
 
 from ingest.errors import Unavailable
 
-# Peak memory of a request per decompressed body byte, measured with bench/bigbundle.py
-# (100,000 file.discovered events): the body, its orjson objects, one chunk of models and
-# the encoded entries.
-PEAK_FACTOR = 6
+# Bytes held per body byte while it is read: the chunks, then their join.
+READ_FACTOR = 2
 
 
 class Budget:
@@ -45,13 +46,15 @@ class Budget:
         self._on_change = on_change
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    def reserve(self, nbytes: int) -> Grant:
+    def reserve(self, nbytes: int = 0) -> Grant:
         """``async with budget.reserve(n) as grant:`` — the bytes are held inside the block."""
         return Grant(self, nbytes)
 
     async def acquire(self, nbytes: int) -> int:
         """Take ``nbytes`` (clamped to the budget); returns the amount taken, or 503."""
         nbytes = min(max(nbytes, 0), self.total)
+        if nbytes == 0:
+            return 0
         if not self._waiters and self.used + nbytes <= self.total:
             self._take(nbytes)
             return nbytes
@@ -104,7 +107,7 @@ class Budget:
 
 
 class Grant:
-    """The bytes one request holds; :meth:`grow` once its real size is known."""
+    """The bytes one request holds; :meth:`grow` as its bytes arrive and before parsing."""
 
     __slots__ = ("_budget", "_want", "held")
 

@@ -89,16 +89,18 @@ async def test_grow_waits_for_the_difference_only() -> None:
     assert budget.used == 0
 
 
-async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
+async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
     aiohttp_client: ClientFactory,
 ) -> None:
-    """A slow upload holds the whole (tiny) budget: the next request waits, then 503."""
+    """A declared length reserves nothing: a slow upload holds twice the bytes it sent, so
+    a bundle beside it is queued; a budget held in full makes the next request wait, then
+    answers 503."""
     redis = FakeAsyncRedis()
     settings = make_settings(max_inflight_bytes=1024 * 1024, inflight_wait_seconds=0.3)
     client = await client_for(aiohttp_client, settings, redis)
     rt = client.app[RUNTIME_KEY]
     events = [event("attempt.progress", {"i": i, "pad": "x" * 200}) for i in range(800)]
-    data = raw(body("repo-a", "bundle-slow", events))  # x PEAK_FACTOR is over 1 MiB
+    data = raw(body("repo-a", "bundle-slow", events))  # over the whole budget once parsed
     reader, writer = await asyncio.open_connection(client.host, client.port)
     head = (
         f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -110,24 +112,27 @@ async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
         if rt.budget.used:
             break
         await asyncio.sleep(0.01)
-    assert rt.budget.used == rt.budget.total
+    assert rt.budget.used == 2 * 1000  # the bytes sent so far, not the declared length
 
-    started = time.monotonic()
-    resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
-    assert resp.status == 503
-    assert time.monotonic() - started >= 0.3
-    assert resp.headers["Retry-After"] == "1"
-    assert "in-flight memory budget" in (await resp.json())["detail"]
-    assert await stream_entries(redis) == []
+    resp = await client.post(URL, data=raw(bundle_body("bundle-beside")), headers=AUTH)
+    assert resp.status == 202
+
+    async with rt.budget.reserve(rt.budget.total - rt.budget.used):  # the rest of it
+        started = time.monotonic()
+        resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
+        assert resp.status == 503
+        assert time.monotonic() - started >= 0.3
+        assert resp.headers["Retry-After"] == "1"
+        assert "in-flight memory budget" in (await resp.json())["detail"]
 
     writer.write(data[1000:])
     await writer.drain()
     status_line = await reader.readline()
-    assert status_line.startswith(b"HTTP/1.1 202")
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line  # its parse would not fit
     writer.close()
     await writer.wait_closed()
     assert rt.budget.used == 0
     resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
     assert resp.status == 202
     queued = {orjson.loads(f[b"bundle"])["bundle_id"] for _, (_, f) in await stream_entries(redis)}
-    assert queued == {"bundle-slow", "bundle-fast"}
+    assert queued == {"bundle-beside", "bundle-fast"}
