@@ -1,9 +1,8 @@
 """Request body → validated bundle ready to queue, or a raised client error (README).
 
-Pipeline position: first step of ``POST /v1/events/ingest`` after auth. The server runs
-with ``auto_decompress=False`` (see :data:`ingest.app.HANDLER_ARGS`) so the raw bytes
-arrive here; gzip is inflated with ``zlib.decompressobj`` and ``max_length`` so a gzip bomb
-is stopped at the limit instead of inflating in memory. JSON is parsed once by orjson.
+Pipeline position: ``POST /v1/events/ingest`` after auth. The server runs with
+``auto_decompress=False`` (see :data:`ingest.app.HANDLER_ARGS`) so the raw bytes arrive
+here, read and inflated by :mod:`ingest.upload`. JSON is parsed once by orjson.
 
 Memory: the body is read from the stream without aiohttp's cached copy (``request.read()``
 would keep it for the request's whole life, ``?wait=`` included) and dropped once parsed.
@@ -14,50 +13,41 @@ before the next, with a yield to the event loop in between. Its peak memory is t
 body's parsed values plus one chunk of models plus the encoded entries, not a whole
 bundle of models (about 14 times the body). Error locations stay those of the whole
 bundle (``["events", 41327, "timestamp"]``).
+
+Budget: the request's grant (:mod:`ingest.budget`) grows as the body's bytes arrive and
+are inflated, then to the estimate of :mod:`ingest.cost` before orjson runs; a body whose
+estimate exceeds one request's share is a 413 that never reaches the parser. One event
+whose normalised JSON exceeds ``LEVIATHAN_MAX_EVENT_BYTES`` is a 413 naming its index.
 """
 
 from __future__ import annotations
 
 import asyncio
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import StreamReader, web
+from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from ingest.budget import READ_FACTOR, Grant
+from ingest.budget import Grant
 from ingest.cost import Cost, estimate
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
-from ingest.errors import (
-    BadRequest,
-    PayloadTooLarge,
-    RequestTimeout,
-    Unprocessable,
-    UnsupportedMedia,
+from ingest.errors import BadRequest, PayloadTooLarge, Unprocessable
+from ingest.upload import (
+    GZIP_MAGIC,
+    RAW_SLACK,
+    check_headers,
+    describe_size,
+    gunzip,
+    inflate,
+    read_body,
+    too_large,
 )
 from storage.schema import NUL_ESCAPE, Bundle, WireEvent, nul_locations
 
-GZIP_MAGIC = b"\x1f\x8b"
-RAW_SLACK = 64 * 1024  # gzip of incompressible data is slightly larger than the data
 CHUNK_EVENTS = 1000
-INFLATE_STEP = 4 * 1024 * 1024  # gzip output inflated (and charged) this much at a time
 _EVENTS = TypeAdapter(list[WireEvent])
-
-
-def describe_size(nbytes: int) -> str:
-    """A byte limit in the units the docs use: ``64 MiB``, ``512 KiB``, else bytes."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= size and nbytes % size == 0:
-            return f"{nbytes // size} {unit}"
-    return f"{nbytes} bytes"
-
-
-def _too_large(what: str, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"{what} exceeds the limit of {describe_size(limit)}.", reason="body_size"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +97,7 @@ class Prepared:
         return chunk_fields(self.bundle_id, self.chunks, token_label)
 
 
-def event_too_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
+def eventtoo_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
     """413 naming the event and ``LEVIATHAN_MAX_EVENT_BYTES``."""
     limit = describe_size(max_event)
     return PayloadTooLarge(
@@ -122,7 +112,7 @@ def _check_events(bundle: Bundle, max_event: int) -> None:
     for index, event in enumerate(bundle.events):
         size = len(event_json(event, index))
         if size > max_event:
-            raise event_too_large(index, size, max_event)
+            raise eventtoo_large(index, size, max_event)
 
 
 def _over_share(cost: Cost, share: int) -> PayloadTooLarge:
@@ -134,48 +124,6 @@ def _over_share(cost: Cost, share: int) -> PayloadTooLarge:
         f"{describe_size(share)} (LEVIATHAN_INGEST_MAX_REQUEST_BYTES).",
         reason="body_cost",
     )
-
-
-def check_headers(request: web.Request, max_raw: int) -> None:
-    """415 for a wrong media type or encoding, 413 for an announced oversize body."""
-    if request.content_type != "application/json":
-        raise UnsupportedMedia("Content-Type must be application/json.")
-    charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMedia("Only the utf-8 charset is accepted.")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("gzip", "identity", ""):
-        raise UnsupportedMedia("Content-Encoding must be gzip or identity.")
-    length = request.content_length
-    if length is not None and length > max_raw:
-        raise _too_large("Request body", max_raw - RAW_SLACK)
-
-
-def gunzip(raw: bytes | bytearray, limit: int) -> bytearray:
-    """Inflate a gzip body, never holding more than ``limit + 1`` output bytes.
-
-    Returned as the bytearray it was inflated into: a copy to ``bytes`` would double
-    the peak memory of a large body for a moment.
-    """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = bytearray()
-    data = raw
-    try:
-        while True:
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
-                raise _too_large("Decompressed body", limit)
-            data = inflater.unconsumed_tail
-            if not data:
-                break
-        out += inflater.flush()
-    except zlib.error:
-        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
-    if not inflater.eof:
-        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
-    if len(out) > limit:
-        raise _too_large("Decompressed body", limit)
-    return out
 
 
 def _loc(err_loc: tuple[int | str, ...]) -> list[int | str]:
@@ -277,7 +225,7 @@ async def _validate_chunked(
                 for offset, model in enumerate(models):
                     encoded = event_json(model, start + offset)
                     if len(encoded) > max_event:
-                        raise event_too_large(start + offset, len(encoded), max_event)
+                        raise eventtoo_large(start + offset, len(encoded), max_event)
                     writer.add(encoded)
             del models
         del part
@@ -307,82 +255,6 @@ async def prepare(box: list[bytes | bytearray], limits: Limits) -> Prepared:
     return prepared
 
 
-async def _read_stream(content: StreamReader, max_raw: int, grant: Grant | None = None) -> bytes:
-    """Every byte of the body, at most ``max_raw``; one chunk is returned without a copy.
-
-    With ``grant``, the grant grows before each chunk is kept (:data:`READ_FACTOR` times
-    the bytes so far): a slow upload holds what it has sent, never what it announced.
-    """
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > max_raw:
-            raise _too_large("Request body", max_raw - RAW_SLACK)
-        if grant is not None:
-            await grant.grow(READ_FACTOR * total)
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def read_body(
-    request: web.Request, max_raw: int, body_timeout: float, grant: Grant | None = None
-) -> bytes:
-    """The raw body, or 408 when a slow or stalled client takes longer than ``body_timeout``.
-
-    aiohttp has no body-read deadline of its own, so without this a trickling upload
-    would hold its handler (and its buffer) for as long as the client likes. The deadline
-    is for the whole body (waits for room in the budget included), counted from the start
-    of the handler.
-    """
-    try:
-        if request.content.is_eof():
-            # the whole body came with the headers (the usual bundle): nothing can stall,
-            # so skip arming a timer (asyncio.timeout was ~5% of the ingest's CPU)
-            return await _read_stream(request.content, max_raw, grant)
-        async with asyncio.timeout(body_timeout):
-            return await _read_stream(request.content, max_raw, grant)
-    except TimeoutError:
-        # aiohttp would otherwise keep reading the rest for its lingering time (10 s)
-        # after the 408 before closing: the client saw the timeout fire 10 s late. A read
-        # error on the body ends that at once; the connection closes after the answer.
-        request.content.set_exception(TimeoutError())
-        detail = f"The request body did not arrive within {body_timeout:g} s."
-        raise RequestTimeout(detail) from None
-
-
-async def inflate(raw: bytes | bytearray, limit: int, grant: Grant) -> bytearray:
-    """:func:`gunzip` with the grant grown before each :data:`INFLATE_STEP` of output.
-
-    A gzip trailer may lie about the size, so the output is charged as it is produced.
-    """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = bytearray()
-    data = raw
-    try:
-        while True:
-            step = min(INFLATE_STEP, limit + 1 - len(out))
-            # a growing bytearray may be copied once more: charge its bytes twice
-            await grant.grow(len(raw) + 2 * (len(out) + step))
-            out += inflater.decompress(data, step)
-            if len(out) > limit:
-                raise _too_large("Decompressed body", limit)
-            data = inflater.unconsumed_tail
-            if not data:
-                break
-        out += inflater.flush()
-    except zlib.error:
-        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
-    if not inflater.eof:
-        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
-    if len(out) > limit:
-        raise _too_large("Decompressed body", limit)
-    return out
-
-
 async def read_prepared(
     request: web.Request, limits: Limits, grant: Grant | None = None
 ) -> Prepared:
@@ -404,7 +276,7 @@ async def read_prepared(
             else await inflate(raw, limits.max_body, grant)
         )
     elif len(raw) > limits.max_body:
-        raise _too_large("Request body", limits.max_body)
+        raise too_large("Request body", limits.max_body)
     cost = estimate(raw)
     if cost.total > limits.share:
         raise _over_share(cost, limits.share)
@@ -429,5 +301,5 @@ async def read_bundle(
     if gzipped and raw[:2] == GZIP_MAGIC:
         raw = gunzip(raw, max_body)
     elif len(raw) > max_body:
-        raise _too_large("Request body", max_body)
+        raise too_large("Request body", max_body)
     return parse_bundle(raw, max_events), len(raw)

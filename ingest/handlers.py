@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from ingest import waiters
 from ingest.backpressure import LagGauge, QueueState
-from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
+from ingest.body import Limits, read_prepared
 from ingest.budget import Budget
 from ingest.entry import entry_fields
 from ingest.errors import Unavailable, Unprocessable
@@ -33,6 +33,7 @@ from ingest.middlewares import TOKEN_LABEL
 from ingest.publisher import Publisher
 from ingest.roles import Role, requires
 from ingest.settings import IngestSettings
+from ingest.upload import RAW_SLACK, describe_size
 from ingest.waiters import Waiters
 from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle

@@ -138,8 +138,8 @@ class IngestSettings(StorageSettings):
         2.0,
         gt=0,
         validation_alias="LEVIATHAN_REDIS_TIMEOUT_SECONDS",
-        description="Socket, connect and send timeout for Redis; exceeded before a "
-        "pipeline was written → 503 (nothing was queued).",
+        description="Socket timeout of ingest's Redis calls and the publisher's connect "
+        "timeout: a pipeline that could not be written within it → 503 (nothing queued).",
     )
     redis_reply_wait_seconds: float = Field(
         30.0,
