@@ -136,3 +136,42 @@ async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
     assert resp.status == 202
     queued = {orjson.loads(f[b"bundle"])["bundle_id"] for _, (_, f) in await stream_entries(redis)}
     assert queued == {"bundle-beside", "bundle-fast"}
+
+
+async def test_waiters_holding_bytes_do_not_block_each_other_for_the_whole_wait() -> None:
+    """Two requests each hold part of the budget and wait for more than is left: the
+    newest gives up at once (503) and releases, so the oldest goes on — instead of both
+    waiting out ``wait`` (here far longer than the test allows) and both failing."""
+    budget = Budget(100, wait=60, retry_after=1)
+    first, second = budget.reserve(40), budget.reserve(40)
+    await first.__aenter__()
+    await second.__aenter__()
+    assert budget.used == 80
+    grow_first = asyncio.create_task(first.grow(80))
+    await asyncio.sleep(0)
+    grow_second = asyncio.create_task(second.grow(80))
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(grow_second, 10)
+    assert second.held == 40  # what it held is given back when its request ends
+    second.release()
+    await asyncio.wait_for(grow_first, 10)
+    assert (first.held, budget.used) == (80, 80)
+    first.release()
+    assert budget.used == 0
+
+
+async def test_a_waiter_is_not_made_to_yield_when_others_will_give_back() -> None:
+    """Bytes held by a request that is not waiting (parsing, publishing) will come back:
+    the waiters wait for them instead of failing."""
+    budget = Budget(100, wait=60, retry_after=1)
+    busy = budget.reserve(70)
+    await busy.__aenter__()
+    small = budget.reserve(10)
+    await small.__aenter__()
+    waiting = asyncio.create_task(small.grow(40))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    busy.release()
+    await asyncio.wait_for(waiting, 10)
+    assert small.held == 40
+    small.release()
