@@ -96,7 +96,9 @@ async def _read_stream(content: StreamReader, max_raw: int, grant: Grant | None 
         total += len(chunk)
         if total > max_raw:
             raise too_large("Request body", max_raw - RAW_SLACK)
-        if grant is not None:
+        if grant is not None and parts:
+            # streaming: charged before each further chunk is kept (a body that came in
+            # one chunk is charged with its parse estimate, one budget step per request)
             await grant.grow(READ_FACTOR * total)
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -108,11 +108,14 @@ async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
     )
     writer.write(head.encode() + data[:1000])
     await writer.drain()
+    await asyncio.sleep(0.2)  # read as a chunk of its own: the next one is charged
+    writer.write(data[1000:2000])
+    await writer.drain()
     for _ in range(200):
         if rt.budget.used:
             break
         await asyncio.sleep(0.01)
-    assert rt.budget.used == 2 * 1000  # the bytes sent so far, not the declared length
+    assert rt.budget.used == 2 * 2000  # the bytes sent so far, not the declared length
 
     resp = await client.post(URL, data=raw(bundle_body("bundle-beside")), headers=AUTH)
     assert resp.status == 202
@@ -125,7 +128,7 @@ async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
         assert resp.headers["Retry-After"] == "1"
         assert "in-flight memory budget" in (await resp.json())["detail"]
 
-    writer.write(data[1000:])
+    writer.write(data[2000:])
     await writer.drain()
     status_line = await reader.readline()
     assert status_line.startswith(b"HTTP/1.1 413"), status_line  # its parse would not fit
