@@ -88,7 +88,9 @@ class Prepared:
             fields = entry_fields(self.bundle, token_label)
             size = len(fields[b"bundle"])
             if size > max_event:
+                del fields  # the check encodes each event again: not both copies at once
                 _check_events(self.bundle, max_event)
+                fields = entry_fields(self.bundle, token_label)  # big, but no event is
             if size <= entry_max or len(self.bundle.events) < 2:
                 return [fields]
             del fields
@@ -97,7 +99,7 @@ class Prepared:
         return chunk_fields(self.bundle_id, self.chunks, token_label)
 
 
-def eventtoo_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
+def event_too_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
     """413 naming the event and ``LEVIATHAN_MAX_EVENT_BYTES``."""
     limit = describe_size(max_event)
     return PayloadTooLarge(
@@ -112,7 +114,7 @@ def _check_events(bundle: Bundle, max_event: int) -> None:
     for index, event in enumerate(bundle.events):
         size = len(event_json(event, index))
         if size > max_event:
-            raise eventtoo_large(index, size, max_event)
+            raise event_too_large(index, size, max_event)
 
 
 def _over_share(cost: Cost, share: int) -> PayloadTooLarge:
@@ -225,7 +227,7 @@ async def _validate_chunked(
                 for offset, model in enumerate(models):
                     encoded = event_json(model, start + offset)
                     if len(encoded) > max_event:
-                        raise eventtoo_large(start + offset, len(encoded), max_event)
+                        raise event_too_large(start + offset, len(encoded), max_event)
                     writer.add(encoded)
             del models
         del part
