@@ -41,7 +41,7 @@ from dataclasses import dataclass
 SMALL_BODY = 64 * 1024
 # worst case seen per byte of text (``{"":{}}``: two containers and a dict slot in 7 bytes)
 SMALL_FACTOR = 48
-BYTE_COST_HALVES = 5  # 2.5 per byte: the text, its strings parsed, entries, the pipeline
+BYTE_COST_HALVES = 6  # 3 per byte: the text and its read chunks, its strings, the entries
 CONTAINER_COST = 64  # an empty dict or list (its slot in the parent is a value)
 VALUE_COST = 128  # a dict slot and pydantic's copy of it, or a list slot and a number
 STRING_COST = 40  # a str object's header, when the key cache does not share it

@@ -144,5 +144,5 @@ def test_the_estimate_counts_what_becomes_python_objects() -> None:
     cost = estimate(objects)
     assert (cost.containers, cost.values, cost.strings) == (100_002, 99_999, 1)
     strings = orjson.dumps({"s": "y" * 1_000_000})
-    assert estimate(strings).total < 3 * len(strings)  # a long string costs about its bytes
+    assert estimate(strings).total < 4 * len(strings)  # a long string costs a few times its bytes
     assert estimate(objects).total > 50 * len(objects)  # an empty object ~90 bytes
