@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc
+from ingest.app import HANDLER_ARGS, RUNTIME_KEY, create_app, tune_gc, tune_malloc
 from ingest.auth import TokenSet
 from ingest.settings import IngestSettings
 from storage.base import StorageError
@@ -81,6 +81,7 @@ async def serve(settings: IngestSettings) -> int:
         await runner.cleanup()
         return 1
     tune_gc()  # after start-up: what exists now lives as long as the process
+    tune_malloc()
     log.info("ingest listening on %s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -72,12 +72,28 @@ class IngestSettings(StorageSettings):
         description="Redis used_memory above which ingest answers 503 (at most 80% of "
         "Redis' maxmemory when that is set).",
     )
+    max_event_bytes: int = Field(
+        8 * MIB,
+        ge=1024,
+        validation_alias="LEVIATHAN_MAX_EVENT_BYTES",
+        description="Largest single event, measured as its normalised JSON (413 naming the "
+        "event's index above): a stream entry holds at least one whole event.",
+    )
     max_inflight_bytes: int = Field(
-        256 * MIB,
+        320 * MIB,
         ge=MIB,
         validation_alias="LEVIATHAN_INGEST_MAX_INFLIGHT_BYTES",
         description="Memory budget of one ingest process for request bodies being read, "
-        "inflated, parsed and encoded; a request that does not fit waits, then gets 503.",
+        "inflated, parsed and encoded, charged as bytes arrive and by an estimate of the "
+        "parse before it runs; a request that does not fit waits, then gets 503.",
+    )
+    max_request_bytes: int = Field(
+        320 * MIB,
+        ge=MIB,
+        validation_alias="LEVIATHAN_INGEST_MAX_REQUEST_BYTES",
+        description="Most of the in-flight budget one request may hold (at most "
+        "LEVIATHAN_INGEST_MAX_INFLIGHT_BYTES): a body whose estimated parse needs more is "
+        "refused with 413 before it is parsed.",
     )
     inflight_wait_seconds: float = Field(
         5.0,
@@ -122,7 +138,15 @@ class IngestSettings(StorageSettings):
         2.0,
         gt=0,
         validation_alias="LEVIATHAN_REDIS_TIMEOUT_SECONDS",
-        description="Socket and publish timeout for Redis; exceeded → 503.",
+        description="Socket timeout of ingest's Redis calls and the publisher's connect "
+        "timeout: a pipeline that could not be written within it → 503 (nothing queued).",
+    )
+    redis_reply_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias="LEVIATHAN_REDIS_REPLY_WAIT_SECONDS",
+        description="Once a pipeline of XADDs has been written to Redis, how long ingest "
+        "waits for its replies; exceeded → 504 (the bundle may or may not be queued).",
     )
     lag_cache_seconds: float = Field(
         1.0,
@@ -145,6 +169,11 @@ class IngestSettings(StorageSettings):
         description="YAML file whose autonomy_enabled GET /v1/autonomy/status reports "
         "(re-read on every request; a missing file means enabled).",
     )
+
+    @property
+    def request_share(self) -> int:
+        """One request's share of the in-flight budget."""
+        return min(self.max_request_bytes, self.max_inflight_bytes)
 
     @model_validator(mode="after")
     def _one_token(self) -> IngestSettings:

@@ -259,6 +259,10 @@ def roles_ok(payloads: Iterable[Mapping[str, Any]]) -> bool:
 NUL_ESCAPE = b"\\u0000"
 
 
+def _children(value: Any) -> Iterator[tuple[int | str, Any]]:
+    return iter(value.items()) if isinstance(value, dict) else enumerate(value)
+
+
 def nul_locations(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[list[int | str]]:
     """Where a string (key or value) of a parsed JSON document holds U+0000.
 
@@ -266,18 +270,32 @@ def nul_locations(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[list[
     there and would block its batch until dead-lettered; ingest rejects it (422) for every
     backend so both store the same events, and a consumer dead-letters an entry holding it.
     Callers run this walk only when the raw bytes contain :data:`NUL_ESCAPE`.
+
+    Iterative, in document order, with one iterator per open container: a document nested
+    as deep as orjson parses (1,024 levels) would pass Python's recursion limit.
     """
     if isinstance(value, str):
         if "\x00" in value:
             yield list(loc)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                yield [*loc, key]
-            yield from nul_locations(item, (*loc, key))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from nul_locations(item, (*loc, i))
+        return
+    if not isinstance(value, dict | list | tuple):
+        return
+    stack = [(_children(value), loc)]
+    while stack:
+        items, where = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
+            continue
+        key, item = step
+        here = (*where, key)
+        if isinstance(key, str) and "\x00" in key:
+            yield list(here)
+        if isinstance(item, str):
+            if "\x00" in item:
+                yield list(here)
+        elif isinstance(item, dict | list | tuple):
+            stack.append((_children(item), here))
 
 
 @with_config(ConfigDict(extra="allow"))

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.body import gunzip, parse_bundle
+from ingest.body import parse_bundle
 from ingest.errors import IngestError
+from ingest.upload import gunzip
 from tests.fuzz.conftest import FUZZ
 
 LIMIT = 10 * 1024 * 1024
