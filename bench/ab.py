@@ -6,10 +6,10 @@ later compares the two spells, not the two commits. This harness checks each com
 into a temporary worktree (``git worktree add --detach``), then runs the same command
 (``python -m <module> <args>``) in one tree and the other in turn, ``--pairs`` times,
 extracts one figure per run with ``--metric`` (a regular expression whose first group is a
-number) and prints every pair, the median of each side and the median of the per-pair
-ratios B/A. Both runs use this interpreter and its installed dependencies; the project's
-own packages come from each tree, because ``python -m`` puts the working directory first
-on ``sys.path``.
+number; repeat it to extract several figures from the same runs) and prints every pair,
+the median of each side and the median of the per-pair ratios B/A. Both runs use this
+interpreter and its installed dependencies; the project's own packages come from each
+tree, because ``python -m`` puts the working directory first on ``sys.path``.
 
     python -m bench.ab main HEAD --metric 'ndjson: +median ([\\d,]+)' \\
         -- bench.consumer --rounds 1 --skip-postgres
@@ -56,39 +56,45 @@ def figure(output: str, metric: re.Pattern[str]) -> float:
     return float(match.group(1).replace(",", ""))
 
 
-def run_once(tree: Path, command: list[str], metric: re.Pattern[str]) -> float:
+def run_once(tree: Path, command: list[str], metrics: list[re.Pattern[str]]) -> list[float]:
     done = subprocess.run(
         [sys.executable, "-m", *command], cwd=tree, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise AbError(f"{' '.join(command)} failed in {tree.name}: {tail[0]}")
-    return figure(done.stdout, metric)
+    return [figure(done.stdout, metric) for metric in metrics]
 
 
 def compare(
-    trees: tuple[Path, Path], command: list[str], metric: re.Pattern[str], pairs: int
-) -> list[tuple[float, float]]:
-    """Alternate A, B (then B, A, so neither side always runs first) and collect pairs."""
-    out: list[tuple[float, float]] = []
+    trees: tuple[Path, Path], command: list[str], metrics: list[re.Pattern[str]], pairs: int
+) -> list[list[tuple[float, float]]]:
+    """Alternate A, B (then B, A, so neither side always runs first) and collect pairs,
+    one list of pairs per metric."""
+    out: list[list[tuple[float, float]]] = [[] for _ in metrics]
     for i in range(pairs):
         order = (0, 1) if i % 2 == 0 else (1, 0)
-        got: dict[int, float] = {}
+        got: dict[int, list[float]] = {}
         for side in order:
-            got[side] = run_once(trees[side], command, metric)
-        out.append((got[0], got[1]))
-        print(
-            f"pair {i + 1}: A {got[0]:,.1f}  B {got[1]:,.1f}  B/A {got[1] / got[0]:.3f}",
-            flush=True,
-        )
+            got[side] = run_once(trees[side], command, metrics)
+        for m, metric in enumerate(metrics):
+            a, b = got[0][m], got[1][m]
+            out[m].append((a, b))
+            name = f" [{metric.pattern}]" if len(metrics) > 1 else ""
+            print(f"pair {i + 1}{name}: A {_num(a)}  B {_num(b)}  B/A {b / a:.3f}", flush=True)
     return out
+
+
+def _num(value: float) -> str:
+    """A figure as printed: one decimal, three when it is small (a ratio like 0.58)."""
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.3f}"
 
 
 def summary(pairs: list[tuple[float, float]]) -> str:
     a = statistics.median(p[0] for p in pairs)
     b = statistics.median(p[1] for p in pairs)
     ratio = statistics.median(p[1] / p[0] for p in pairs)
-    return f"median A {a:,.1f}  median B {b:,.1f}  median of pair ratios B/A {ratio:.3f}"
+    return f"median A {_num(a)}  median B {_num(b)}  median of pair ratios B/A {ratio:.3f}"
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -98,7 +104,12 @@ def cli(argv: list[str] | None = None) -> int:
     )
     p.add_argument("rev_a", help="baseline commit (anything git rev-parse accepts)")
     p.add_argument("rev_b", help="commit to compare with it")
-    p.add_argument("--metric", required=True, help="regex; group 1 is the figure")
+    p.add_argument(
+        "--metric",
+        required=True,
+        action="append",
+        help="regex; group 1 is the figure (repeat for several figures of the same runs)",
+    )
     p.add_argument("--pairs", type=int, default=4, help="alternating pairs of runs (4)")
     argv = sys.argv[1:] if argv is None else argv
     # everything after "--" is the benchmark's own command line, never ours to parse
@@ -109,18 +120,25 @@ def cli(argv: list[str] | None = None) -> int:
         p.error("name the benchmark module after --, e.g. -- bench.consumer --rounds 1")
     if args.pairs < 1:
         p.error("--pairs must be at least 1")
-    try:
-        metric = re.compile(args.metric)
-    except re.error as exc:
-        p.error(f"--metric is not a regular expression: {exc}")
-    if metric.groups < 1:
-        p.error("--metric needs a group around the number, e.g. 'median ([\\d,.]+)'")
+    metrics: list[re.Pattern[str]] = []
+    for text in args.metric:
+        try:
+            metric = re.compile(text)
+        except re.error as exc:
+            p.error(f"--metric is not a regular expression: {exc}")
+        if metric.groups < 1:
+            p.error("--metric needs a group around the number, e.g. 'median ([\\d,.]+)'")
+        metrics.append(metric)
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         root = Path(tmp)
         try:
             with checkout(args.rev_a, root / "a") as a, checkout(args.rev_b, root / "b") as b:
                 print(f"A = {args.rev_a}  B = {args.rev_b}  command: python -m {' '.join(command)}")
-                print(summary(compare((a, b), command, metric, args.pairs)))
+                for metric, pairs in zip(
+                    metrics, compare((a, b), command, metrics, args.pairs), strict=True
+                ):
+                    name = f"[{metric.pattern}] " if len(metrics) > 1 else ""
+                    print(name + summary(pairs))
         except subprocess.CalledProcessError as exc:
             print(f"bench.ab: cannot check out: {exc.stderr.decode().strip()}", file=sys.stderr)
             return 2

@@ -5,7 +5,8 @@ Pipeline position: measures the HTTP front door against the real Redis. In ONE r
 server process (uvloop, no access log, the same collector tuning and response code),
 separate from the load generator — and prints events/s accepted and p50/p99 latency for
 each, round by round (a, b, c alternate so a slow spell of a shared machine hits all
-three), then medians and the ratios c/a and b/a:
+three), with the server process's CPU time per request during the load (from /proc),
+then medians and the ratios c/a and b/a:
 
   (a) validate-only: the same body parsing/validation, no Redis;
   (b) naive: one XADD round trip per request;
@@ -140,7 +141,7 @@ def _ms(value: str) -> float:
 
 def run_wrk(
     port: int, workdir: Path, seconds: int = SECONDS, threads: int = WRK_THREADS
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, int]:
     script = workdir / "post.lua"
     script.write_text(LUA.replace("TOKEN", TOKEN))
     bodies = workdir / "bodies.txt"
@@ -169,10 +170,10 @@ def run_wrk(
     ok = requests - (int(bad.group(1)) if bad else 0)
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    return ok * EVENTS / seconds, p50, p99
+    return ok * EVENTS / seconds, p50, p99, requests
 
 
-async def run_aiohttp(port: int, seconds: int = SECONDS) -> tuple[float, float, float]:
+async def run_aiohttp(port: int, seconds: int = SECONDS) -> tuple[float, float, float, int]:
     """Fallback generator when wrk is not installed."""
     bodies = [bundle(i) for i in range(256)]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -196,7 +197,7 @@ async def run_aiohttp(port: int, seconds: int = SECONDS) -> tuple[float, float, 
 
         await asyncio.gather(*(worker(w) for w in range(CONNECTIONS)))
     cuts = statistics.quantiles(latencies, n=100)
-    return ok * EVENTS / seconds, cuts[49], cuts[98]
+    return ok * EVENTS / seconds, cuts[49], cuts[98], len(latencies)
 
 
 async def _clean(redis_url: str) -> None:
@@ -227,18 +228,34 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # after the command name: state is field 3, utime 14 and stime 15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     mode: str, redis_url: str, workdir: Path, seconds: int = SECONDS
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
+    """events/s, p50 ms, p99 ms, and the server's CPU µs per request during the load."""
     asyncio.run(_clean(redis_url))
     port = _free_port()
     cmd = [sys.executable, "-m", "bench.ingest", "--serve", mode, "--port", str(port)]
     proc = subprocess.Popen(cmd, env={**os.environ, "LEVIATHAN_BENCH_REDIS_URL": redis_url})
     try:
         _wait_listening(port, proc)
+        time.sleep(0.5)  # start-up (imports, app, Redis connection) is not the request's cost
+        before = cpu_seconds(proc.pid)
         if shutil.which("wrk"):
-            return run_wrk(port, workdir, seconds)
-        return asyncio.run(run_aiohttp(port, seconds))
+            rate, p50, p99, requests = run_wrk(port, workdir, seconds)
+        else:
+            rate, p50, p99, requests = asyncio.run(run_aiohttp(port, seconds))
+        used = cpu_seconds(proc.pid) - before
+        return rate, p50, p99, used * 1e6 / (requests or 1)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -263,27 +280,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Rounds alternate the servers so that a slow spell of a shared machine hits all of
     # them alike; each round's ratio compares neighbouring runs.
-    runs: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {mode: [] for mode in MODES}
     ratios: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(1, args.rounds + 1):
             for label, mode in zip("abc", MODES, strict=True):
-                rate, p50, p99 = measure(mode, redis_url, Path(tmp), args.seconds)
-                runs[mode].append((rate, p50, p99))
+                rate, p50, p99, cpu = measure(mode, redis_url, Path(tmp), args.seconds)
+                runs[mode].append((rate, p50, p99, cpu))
                 print(
                     f"round {r} ({label}) {mode:9s} {rate:8.0f} events/s  "
-                    f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                    f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu {cpu:5.0f} us/request"
                 )
             ratios.append(runs["real"][-1][0] / (runs["validate"][-1][0] or 1.0))
             print(f"round {r} c/a = {ratios[-1]:.2f}")
     asyncio.run(_clean(redis_url))
     print("medians over rounds:")
     for label, mode in zip("abc", MODES, strict=True):
-        rate, p50, p99 = (statistics.median(x[i] for x in runs[mode]) for i in range(3))
+        rate, p50, p99, cpu = (statistics.median(x[i] for x in runs[mode]) for i in range(4))
         worst = max(x[2] for x in runs[mode])
         print(
             f"({label}) {mode:9s} {rate:8.0f} events/s  p50 {p50:6.2f} ms  "
-            f"p99 {p99:6.2f} ms (worst {worst:.2f})"
+            f"p99 {p99:6.2f} ms (worst {worst:.2f})  server cpu {cpu:5.0f} us/request"
         )
     naive = statistics.median(
         b[0] / (a[0] or 1.0) for a, b in zip(runs["validate"], runs["naive"], strict=True)

@@ -264,6 +264,40 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     _topology("ndjson"),
     _topology("postgres"),
     Benchmark(
+        "lifecycle",
+        "Export and import of 1,000,000 events on both backends; writer drain during retain",
+        "bench.lifecycle",
+        ("--events", "1000000"),
+        ("--events", "4000", "--window", "0.3"),
+        (
+            Figure("NDJSON import", "events/s", rx(r"^ndjson\s+import:\s+([\d,]+) events/s")),
+            Figure("NDJSON export", "events/s", rx(r"^ndjson\s+export:\s+([\d,]+) events/s")),
+            Figure("PostgreSQL import", "events/s", rx(r"^postgres\s+import:\s+([\d,]+) events/s")),
+            Figure("PostgreSQL export", "events/s", rx(r"^postgres\s+export:\s+([\d,]+) events/s")),
+            Figure(
+                "import peak RSS (largest)",
+                "MiB",
+                lambda out: max(
+                    (float(x) for x in re.findall(r"import:.*peak RSS\s+([\d.]+) MiB", out)),
+                    default=None,
+                ),
+                Target("<=", 300),
+            ),
+            Figure(
+                "NDJSON writer drop while retaining",
+                "%",
+                rx(r"^ndjson\s+retention:.*drop ([-\d.]+)%"),
+                Target("<=", 20),
+            ),
+            Figure(
+                "PostgreSQL writer drop while retaining",
+                "%",
+                rx(r"^postgres\s+retention:.*drop ([-\d.]+)%"),
+                Target("<=", 20),
+            ),
+        ),
+    ),
+    Benchmark(
         "verify",
         "Chain check: full walk vs incremental after 500 new events (200,000-event partition)",
         "bench.verify",
@@ -361,6 +395,27 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                 "ingest accepted, cluster / single node",
                 "",
                 rx(r"^ingest accepted: .*cluster/single ([\d.]+)"),
+            ),
+        ),
+    ),
+    Benchmark(
+        "client",
+        "Worker client vs leviathan-cp bench's poster, one request in flight, 20-event bundles",
+        "bench.client",
+        (),
+        ("--rounds", "1", "--seconds", "0.5"),
+        (
+            Figure(
+                "client / leviathan-cp bench events/s",
+                "",
+                rx(r"^client/bench = ([\d.]+)"),
+                Target(">=", 0.8),
+            ),
+            Figure("client", "events/s", rx(r"^client \(1 thread\): median ([\d,]+)")),
+            Figure(
+                "client with a disk spool / leviathan-cp bench",
+                "",
+                rx(r"^client\+spool/bench = ([\d.]+)"),
             ),
         ),
     ),

@@ -48,14 +48,23 @@ async def commit(
     partition: int,
     ids: Sequence[str],
     counts: Sequence[EntryCounts],
+    *,
+    clear: str | None = None,
 ) -> None:
-    """XACK ``ids`` of ``partition``, mark and announce each with its counts, atomically."""
+    """XACK ``ids`` of ``partition``, mark and announce each with its counts, atomically;
+    ``clear`` names the in-flight hash (consumer.crashes) whose fields for ``ids`` go too.
+
+    A marker already set stays (``SET NX``): the first commit of an entry carries the
+    counts of the write that stored it; a second writer of the same entry (one that
+    stalled past the claim idle) only saw duplicates."""
     key = layout.committed_key
 
     def fill(pipe: Pipeline) -> None:
         pipe.xack(layout.stream(partition), GROUP, *ids)
+        if clear is not None:
+            pipe.hdel(clear, *ids)
         for entry_id, c in zip(ids, counts, strict=True):
-            pipe.set(key(partition, entry_id), c.encode(), ex=COMMITTED_MARKER_TTL_S)
+            pipe.set(key(partition, entry_id), c.encode(), ex=COMMITTED_MARKER_TTL_S, nx=True)
         pipe.publish(
             layout.committed_channel,
             ",".join(announce_token(partition, i, c) for i, c in zip(ids, counts, strict=True)),

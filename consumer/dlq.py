@@ -4,7 +4,9 @@ Pipeline position: operator tool over the partitions' dead streams ``{prefix}:de
 (filled by consumer.deadletter) and the single ``{prefix}:dead`` stream of earlier
 releases, whose entries stay listable, replayable and droppable. ``list`` prints one line
 per dead entry: its handle (``P/ID`` for partition P's dead stream, ``legacy/ID`` for the
-old stream), the partition it came from, its original entry id and the reason.
+old stream), the partition it came from, its original entry id, the reason and what it
+holds (``bundle B chunk c/n event i (event_id)`` for one event storage refused out of an
+entry whose other events were stored; replaying it re-queues just that event).
 ``replay`` and ``drop`` take those handles; a bare ``ID`` is accepted when only one dead
 stream holds it.
 
@@ -167,10 +169,30 @@ async def listing(redis: Redis, layout: StreamLayout, limit: int) -> list[str]:
                     _s(f.get(deadletter.PARTITION, b"?")),
                     _s(f.get(deadletter.ENTRY_ID, b"?")),
                     _s(f.get(deadletter.REASON, b"?")),
+                    origin(f),
                 ]
             )
         )
     return lines
+
+
+def origin(fields: dict[bytes, bytes]) -> str:
+    """What a dead entry holds: ``bundle B chunk c/n event i (id)`` for one event of an
+    entry whose other events were stored, ``… artifacts`` for its artifacts, ``bundle B
+    chunk c/n`` for a whole entry refused by storage, ``entry`` for older letters."""
+    if deadletter.BUNDLE_ID not in fields:
+        return "entry"
+    out = (
+        f"bundle {_s(fields[deadletter.BUNDLE_ID])} chunk {_s(fields.get(deadletter.CHUNK, b'?'))}"
+    )
+    event = fields.get(deadletter.EVENT)
+    if event == b"artifacts":
+        return out + " artifacts"
+    if event is not None:
+        out += f" event {_s(event)}"
+    if deadletter.EVENT_ID in fields:
+        out += f" ({_s(fields[deadletter.EVENT_ID])})"
+    return out
 
 
 def _handle(text: str) -> str:
@@ -195,7 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser(
-        "list", help="show dead entries: handle (partition/id), partition, entry id, reason"
+        "list",
+        help="show dead entries: handle (partition/id), partition, entry id, reason, what it holds",
     )
     ls.add_argument("--limit", type=_positive, default=100)
     for name in ("replay", "drop"):

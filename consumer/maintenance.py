@@ -8,9 +8,13 @@ replica at once, so each step is safe against the others and against the read lo
   over all groups, of each group's oldest pending id, or of the id just past its
   last-delivered id when it has nothing pending. An entry pending or undelivered in any
   group is never trimmed — except that a group other than ``writers`` more than twice
-  ``LEVIATHAN_SPIDER_MAX_BACKLOG`` behind is left out: a running Spider forwarder keeps its
-  own backlog below that bound, so such a group is one nobody reads any more (a forwarder
-  switched off without ``forward --remove-group``), and it must not grow Redis for ever.
+  ``LEVIATHAN_SPIDER_MAX_BACKLOG`` behind, none of whose consumers was seen (XINFO
+  CONSUMERS ``idle``) for ``LEVIATHAN_SPIDER_ABANDON_AFTER_S``, is left out: a running
+  Spider forwarder keeps its own backlog below that bound, so such a group is one nobody
+  reads any more (a forwarder switched off without ``forward --remove-group``), and it
+  must not grow Redis for ever. A forwarder merely down for a deploy, or restarting in a
+  crash loop, was seen recently and keeps its entries; one that comes back after its
+  group was left out counts and logs what was trimmed from under it (consumer.forwarder).
 - A stale consumer (idle past ``LEVIATHAN_CONSUMER_STALE_MS``) is deleted only once its
   pending entries were claimed by this one, so it neither loses work nor pins trimming.
 - A step whose stream, group or consumer vanished meanwhile (another replica got there
@@ -79,20 +83,66 @@ async def _keep_from(redis: Redis, stream: str, row: dict[str, Any]) -> str:
     return _text(summary["min"])
 
 
-def _abandoned(row: dict[str, Any], abandon_after: int | None) -> bool:
+def _behind(row: dict[str, Any], abandon_after: int | None) -> bool:
     """A group other than ``writers`` more than ``abandon_after`` entries behind."""
     if abandon_after is None or _text(row["name"]) == GROUP or row.get("lag") is None:
         return False
     return int(row["pending"]) + int(row["lag"]) > abandon_after
 
 
-async def trim_partition(redis: Redis, stream: str, abandon_after: int | None = None) -> int:
+async def last_seen_ms(redis: Redis, stream: str, group: str) -> int | None:
+    """Milliseconds since any consumer of ``group`` last read or claimed (XINFO CONSUMERS
+    ``idle``), None when the group has no consumer."""
+    rows = await resolve(redis.xinfo_consumers(stream, group))
+    idle = [int(row["idle"]) for row in rows]
+    return min(idle) if idle else None
+
+
+async def _abandoned(
+    redis: Redis, stream: str, row: dict[str, Any], abandon_after: int | None, seen_ms: int
+) -> bool:
+    """Behind by more than ``abandon_after`` and no consumer seen within ``seen_ms``."""
+    if not _behind(row, abandon_after):
+        return False
+    name = _text(row["name"])
+    behind = int(row["pending"]) + int(row["lag"])
+    seen = await last_seen_ms(redis, stream, name)
+    if seen is not None and seen < seen_ms:
+        logger.warning(
+            "group %s of %s is %d entries behind (more than %s) but its consumer was seen "
+            "%.0fs ago: its entries are kept",
+            name,
+            stream,
+            behind,
+            abandon_after,
+            seen / 1000,
+        )
+        return False
+    logger.warning(
+        "group %s of %s is %d entries behind and no consumer of it was seen for %s: left out "
+        "of trimming (a forwarder coming back counts what was trimmed as skipped)",
+        name,
+        stream,
+        behind,
+        "ever" if seen is None else f"{seen / 1000:.0f}s",
+    )
+    return True
+
+
+async def trim_partition(
+    redis: Redis, stream: str, abandon_after: int | None = None, seen_ms: int = 0
+) -> int:
     """Trim the prefix every group is done with; returns the number of entries removed.
 
-    A group other than ``writers`` more than ``abandon_after`` entries behind is left out.
+    A group other than ``writers`` more than ``abandon_after`` entries behind is left out,
+    unless one of its consumers was seen within the last ``seen_ms`` milliseconds.
     """
     try:
-        rows = [r for r in await groups(redis, stream) if not _abandoned(r, abandon_after)]
+        rows = [
+            r
+            for r in await groups(redis, stream)
+            if not await _abandoned(redis, stream, r, abandon_after, seen_ms)
+        ]
         if not rows:
             return 0
         min_id = min([await _keep_from(redis, stream, row) for row in rows], key=id_key)
@@ -108,8 +158,10 @@ async def trim_partition(redis: Redis, stream: str, abandon_after: int | None = 
 async def trim_all(reader: Reader) -> int:
     # twice the forwarder's bound: a live forwarder skips down to the bound on every retry
     cap = 2 * reader.settings.spider_max_backlog
+    seen_ms = int(reader.settings.spider_abandon_after_s * 1000)
     return sum(
-        [await trim_partition(reader.redis, s, cap) for s in reader.layout.streams()], start=0
+        [await trim_partition(reader.redis, s, cap, seen_ms) for s in reader.layout.streams()],
+        start=0,
     )
 
 

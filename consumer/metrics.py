@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from consumer.progress import PartitionState
+from storage.base import LogStat
 
 
 class ConsumerMetrics:
@@ -41,6 +42,30 @@ class ConsumerMetrics:
         )
         self.batch_seconds = Histogram(
             "leviathan_consumer_batch_seconds", "write_batch plus XACK duration", registry=r
+        )
+        # the retained log of each partition (storage.base.LogStat), set by the log_stats job
+        self.log_events = Gauge(
+            "leviathan_log_events",
+            "Events stored in each partition's log (since its retention checkpoint)",
+            ["partition"],
+            registry=r,
+        )
+        self.log_bytes = Gauge(
+            "leviathan_log_bytes",
+            "Bytes of each partition's log files on disk (NDJSON backend only)",
+            ["partition"],
+            registry=r,
+        )
+        self.log_oldest = Gauge(
+            "leviathan_log_oldest_event_timestamp_seconds",
+            "Arrival time (epoch) of the oldest event retained in each partition",
+            ["partition"],
+            registry=r,
+        )
+        self.retention_removed = Counter(
+            "leviathan_retention_removed_events",
+            "Events removed by retention (LEVIATHAN_RETENTION_DAYS) in this process",
+            registry=r,
         )
         self.dead_lettered = Counter(
             "leviathan_consumer_dead_lettered",
@@ -108,3 +133,13 @@ class ConsumerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def record_log(self, stats: Sequence[LogStat]) -> None:
+        """Set the log gauges from :meth:`storage.base.EventStore.log_stats`."""
+        for stat in stats:
+            label = str(stat.partition)
+            self.log_events.labels(label).set(stat.events)
+            if stat.bytes is not None:
+                self.log_bytes.labels(label).set(stat.bytes)
+            if stat.oldest_received_at is not None:
+                self.log_oldest.labels(label).set(stat.oldest_received_at)

@@ -1,8 +1,8 @@
 """What each partition of this consumer holds and when it last made progress.
 
 Pipeline position: shared by the partition tasks (consumer.reader), the keep-alive that
-refreshes held entries (consumer.keepalive), the reclaim job that hands claimed entries
-over, and the health server, which derives liveness, stalls and the stall gauge from it.
+refreshes held entries (consumer.keepalive), and the health server, which derives
+liveness, stalls and the stall gauge from it.
 Plain in-process bookkeeping, touched once per batch (never per event).
 
 "Held" entries are those this consumer has read or claimed and not yet finished (acked,
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Entry = tuple[str, dict[bytes, bytes]]
@@ -31,10 +30,18 @@ class PartitionState:
     """When the oldest unrefreshed holding was taken (or last refreshed by the keep-alive)."""
     last_progress: float = field(default_factory=time.monotonic)
     """Last commit (stored or dead-lettered entries acked), or the moment holding began."""
-    handoff: deque[list[Entry]] = field(default_factory=deque)
-    """Claimed entries waiting for the partition's task, which alone writes the partition."""
+    reread: bool = True
+    """Our pending list is to be re-read (one entry at a time) before new entries: after
+    a start or a lease takeover, a failed read, or a read cut at the byte share."""
+    cursor: str = "0"
+    """Where the re-read of the pending list stands."""
     resumed: bool = False
     """The task has re-read what this consumer name held before (start-up pass done)."""
+    largest: int = 0
+    """Largest entry seen lately (bytes, decaying); reads are sized by it when it exceeds
+    the entry size ingest writes."""
+    marked: dict[str, int] = field(default_factory=dict)
+    """In-flight marks this process set and has not finished: entry id → earlier deaths."""
     task: asyncio.Task[None] | None = None
     stall_reported: bool = False
 
@@ -54,9 +61,9 @@ class PartitionState:
         """Entries given up without a commit (shutdown, Redis failure): still pending."""
         self.held.difference_update(ids)
 
-    def hand_over(self, entries: Sequence[Entry]) -> None:
-        self.take(i for i, _ in entries)
-        self.handoff.append(list(entries))
+    def saw(self, size: int) -> None:
+        """An entry of ``size`` bytes was read: "lately" fades over some 50 entries."""
+        self.largest = max(size, self.largest - (self.largest >> 4))
 
     def stale_for(self, now: float, interval: float) -> bool:
         """Whether the held entries are due for a keep-alive refresh."""

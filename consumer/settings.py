@@ -42,7 +42,27 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
     claim_idle_ms: int = Field(30_000, ge=100, validation_alias="LEVIATHAN_CONSUMER_CLAIM_IDLE_MS")
     """Entries idle this long are XAUTOCLAIMed; a live consumer refreshes those it holds."""
     max_deliveries: int = Field(5, ge=1, validation_alias="LEVIATHAN_CONSUMER_MAX_DELIVERIES")
-    """An entry delivered more often (to consumers that died with it) is dead-lettered."""
+    """An entry that crashed its consumer this many times while being written alone (its
+    in-flight mark survived) is dead-lettered as ``crashed its consumer N times``; the
+    other entries of its batch are stored."""
+    lease_s: float = Field(15.0, ge=1, le=600, validation_alias="LEVIATHAN_CONSUMER_LEASE_S")
+    """TTL of a partition's writer lease (one writing process per partition). Renewed every
+    fifth of it; a holder stops starting writes once it could not renew for half of it,
+    and a dead holder's partitions are taken over after it (plus up to one TTL until the
+    member list forgets the dead process)."""
+    memory_bytes: int = Field(
+        448 * 1024 * 1024, ge=16 * 1024 * 1024, validation_alias="LEVIATHAN_CONSUMER_MEMORY_BYTES"
+    )
+    """Estimated memory the batches being decoded and written may take together (counted
+    from their JSON tokens, not their bytes); an entry whose estimate alone is larger
+    cannot be decoded within it and is dead-lettered as ``oversized``. Keep it below the
+    pod's memory limit minus ~200 MiB."""
+    timeout_retries: int = Field(
+        3, ge=0, le=100, validation_alias="LEVIATHAN_CONSUMER_TIMEOUT_RETRIES"
+    )
+    """Retries of a batch whose write hit the database's statement timeout; after them
+    the batch is isolated like a data error (the entries that time out alone are
+    dead-lettered)."""
     stale_consumer_ms: int = Field(
         3_600_000, ge=1000, validation_alias="LEVIATHAN_CONSUMER_STALE_MS"
     )
@@ -51,6 +71,9 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
         10, ge=1, le=59, validation_alias="LEVIATHAN_CONSUMER_MAINTENANCE_INTERVAL_S"
     )
     """Period of the cron jobs: reclaim, trim, lag metrics, stale consumers."""
+    retention_days: float | None = Field(None, gt=0, validation_alias="LEVIATHAN_RETENTION_DAYS")
+    """Remove events that arrived more than this many days ago (off when unset); applied
+    every five minutes by the consumers' maintenance, see "Retention" in operations.md."""
     health_host: str = Field("0.0.0.0", validation_alias="LEVIATHAN_CONSUMER_HOST")
     """Bind address of the /healthz, /readyz, /metrics server."""
     health_port: int = Field(8001, ge=0, le=65535, validation_alias="LEVIATHAN_CONSUMER_PORT")

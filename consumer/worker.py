@@ -40,10 +40,11 @@ from consumer.forwarder import forward as forwarder
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings
-from storage.base import EventStore
+from storage.base import EventStore, StorageError, describe
 from storage.config import create_store
 from storage.queue import PartitionMismatchError, ensure_partition_count
 from storage.redisconn import refusal_line
+from storage.retention import cut_of_days
 
 logger = logging.getLogger(__name__)
 SPIDER = "spider"  # ctx key of the Spider forwarder running beside the read loop, if enabled
@@ -175,6 +176,33 @@ async def stale_consumers_job(ctx: dict[str, Any]) -> list[str]:
     )
 
 
+async def log_stats_job(ctx: dict[str, Any]) -> None:
+    """Log size and oldest retained event per partition, for the metrics."""
+    d = deps(ctx)
+    try:
+        d.metrics.record_log(await d.store.log_stats())
+    except StorageError as exc:
+        logger.warning("log metrics skipped, storage unavailable: %s", describe(exc))
+
+
+async def retention_job(ctx: dict[str, Any]) -> int:
+    """``LEVIATHAN_RETENTION_DAYS``: remove what arrived before the cut (every replica
+    runs it; a batch another one already removed is skipped, see storage retain)."""
+    d = deps(ctx)
+    if d.settings.retention_days is None:
+        return 0
+    try:
+        done = await d.store.retain(cut_of_days(d.settings.retention_days))
+    except StorageError as exc:
+        logger.warning("retention skipped, storage unavailable: %s", describe(exc))
+        return 0
+    removed = sum(r.removed for r in done)
+    if removed:
+        d.metrics.retention_removed.inc(removed)
+        logger.info("retention removed %d events from %d partitions", removed, len(done))
+    return removed
+
+
 async def replay_dead_letters(ctx: dict[str, Any], ids: list[str] | None = None) -> int:
     """Operator job: put dead entries (all, or ``dlq list`` handles) back on their streams."""
     d = deps(ctx)
@@ -215,6 +243,8 @@ def worker_settings(settings: ConsumerSettings) -> dict[str, Any]:
             cron(trim_job, second=every),
             cron(lag_job, second=every, run_at_startup=True),
             cron(stale_consumers_job, second=every),
+            cron(log_stats_job, second=every, run_at_startup=True),
+            cron(retention_job, minute=set(range(0, 60, 5)), second={0}),
         ],
         "redis_settings": _redis_settings(settings.arq_url),
         "queue_name": f"{settings.stream_prefix}:arq",

@@ -13,6 +13,7 @@ imports the read tier.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,27 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 128 * 1024
+
+
+def tune_malloc() -> None:
+    """Large buffers straight from mmap, so the memory of a big body goes back when freed.
+
+    glibc raises its mmap threshold each time an mmapped block is freed (up to 32 MiB), so
+    after the first big body, bodies, their joins and encoded entries come from the heap,
+    which rarely shrinks: 16 concurrent 9 MiB bundles peaked at 345-378 MiB RSS with the
+    same in-flight budget that kept them at 250 MiB with a fixed threshold. Setting the
+    threshold fixes it. A no-op without glibc.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 # Mounts the read API on an ingest app: gets the app, its settings and how to reach its
 # Redis client (for /v1/stats).
 ReadApi = Callable[[web.Application, IngestSettings, Callable[[], Redis]], None]
@@ -84,8 +106,9 @@ def _publisher(settings: IngestSettings, client: Redis, metrics: IngestMetrics) 
             max_batch=settings.publish_max_batch,
             timeout=settings.redis_timeout_seconds,
             retry_after=settings.retry_after_seconds,
-            on_batch=metrics.pipeline_batch.observe,
+            on_batch=metrics.pipeline_batch_tally.observe,
             min_replica_acks=settings.redis_min_replica_acks,
+            reply_wait=settings.redis_reply_wait_seconds,
         )
 
     cluster = as_cluster(client)

@@ -7,9 +7,13 @@ pipelines go out concurrently and one slow node delays only its partitions. A re
 to the publisher of the master its stream's slot maps to. When that fails — the slot moved
 (MOVED, ASK), the master died and its replica is taking over, a connection broke — the slot
 map is re-read and the request sent again to whichever master now owns the slot, until
-``timeout`` has passed; only then is it answered 503. A retry may add an entry twice (a
-connection lost after Redis added it): the consumers store each ``event_id`` once, so a
-duplicate entry is a duplicate, never a second copy. Redis out of memory is answered at once.
+``timeout`` has passed; only then is it answered 503 — or 504 (:class:`webcore.errors.
+Unconfirmed`) when any attempt was written but never confirmed, since that one may have
+been added. A node publisher waits for the replies of a written pipeline up to its reply
+wait (``LEVIATHAN_REDIS_REPLY_WAIT_SECONDS``), so a stalled master answers late, not 503.
+A retry may add an entry twice (a connection lost after Redis added it): the consumers
+store each ``event_id`` once, so a duplicate entry is a duplicate, never a second copy.
+Redis out of memory is answered at once.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from redis.exceptions import RedisError
 
 from ingest.publisher import Publisher
 from storage.redisconn import StreamCluster, after_failure
-from webcore.errors import Unavailable
+from webcore.errors import Unavailable, Unconfirmed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,17 +88,22 @@ class ClusterPublisher(Publisher):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         pause = RETRY_PAUSE_S
+        unconfirmed: Unconfirmed | None = None  # an attempt that may have been added
         while True:
             try:
                 return await call(await self._node_for(stream))
             except Unavailable as exc:
-                if exc.reason == "redis_oom" or loop.time() + pause >= deadline:
-                    raise
-                problem = exc.detail
+                if isinstance(exc, Unconfirmed):
+                    unconfirmed = exc
+                failure: Unavailable | Unconfirmed = exc
+                final = exc.reason == "redis_oom"
             except (RedisError, OSError) as exc:  # the slot map could not be read
-                if loop.time() + pause >= deadline:
-                    raise Unavailable("The queue is unreachable.", self._retry_after) from None
-                problem = str(exc)
+                failure = Unavailable(f"The queue is unreachable ({exc}).", self._retry_after)
+                final = False
+            if final or loop.time() + pause >= deadline:
+                # an attempt that may have been added outranks a later refusal
+                raise unconfirmed or failure
+            problem = failure.detail
             log.info("publish to %s retried after a fresh slot map: %s", stream, problem)
             await asyncio.sleep(pause)
             await after_failure(self._cluster)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Ingest and health handlers (README "The contract").
 
-Pipeline position: ``POST /v1/events/ingest`` = in-flight budget → body → backpressure
+Pipeline position: ``POST /v1/events/ingest`` = in-flight budget (grown as the body
+arrives, then to its estimated parse cost) → body → backpressure
 check → entries → group-commit XADD into the bundle's partition (one MULTI/EXEC when the
 bundle was split) → optional ``?wait=`` for the consumer's commit of every entry. The
 budget is given back once Redis answered the XADD: a waiting request holds only its ids
@@ -23,12 +24,13 @@ from redis.exceptions import RedisError
 
 from ingest import waiters
 from ingest.backpressure import LagGauge, QueueState
-from ingest.body import RAW_SLACK, Limits, describe_size, read_prepared
-from ingest.budget import PEAK_FACTOR, Budget
+from ingest.body import Limits, read_prepared
+from ingest.budget import Budget
 from ingest.entry import entry_fields
 from ingest.metrics import IngestMetrics
 from ingest.publisher import Publisher
 from ingest.settings import IngestSettings
+from ingest.upload import RAW_SLACK, describe_size
 from ingest.waiters import Waiters
 from storage.queue import StreamLayout, resolve
 from storage.schema import Bundle
@@ -39,7 +41,6 @@ from webcore.roles import Role, requires
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
 __all__ = ["RAW_SLACK", "Runtime", "ingest_routes", "json_bytes"]
-UNKNOWN_LENGTH_ESTIMATE = 1024 * 1024  # chunked uploads: grown once the body is read
 
 
 @dataclass
@@ -112,19 +113,6 @@ def _check_queue(rt: Runtime, state: QueueState) -> None:
         )
 
 
-def _estimate(request: web.Request) -> int:
-    """Budget to reserve before reading: the raw body's size times the parse's peak factor.
-
-    A gzip body is reserved at its compressed size here and grown once its announced size
-    is known (:func:`ingest.body.read_prepared`).
-    """
-    length = request.content_length
-    if length is None:
-        return UNKNOWN_LENGTH_ESTIMATE
-    gzipped = "gzip" in request.headers.get("Content-Encoding", "")
-    return length if gzipped else PEAK_FACTOR * length
-
-
 async def _measured_lag(rt: Runtime) -> QueueState:
     """The lag when no usable cached reading exists (start-up, or Redis was unreachable)."""
     try:
@@ -146,19 +134,19 @@ async def _queue(
 
     Returns the bundle id, the partition, the entry ids and the event count.
     """
-    async with rt.budget.reserve(_estimate(request)) as grant:
+    async with rt.budget.reserve() as grant:  # grown as the body arrives and is parsed
         prepared = await read_prepared(request, limits, grant)
         await admit(rt)
         bundle_id, count = prepared.bundle_id, prepared.count
         partition = layout.partition_of(bundle_id)
-        entries = prepared.entries(request[TOKEN_LABEL], limits.entry_max)
-        rt.metrics.bundle_bytes.observe(prepared.size)
+        entries = prepared.entries(request[TOKEN_LABEL], limits.entry_max, limits.max_event)
+        rt.metrics.bundle_bytes_tally.observe(prepared.size)
         del prepared
         if len(entries) == 1:
             ids = [await rt.publisher.publish(streams[partition], entries[0])]
         else:
             ids = await rt.publisher.publish_atomic(streams[partition], entries)
-        rt.metrics.bundle_entries.observe(len(entries))
+        rt.metrics.bundle_entries_tally.observe(len(entries))
     return bundle_id, partition, ids, count
 
 
@@ -172,6 +160,8 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
         settings.max_events,
         settings.entry_max_bytes,
         settings.body_timeout_seconds,
+        settings.max_event_bytes,
+        settings.request_share,
     )
 
     @routes.post("/v1/events/ingest")
@@ -179,7 +169,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     async def ingest(request: web.Request) -> web.Response:
         wait = _wait_param(request) or settings.default_wait_seconds or None
         bundle_id, partition, ids, count = await _queue(rt, request, limits, layout, streams)
-        rt.metrics.bundle_events.observe(count)
+        rt.metrics.bundle_events_tally.observe(count)
         if wait is not None:
             # every entry of a split bundle: the answer sums their counts
             counts = await rt.waiters.wait_all([(partition, i) for i in ids], wait)

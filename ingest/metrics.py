@@ -3,6 +3,10 @@
 Pipeline position: the request middleware, the ingest handler, the publisher and the lag
 gauge record here; ``GET /metrics`` renders it. A registry per app (never the global one)
 lets tests build many apps in one process.
+
+The per-request observations (request count, latency, bundle bytes/events/entries, XADDs
+per pipeline) go into lock-free tallies (:mod:`webcore.tallies`) that the registry adds
+into prometheus-client's own values when it is collected.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.backpressure import QueueState
+from webcore.tallies import CounterTally, HistogramTally, Tallies
 
 
 @dataclass
@@ -20,6 +25,7 @@ class IngestMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._tallies = Tallies(r)
         self.requests = Counter(
             "ingest_requests_total",
             "HTTP requests by route and status",
@@ -85,6 +91,19 @@ class IngestMetrics:
             registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
+
+        self.bundle_bytes_tally = self.histogram_tally(self.bundle_bytes)
+        self.bundle_events_tally = self.histogram_tally(self.bundle_events)
+        self.bundle_entries_tally = self.histogram_tally(self.bundle_entries)
+        self.pipeline_batch_tally = self.histogram_tally(self.pipeline_batch)
+
+    def histogram_tally(self, histogram: Histogram) -> HistogramTally:
+        """A tally of ``histogram`` (or one labelled child), flushed at every collect."""
+        return self._tallies.histogram(histogram)
+
+    def counter_tally(self, counter: Counter) -> CounterTally:
+        """A tally of ``counter`` (or one labelled child), flushed at every collect."""
+        return self._tallies.counter(counter)
 
     def record_queue(self, state: QueueState) -> None:
         self.queue_lag.set(state.lag)

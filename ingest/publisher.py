@@ -17,9 +17,19 @@ XADDs grew to ~12 and accepted events/s by 5-9%.
 A bundle split into several entries (:meth:`Publisher.publish_atomic`) rides in the same
 pipeline as ``MULTI``, its XADDs to the one partition stream, ``EXEC``: all of them or none
 are added (Redis refuses a transaction whose commands failed to queue, an out-of-memory
-refusal among them). A batch's deadline grows with its bytes, so a pipeline of large
-entries that Redis is still reading is not abandoned (and answered 503) while Redis goes
-on to add it.
+refusal among them).
+
+Two deadlines, because a 503 promises that nothing was queued: connecting (and the PING
+after a long idle) is bounded by ``timeout`` (``LEVIATHAN_REDIS_TIMEOUT_SECONDS``) and a
+failure there is a 503 for the batch — nothing of it was written. Once the pipeline is
+being written, Redis may add any of its XADDs, so the batch then waits for its replies up
+to ``reply_wait`` (``LEVIATHAN_REDIS_REPLY_WAIT_SECONDS``, plus its bytes at
+:data:`MIN_BYTES_PER_SECOND`): a Redis stalled by a busy script, a fork or a slow disk
+answers late, and its requests get their 202. Only past that wait, or when the connection
+is lost after the write, is the outcome unknown: those requests get 504
+(:class:`webcore.errors.Unconfirmed`, "may or may not be queued"; a retry is safe, storage
+keeps each ``event_id`` once), never a 503. Requests still pending behind such a batch were
+never written: they get 503.
 
 With ``min_replica_acks`` (``LEVIATHAN_REDIS_MIN_REPLICA_ACKS``) each pipeline ends in
 ``WAIT n timeout``: its requests get their entry ids only once n replicas hold them, else a
@@ -41,8 +51,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from webcore.errors import Unavailable
+from webcore.errors import Unavailable, Unconfirmed
 
 log = logging.getLogger(__name__)
 # A batch may take its timeout plus its bytes at this rate: a loaded Redis on a shared
@@ -50,6 +61,14 @@ log = logging.getLogger(__name__)
 MIN_BYTES_PER_SECOND = 8 * 1024 * 1024
 OOM_DETAIL = "Redis is out of memory (maxmemory reached); retry later."
 UNREPLICATED_DETAIL = "Too few Redis replicas confirmed the write in time; retry."
+UNCONFIRMED_DETAIL = (
+    "Redis did not confirm the write within {wait:.1f} s ({problem}): the bundle may or may "
+    "not be queued. Retrying is safe: storage keeps each event_id once."
+)
+
+
+class _NotSent(Exception):
+    """The batch could not be written at all (connect or PING failed): a 503."""
 
 
 @dataclass(slots=True)
@@ -72,8 +91,10 @@ class Publisher:
         retry_after: int,
         on_batch: Callable[[int], None] | None = None,
         min_replica_acks: int = 0,
+        reply_wait: float | None = None,
     ) -> None:
         self._redis = redis
+        self._reply_wait = timeout if reply_wait is None else max(reply_wait, timeout)
         self._min_replica_acks = min_replica_acks
         self._max_batch = max_batch
         self._timeout = timeout
@@ -122,9 +143,9 @@ class Publisher:
     async def publish(self, stream: str, fields: dict[bytes, bytes]) -> str:
         """XADD ``fields`` to ``stream`` with the next pipeline; returns the entry id.
 
-        No timer per request: every batch is bounded by ``timeout`` and a failed batch
-        fails everything still pending, so a request waits at most about two timeouts
-        (its own batch and the one in flight when it arrived).
+        No timer per request: every batch is bounded by ``timeout`` plus ``reply_wait``
+        and a failed batch fails everything still pending, so a request waits at most
+        about two of those (its own batch and the one in flight when it arrived).
         """
         if self._loop is None or not self.running:
             raise Unavailable("The queue publisher is not running.", self._retry_after)
@@ -224,31 +245,79 @@ class Publisher:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         packet = b"".join([_pack(i) for i in batch])
-        acks = 0
         if self._min_replica_acks:
             # Answered once that many replicas hold every write of this connection so far
             # (or after half the batch timeout): a 2xx then survives the master's loss.
             packet += _pack_wait(self._min_replica_acks, int(self._timeout * 500))
+        wait = self._reply_wait + len(packet) / MIN_BYTES_PER_SECOND
         try:
-            async with asyncio.timeout(self._timeout + len(packet) / MIN_BYTES_PER_SECOND):
-                conn = await self._connection()
-                await conn.send_packed_command(packet)
-                del packet
-                results = await _read_replies(conn, batch)
-                if self._min_replica_acks:
-                    acks = int(await conn.read_response(disable_decoding=True))
-            self._used_at = time.monotonic()
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("XADD pipeline of %d failed: %s", len(batch), type(exc).__name__)
-            # Replies may still be on their way: never reuse a connection left mid-batch.
-            if self._conn is not None:
-                await self._conn.disconnect(nowait=True)
+            results, acks = await self._exchange(batch, packet, wait)
+        except _NotSent as exc:
+            # nothing of the batch was written: a 503 is the truth
+            log.warning("XADD pipeline of %d not sent: %s", len(batch), exc)
+            await self._drop_connection()
             self._fail_all(batch)
             return
+        except (RedisError, OSError, TimeoutError) as exc:
+            problem = "no reply" if isinstance(exc, TimeoutError) else type(exc).__name__
+            log.warning("XADD pipeline of %d unconfirmed: %s", len(batch), problem)
+            # Replies may still be on their way: never reuse a connection left mid-batch.
+            await self._drop_connection()
+            detail = UNCONFIRMED_DETAIL.format(wait=wait, problem=problem)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(Unconfirmed(detail, self._retry_after))
+            self._fail_all([])  # the requests queued behind it were never written
+            return
+        self._used_at = time.monotonic()
+        del packet
         if self._min_replica_acks and acks < self._min_replica_acks:
             self._fail_unreplicated(batch, acks)
             return
         self._deliver(batch, results)
+
+    async def _exchange(
+        self, batch: list[_Pending], packet: bytes, wait: float
+    ) -> tuple[list[Any], int]:
+        """Write ``packet`` and read its replies (and the WAIT's acks) within ``wait``.
+
+        :class:`_NotSent` when the connection cannot be opened before anything was
+        written. A connection found dead (killed, closed by the server's idle timeout,
+        Redis restarted) gets the packet once more on a new one: if the first write was
+        added after all, its entries are duplicates that storage drops.
+        """
+        for attempt in (1, 2):
+            try:
+                conn = await self._connect()
+            except (RedisError, OSError, TimeoutError) as exc:
+                if attempt == 1:
+                    raise _NotSent(repr(exc)) from exc
+                raise  # the first write may have been added: not provably unsent
+            try:
+                async with asyncio.timeout(wait):
+                    await conn.send_packed_command(packet, check_health=False)
+                    results = await _read_replies(conn, batch)
+                    acks = 0
+                    if self._min_replica_acks:
+                        acks = int(await conn.read_response(disable_decoding=True))
+                return results, acks
+            except (RedisError, OSError) as exc:
+                if attempt == 2 or isinstance(exc, RedisTimeoutError):
+                    raise
+                log.info("XADD pipeline of %d sent again: %s", len(batch), repr(exc))
+                await self._drop_connection()
+        raise AssertionError("unreachable")
+
+    async def _connect(self) -> AbstractConnection:
+        """The connection, open, within ``timeout``; a failure here wrote nothing."""
+        async with asyncio.timeout(self._timeout):
+            conn = await self._connection()
+            await conn.connect()  # type: ignore[no-untyped-call]  # no-op when open
+            return conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            await self._conn.disconnect(nowait=True)
 
     def _fail_unreplicated(self, batch: list[_Pending], acks: int) -> None:
         """Added on the master, but fewer replicas than required hold it: a failover now

@@ -50,12 +50,28 @@ class IngestSettings(ApiSettings):
         description="Redis used_memory above which ingest answers 503 (at most 80% of "
         "Redis' maxmemory when that is set).",
     )
+    max_event_bytes: int = Field(
+        8 * MIB,
+        ge=1024,
+        validation_alias="LEVIATHAN_MAX_EVENT_BYTES",
+        description="Largest single event, measured as its normalised JSON (413 naming the "
+        "event's index above): a stream entry holds at least one whole event.",
+    )
     max_inflight_bytes: int = Field(
-        256 * MIB,
+        320 * MIB,
         ge=MIB,
         validation_alias="LEVIATHAN_INGEST_MAX_INFLIGHT_BYTES",
         description="Memory budget of one ingest process for request bodies being read, "
-        "inflated, parsed and encoded; a request that does not fit waits, then gets 503.",
+        "inflated, parsed and encoded, charged as bytes arrive and by an estimate of the "
+        "parse before it runs; a request that does not fit waits, then gets 503.",
+    )
+    max_request_bytes: int = Field(
+        320 * MIB,
+        ge=MIB,
+        validation_alias="LEVIATHAN_INGEST_MAX_REQUEST_BYTES",
+        description="Most of the in-flight budget one request may hold (at most "
+        "LEVIATHAN_INGEST_MAX_INFLIGHT_BYTES): a body whose estimated parse needs more is "
+        "refused with 413 before it is parsed.",
     )
     inflight_wait_seconds: float = Field(
         5.0,
@@ -83,6 +99,13 @@ class IngestSettings(ApiSettings):
         validation_alias="LEVIATHAN_BODY_TIMEOUT_SECONDS",
         description="Longest time a request body may take to arrive (408 and close above).",
     )
+    redis_reply_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias="LEVIATHAN_REDIS_REPLY_WAIT_SECONDS",
+        description="Once a pipeline of XADDs has been written to Redis, how long ingest "
+        "waits for its replies; exceeded → 504 (the bundle may or may not be queued).",
+    )
     lag_cache_seconds: float = Field(
         1.0,
         ge=0,
@@ -98,3 +121,8 @@ class IngestSettings(ApiSettings):
         description="Every ingest waits this long for storage as if ?wait= had been given "
         "(an explicit ?wait= wins); 0 turns it off.",
     )
+
+    @property
+    def request_share(self) -> int:
+        """One request's share of the in-flight budget."""
+        return min(self.max_request_bytes, self.max_inflight_bytes)

@@ -30,7 +30,8 @@ from storage.config import StorageSettings, create_store, settings_error_line
 CHECKPOINTS = "verified-chains.json"
 
 
-def _settings() -> StorageSettings | None:
+def settings_or_none() -> StorageSettings | None:
+    """The storage settings, or None after printing the one-line reason."""
     try:
         return StorageSettings()
     except ValidationError as exc:
@@ -42,7 +43,7 @@ def migrate_main(argv: list[str]) -> int:
     argparse.ArgumentParser(
         prog="leviathan-cp migrate", description="Apply pending PostgreSQL migrations."
     ).parse_args(argv)
-    settings = _settings()
+    settings = settings_or_none()
     if settings is None:
         return 2
     from storage.postgres.migrate import migrate
@@ -127,7 +128,7 @@ def verify_main(argv: list[str]) -> int:
     parser.add_argument("--full", action="store_true", help="walk every chain from its first event")
     args = parser.parse_args(argv)
     devstate.apply("verify")
-    settings = _settings()
+    settings = settings_or_none()
     if settings is None:
         return 2
     if settings.backend == "ndjson" and not settings.ndjson_dir.is_dir():

@@ -82,6 +82,24 @@ def _verify(argv: list[str]) -> int:
     return verify_main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import export_main
+
+    return export_main(argv)
+
+
+def _import(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import import_main
+
+    return import_main(argv)
+
+
+def _retain(argv: list[str]) -> int:
+    from leviathan_cp.lifecycle import retain_main
+
+    return retain_main(argv)
+
+
 COMMANDS: dict[str, Command] = {
     "ingest": Command("run the HTTP ingest tier (and the read API beside it by default)", _ingest),
     "query": Command("run the read tier alone: read API, console, /openapi.json", _query),
@@ -91,6 +109,13 @@ COMMANDS: dict[str, Command] = {
     "migrate": Command("apply PostgreSQL migrations (POSTGRES_DSN or POSTGRES_*)", _migrate),
     "verify": Command(
         "check every partition's hash chain (--full: from the start); exit 1 if broken", _verify
+    ),
+    "export": Command("write every stored event (every revision) as NDJSON", _export),
+    "import": Command(
+        "store events from an export or the original control plane's stores", _import
+    ),
+    "retain": Command(
+        "remove the events that arrived before a date (chains keep a checkpoint)", _retain
     ),
     "dlq": Command("list / replay / drop dead-lettered stream entries", _dlq),
     "bench": Command("load generator against a running ingest tier", _bench),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from webcore.tallies import CounterTally, HistogramTally, Tallies
+
 
 @dataclass
 class QueryMetrics:
@@ -19,6 +21,7 @@ class QueryMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._tallies = Tallies(r)
         self.requests = Counter(
             "query_requests_total",
             "HTTP requests by route and status",
@@ -38,3 +41,9 @@ class QueryMetrics:
         self.storage_open = Gauge(
             "query_storage_open", "1 while the read store is open, 0 until it opens", registry=r
         )
+
+    def histogram_tally(self, histogram: Histogram) -> HistogramTally:
+        return self._tallies.histogram(histogram)
+
+    def counter_tally(self, counter: Counter) -> CounterTally:
+        return self._tallies.counter(counter)

@@ -68,7 +68,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "too large",
         415: "unsupported content type or encoding",
         422: "invalid parameter or body (errors[].loc names it)",
-        503: "queue or storage unavailable; see Retry-After",
+        503: "queue or storage unavailable (nothing was queued); see Retry-After",
+        504: "written to the queue but unconfirmed: may or may not be queued; a retry is safe",
     }
     return {str(c): _json(_ref(r.ErrorBody), texts[c]) for c in codes}
 
@@ -187,7 +188,7 @@ def _ingest() -> dict[str, Any]:
             "responses": {
                 "200": _json(_ref(r.IngestOk), "stored (with ?wait=)"),
                 "202": _json(_ref(r.Accepted), "queued"),
-                **_errors(400, 401, 413, 415, 422, 503),
+                **_errors(400, 401, 413, 415, 422, 503, 504),
             },
         }
     }

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from storage.chain import ChainPoint
+from storage.chain import ChainPoint, Checkpoint
 from storage.envelope import Envelope
 from storage.projection import Graph
 from storage.views import (
@@ -49,6 +49,14 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now (database down, disk full); the batch may be retried."""
+
+
+class StorageTimeout(StorageUnavailable):
+    """The backend cancelled the write after its statement timeout (PostgreSQL 57014).
+
+    Transient at first (a busy server), but a batch that times out every time would stall
+    its partition: the consumer retries it a bounded number of times, then isolates it as
+    if it were a data error (``LEVIATHAN_CONSUMER_TIMEOUT_RETRIES``)."""
 
 
 class StorageDataError(StorageError):
@@ -154,6 +162,27 @@ class BatchResult:
     outcomes: dict[str, EntryOutcome] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """What ``retain`` removed from one partition: ``removed`` events, up to ``checkpoint``."""
+
+    partition: int
+    removed: int
+    checkpoint: Checkpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogStat:
+    """The retained log of one partition, for the metrics: events still stored, bytes
+    on disk (``None`` where the backend cannot tell per partition), and when the oldest
+    retained event arrived (epoch seconds; ``None`` when none is stored)."""
+
+    partition: int
+    events: int
+    bytes: int | None
+    oldest_received_at: float | None
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """An append-only, hash-chained event log plus the projected graph."""
@@ -240,6 +269,19 @@ class EventStore(Protocol):
 
     async def partitions(self) -> list[int]:
         """Partitions that have at least one stored event."""
+
+    async def retain(self, before: float, *, batch: int = 5000) -> list[Retained]:
+        """Remove, per partition, the longest prefix of the chain whose events all arrived
+        (``received_at``) before the epoch ``before``, in batches of at most ``batch``
+        events so writers wait at most one batch; each batch moves the partition's
+        :class:`storage.chain.Checkpoint` to the last removed event. The graph and the
+        topology index keep their state. ``verify_chain`` starts at the checkpoint."""
+
+    async def checkpoints(self) -> dict[int, Checkpoint]:
+        """The retention checkpoint of each partition that has one."""
+
+    async def log_stats(self) -> list[LogStat]:
+        """Size and oldest retained event of each partition's log (for the metrics)."""
 
     def iter_events(self, partition: int | None = None) -> AsyncIterator[StoredEvent]:
         """Every stored event (one partition in seq order, or all in insertion order).

@@ -231,3 +231,28 @@ def resume_mismatch(partition: int, start: ChainPoint, found: Any) -> ChainRepor
             partition, start.seq - 1, False, start.hash, start.seq, found.event_id, problem
         )
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where retention cut a partition's chain: the last removed event's ``seq`` and
+    ``hash`` (the head of the chain at the cut) and when that event arrived. The first
+    retained event must link to ``hash`` at ``seq + 1``, so a walk from here still proves
+    that nothing after the cut was altered."""
+
+    seq: int
+    hash: str
+    received_at: str
+
+    @property
+    def point(self) -> ChainPoint:
+        return ChainPoint(self.seq, self.hash)
+
+
+def walk_start(after: ChainPoint | None, checkpoint: Checkpoint | None) -> tuple[ChainPoint, bool]:
+    """Where a chain walk begins: after ``after`` (a prefix verified earlier) unless that
+    lies at or before the retention checkpoint, whose point then stands in for it.
+    The flag says the walk starts at the checkpoint (no stored event to re-check there)."""
+    if checkpoint is not None and (after is None or after.seq <= checkpoint.seq):
+        return checkpoint.point, True
+    return after or GENESIS, False

@@ -76,6 +76,22 @@ class StreamLayout:
         """Lease naming the one forwarder that sends this partition to Spider (keeps order)."""
         return f"{self.prefix}:spider-lease:{{{partition}}}"
 
+    def writer_lease(self, partition: int) -> str:
+        """Lease naming the one consumer process that writes this partition (keeps order)."""
+        return f"{self.prefix}:writer-lease:{{{partition}}}"
+
+    @property
+    def writers(self) -> str:
+        """Sorted set of live consumer processes (score: last heartbeat, epoch seconds);
+        each takes about ``partitions / len(live)`` writer leases."""
+        return f"{self.prefix}:writers"
+
+    def inflight(self, partition: int) -> str:
+        """Hash ``entry_id → attempts`` of the re-delivered entries being written one at a
+        time: set before an entry is written, deleted when it is acked, so what is left
+        counts the writers an entry took down with it. Same slot as the partition."""
+        return f"{self.prefix}:inflight:{{{partition}}}"
+
     @property
     def meta(self) -> str:
         """Hash holding the recorded partition count."""

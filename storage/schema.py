@@ -12,7 +12,20 @@ Whatever these models accept, both backends can store (docs/design-notes.md, "Fi
 bounds"): typed integers stay within signed 64-bit, timestamps within years 1-9999 after
 conversion to UTC, and the payload fields that name graph nodes or index events
 (:data:`ROLE_IDS`, :data:`ROLE_TEXTS`) have the types and lengths the backends' keys take.
-Every other payload value is free-form JSON.
+Every other payload value is free-form JSON. Lengths are in characters; what bounds the
+keys in bytes (PostgreSQL's btree takes rows up to 2,704 bytes) is that 255 characters
+are at most 1,020 bytes in UTF-8 and no index holds more than two such ids beside short
+columns; the one key built from a longer value, the topology item, has a byte bound of
+its own (:data:`storage.topology.MAX_ITEM_BYTES`).
+
+Validation is one pass inside pydantic-core for a bundle that passes (every bundle ingest
+accepts): the role-field bounds are a field of :class:`Bundle` read from the same
+``events`` (constrained unions, no Python per event), and a timestamp already at offset
+zero (``…Z``, what workers send) is taken natively, only other offsets and naive ones
+calling :func:`to_utc`. A refused bundle's errors are named as the rules always named
+them (:func:`_refused`): a failed timestamp by its :func:`to_utc` way alone, the role
+fields only when nothing else failed, and then by the Python rules (:func:`roles_ok`, the
+:class:`Payload` validators) — the 422s stay what they were.
 """
 
 from __future__ import annotations
@@ -22,19 +35,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
+    AliasPath,
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     PlainSerializer,
     PlainValidator,
     StringConstraints,
     TypeAdapter,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     model_validator,
     with_config,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import CoreSchema, PydanticCustomError, SchemaValidator
+from pydantic_core import core_schema as cs
 from typing_extensions import TypedDict
 
 _ZERO = timedelta(0)
@@ -91,9 +110,31 @@ def parse_timestamp(text: str) -> datetime:
     return to_utc(datetime.fromisoformat(text))
 
 
+# Union labels of the timestamp's two ways (they appear in a failed union's error locs,
+# which :func:`_exact_errors` rewrites to the one-way rule's)
+_ZERO_TAG = "leviathan:offset-zero"
+_TO_UTC_TAG = "leviathan:to-utc"
+_ROLES_ERROR = "role_fields"
+
+
+def _timestamp_schema(source: Any, handler: Any) -> CoreSchema:
+    """A datetime already at offset zero natively, any other through :func:`to_utc`.
+
+    ``…Z`` and ``+00:00`` parse to pydantic's zero-offset tzinfo, which :func:`to_utc`
+    returns unchanged: the first choice skips a Python call per event for them. The
+    second choice is the whole rule; a refused timestamp's error is its error alone.
+    """
+    exact = cs.no_info_after_validator_function(to_utc, cs.datetime_schema())
+    return cs.union_schema(
+        [(cs.datetime_schema(tz_constraint=0), _ZERO_TAG), (exact, _TO_UTC_TAG)],
+        mode="left_to_right",
+    )
+
+
 Timestamp = Annotated[
     datetime,
-    AfterValidator(to_utc),
+    GetPydanticSchema(_timestamp_schema),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
     PlainSerializer(format_timestamp, return_type=str, when_used="always"),
 ]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -138,6 +179,61 @@ _ROLE_KEYS = frozenset(ROLE_IDS) | frozenset(ROLE_TEXTS)
 _TEXT_KEYS = frozenset(ROLE_TEXTS)
 
 
+def _role_id_schema() -> CoreSchema:
+    """:func:`role_id`'s acceptance in pydantic-core: a str of at most 255 characters, an
+    int within signed 64-bit (strict: never a bool or float), or null."""
+    return cs.union_schema(
+        [
+            cs.str_schema(max_length=MAX_ID_LENGTH, strict=True),
+            cs.int_schema(ge=INT64_MIN, le=INT64_MAX, strict=True),
+            cs.none_schema(),
+        ],
+        mode="left_to_right",
+    )
+
+
+def _role_text_schema() -> CoreSchema:
+    """:func:`role_text`'s acceptance for JSON values: a str of at most 255 characters, or
+    any value that is not a str."""
+    return cs.union_schema(
+        [
+            cs.str_schema(max_length=MAX_ID_LENGTH, strict=True),
+            cs.none_schema(),
+            cs.bool_schema(strict=True),
+            cs.int_schema(strict=True),
+            cs.float_schema(strict=True),
+            cs.list_schema(cs.any_schema()),
+            cs.dict_schema(cs.any_schema(), cs.any_schema(), strict=True),
+        ],
+        mode="left_to_right",
+    )
+
+
+def _roles_schema(source: Any, handler: Any) -> CoreSchema:
+    """Every event's payload role fields checked in one native pass over ``events``.
+
+    The field's value is always None (the small dicts the check builds are dropped at
+    once). Any failure is one ``role_fields`` error: only a bundle with no other error
+    gets its role fields named, as the Python rules always did (:func:`_exact_errors`).
+    """
+    fields = {
+        **{k: cs.typed_dict_field(_role_id_schema(), required=False) for k in ROLE_IDS},
+        **{k: cs.typed_dict_field(_role_text_schema(), required=False) for k in ROLE_TEXTS},
+    }
+    payload = cs.typed_dict_schema(fields, extra_behavior="ignore", total=False)
+    event = cs.typed_dict_schema(
+        {"payload": cs.typed_dict_field(payload, required=False)}, extra_behavior="ignore"
+    )
+    check = cs.no_info_after_validator_function(_nothing, cs.list_schema(event))
+    return cs.custom_error_schema(
+        check, _ROLES_ERROR, custom_error_message="role fields out of bounds"
+    )
+
+
+def _nothing(value: Any) -> None:
+    return None
+
+
 def roles_ok(payloads: Iterable[Mapping[str, Any]]) -> bool:
     """Whether every payload's role fields pass :func:`role_id`/:func:`role_text`.
 
@@ -163,6 +259,10 @@ def roles_ok(payloads: Iterable[Mapping[str, Any]]) -> bool:
 NUL_ESCAPE = b"\\u0000"
 
 
+def _children(value: Any) -> Iterator[tuple[int | str, Any]]:
+    return iter(value.items()) if isinstance(value, dict) else enumerate(value)
+
+
 def nul_locations(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[list[int | str]]:
     """Where a string (key or value) of a parsed JSON document holds U+0000.
 
@@ -170,18 +270,32 @@ def nul_locations(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[list[
     there and would block its batch until dead-lettered; ingest rejects it (422) for every
     backend so both store the same events, and a consumer dead-letters an entry holding it.
     Callers run this walk only when the raw bytes contain :data:`NUL_ESCAPE`.
+
+    Iterative, in document order, with one iterator per open container: a document nested
+    as deep as orjson parses (1,024 levels) would pass Python's recursion limit.
     """
     if isinstance(value, str):
         if "\x00" in value:
             yield list(loc)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                yield [*loc, key]
-            yield from nul_locations(item, (*loc, key))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from nul_locations(item, (*loc, i))
+        return
+    if not isinstance(value, dict | list | tuple):
+        return
+    stack = [(_children(value), loc)]
+    while stack:
+        items, where = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
+            continue
+        key, item = step
+        here = (*where, key)
+        if isinstance(key, str) and "\x00" in key:
+            yield list(here)
+        if isinstance(item, str):
+            if "\x00" in item:
+                yield list(here)
+        elif isinstance(item, dict | list | tuple):
+            stack.append((_children(item), here))
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -248,18 +362,96 @@ class Bundle(BaseModel):
     bundle_id: Identifier
     events: list[WireEvent]
     artifacts: list[WireArtifact] | None = None
+    # the role-field bounds, checked natively over the same "events" (always None; never
+    # serialised, absent from the JSON schema)
+    role_fields: SkipJsonSchema[Annotated[None, GetPydanticSchema(_roles_schema)]] = Field(
+        default=None, validation_alias=AliasPath("events"), exclude=True, repr=False
+    )
 
-    @model_validator(mode="after")
-    def _role_fields(self, info: ValidationInfo) -> Bundle:
-        # runs once the fields are valid: a bundle with other errors reports those first.
-        # A consumer decoding a stream entry skips it (STREAM_DECODE): ingest checked the
-        # bundle, and the write paths store any JSON value in a role field, so the check
-        # would only cost the drain ~1 µs per event
-        if info.context is not None and info.context.get("stream_decode"):
-            return self
-        if not roles_ok(ev.payload for ev in self.events):
-            _ROLES.validate_python({"events": [{"payload": ev.payload} for ev in self.events]})
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_pass(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Bundle:
+        # A consumer decoding a stream entry skips the role check (STREAM_DECODE): ingest
+        # checked the bundle, and the write paths store any JSON value in a role field, so
+        # the check would only cost the drain
+        decoding = info.context is not None and bool(info.context.get("stream_decode"))
+        try:
+            if decoding:
+                return _decoder().validate_python(data)  # type: ignore[no-any-return]
+            return handler(data)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            return _refused(data, exc)
+
+
+_DECODER: list[SchemaValidator] = []
+
+
+def _decoder() -> SchemaValidator:
+    """Bundle's model schema with the role check left out (``role_fields`` is None)."""
+    if not _DECODER:
+        schema: Any = Bundle.__pydantic_core_schema__
+        assert schema["type"] == "function-wrap", schema["type"]
+        model = dict(schema["schema"])
+        fields = dict(model["schema"]["fields"])
+        neutral = cs.with_default_schema(cs.none_schema(), default=None, on_error="default")
+        fields["role_fields"] = {**fields["role_fields"], "schema": neutral}
+        model["schema"] = {**model["schema"], "fields": fields}
+        _DECODER.append(SchemaValidator(model))
+    return _DECODER[0]
+
+
+def _exact_errors(exc: ValidationError) -> list[Any]:
+    """The errors of a refused bundle as the one-way rules give them: a failed timestamp
+    union's error is its :func:`to_utc` way's; the role check's error is left out."""
+    out: list[Any] = []
+    for e in exc.errors(include_url=False):
+        loc = e["loc"]
+        if e["type"] == _ROLES_ERROR or _ZERO_TAG in loc:
+            continue
+        if _TO_UTC_TAG in loc:
+            loc = tuple(part for part in loc if part != _TO_UTC_TAG)
+        detail: dict[str, Any] = {"type": e["type"], "loc": loc, "input": e["input"]}
+        if "ctx" in e:
+            detail["ctx"] = e["ctx"]
+        out.append(detail)
+    return out
+
+
+def _payloads(data: Any) -> list[Any]:
+    events = data["events"] if isinstance(data, dict) else data.events
+    return [ev.payload if isinstance(ev, WireEvent) else ev["payload"] for ev in events]
+
+
+def _refused(data: Any, exc: ValidationError) -> Bundle:
+    """What the one-pass validation refused, named as the rules always named it.
+
+    Errors other than the role check's are raised as they are (a bundle with such errors
+    never had its role fields checked). Otherwise the role check alone failed: the Python
+    rules (:func:`roles_ok`, then the :class:`Payload` validators) name each field. A
+    bundle they accept (events given as models, which the native check takes only as
+    dicts) is validated without the role check.
+    """
+    errors = _exact_errors(exc)
+    if errors:
+        raise ValidationError.from_exception_data(exc.title, errors)
+    payloads = _payloads(data)
+    if not roles_ok(payloads):
+        _ROLES.validate_python({"events": [{"payload": p} for p in payloads]})
+    return _decoder().validate_python(data)  # type: ignore[no-any-return]
+
+
+_EVENTS = TypeAdapter(list[WireEvent])
+
+
+def validate_events(items: Any) -> list[WireEvent]:
+    """A list of events on their own (a chunk of a large bundle), a refused one's errors
+    named as the one-way timestamp rule names them (as :class:`Bundle` does)."""
+    try:
+        return _EVENTS.validate_python(items)
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(exc.title, _exact_errors(exc)) from None
 
 
 def bundle_attempt(bundle: Bundle) -> str | None:

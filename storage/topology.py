@@ -12,7 +12,15 @@ The worker posts ``topo.indexed`` (one per run: the summary), ``topo.area.discov
 - summary: ``item = ""`` (one per target);
 - area / subsystem: ``payload.area_id`` / ``payload.subsystem_id``;
 - dependency: ``"{from_subsystem_id} -> {to_subsystem_id}"``;
-- an event without its id (or with one over :data:`MAX_ITEM`) gets ``"event:{event_id}"``.
+- an event without its id (or with one over :data:`MAX_ITEM` characters, or whose item
+  is over :data:`MAX_ITEM_BYTES` in UTF-8) gets ``"event:{event_id}"``.
+
+Why a bound in bytes: PostgreSQL's btree refuses an index row over 2704 bytes, and the
+primary key ``(target, kind, item)`` holds a target of up to 255 characters (1,020 bytes
+in UTF-8) beside the item. An item of 600 four-byte characters (2,400 bytes) made that
+row 3,448 bytes: PostgreSQL refused the whole batch while SQLite stored it. With the item
+at most :data:`MAX_ITEM_BYTES` every key fits on both backends, and reads stay
+primary-key lookups and range scans in item order (a hashed key would lose the order).
 
 Why it is order-independent: per key the row with the greatest version
 ``(timestamp with fixed microseconds, event_id, content digest)`` wins, a total order, so
@@ -46,7 +54,10 @@ TOPOLOGY_TYPES = frozenset(KIND_OF)
 """Event types the topology index reads; every other event leaves it unchanged."""
 
 ID_FIELD = {AREA: "area_id", SUBSYSTEM: "subsystem_id"}
-MAX_ITEM = 600  # keeps a key well inside a btree entry (PostgreSQL refuses ~2.7 kB)
+MAX_ITEM = 600  # characters
+MAX_ITEM_BYTES = 1536
+"""An item's UTF-8 bytes at most: with the target's 1,020 and the row's overhead the
+key stays under PostgreSQL's 2,704-byte btree row (migration 0006 re-keys older rows)."""
 
 Version = tuple[str, str, str]
 
@@ -76,6 +87,13 @@ def _text(value: Any, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
+def fits(item: str) -> bool:
+    """Whether ``item`` is at most :data:`MAX_ITEM_BYTES` in UTF-8 (ASCII is not encoded)."""
+    if len(item) * 4 <= MAX_ITEM_BYTES or (len(item) <= MAX_ITEM_BYTES and item.isascii()):
+        return True
+    return len(item.encode("utf-8", "surrogatepass")) <= MAX_ITEM_BYTES
+
+
 def item_of(kind: str, payload: Mapping[str, Any], event_id: str) -> str:
     """The item key of a topology event (see the module docstring)."""
     if kind == SUMMARY:
@@ -84,10 +102,12 @@ def item_of(kind: str, payload: Mapping[str, Any], event_id: str) -> str:
         src = _text(payload.get("from_subsystem_id"), MAX_ID_LENGTH)
         dst = _text(payload.get("to_subsystem_id"), MAX_ID_LENGTH)
         if src is not None and dst is not None:
-            return f"{src} -> {dst}"
+            item = f"{src} -> {dst}"
+            if fits(item):
+                return item
     else:
         found = _text(payload.get(ID_FIELD[kind]), MAX_ITEM)
-        if found is not None:
+        if found is not None and fits(found):
             return found
     return f"event:{event_id}"
 

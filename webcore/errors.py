@@ -10,7 +10,10 @@ with its status code, so no client input ever becomes a 500::
     ├── PayloadTooLarge       413  raw or decompressed body, event count
     ├── UnsupportedMedia      415  content type or content encoding
     ├── Unprocessable         422  schema violations, bad ?wait=
-    └── Unavailable           503  Redis down/slow, publisher stopped, lag over high water
+    └── Unavailable           503  Redis down/slow, publisher stopped, lag over high water:
+        │                          the bundle is not queued
+        └── Unconfirmed       504  written to Redis, no reply within the reply wait: the
+                                   bundle may or may not be queued (a retry is safe)
 """
 
 from __future__ import annotations
@@ -90,3 +93,17 @@ class Unavailable(IngestError):
 
     def __init__(self, detail: str, retry_after: int, reason: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, reason=reason)
+
+
+class Unconfirmed(Unavailable):
+    """The XADD was written to Redis but neither confirmed nor refused in time.
+
+    Not a 503: a 503 promises that nothing was queued. The bundle may be in the stream; a
+    retry is safe because storage keeps each ``event_id`` once.
+    """
+
+    status = 504
+    reason = "unconfirmed"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after, reason="unconfirmed")

@@ -70,7 +70,9 @@ class ApiSettings(StorageSettings):
         2.0,
         gt=0,
         validation_alias="LEVIATHAN_REDIS_TIMEOUT_SECONDS",
-        description="Socket and publish timeout for Redis; exceeded → 503.",
+        description="Socket timeout of the process's Redis calls and the ingest publisher's "
+        "connect timeout: a pipeline that could not be written within it → 503 (nothing "
+        "queued).",
     )
 
     autonomy_config_path: Path = Field(

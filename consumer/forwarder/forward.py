@@ -13,7 +13,11 @@ An entry is acked only after Spider answered 2xx; connection errors, timeouts, 5
 are retried with bounded, jittered backoff (the entry stays pending, later ones wait
 behind it); a 4xx about the bundle moves it to the partition's ``spider-dead`` stream with
 the answer. Unsent entries past ``LEVIATHAN_SPIDER_MAX_BACKLOG`` per partition are skipped,
-oldest first, so a Spider that is down for a week cannot fill Redis.
+oldest first, so a Spider that is down for a week cannot fill Redis. Nothing is skipped
+silently: entries given up for the bound, and entries trimmed from the stream before the
+forwarder read them (its group was left out of trimming while nobody read it, see
+consumer.maintenance), are counted in ``leviathan_spider_skipped_total{reason}`` and
+logged.
 """
 
 from __future__ import annotations
@@ -29,55 +33,18 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from consumer.forwarder.http import Answer, SpiderClient
 from consumer.forwarder.metrics import SpiderMetrics
 from consumer.forwarder.settings import SpiderSettings
 from consumer.forwarder.stream import PartitionStream
+from consumer.lease import Lease
 from storage.envelope import SUPPORTED_VERSIONS
 from storage.queue import StreamLayout
 from storage.redisconn import redis_client as stream_client
 
 logger = logging.getLogger(__name__)
-
-
-RENEW_EVERY_S = 2.0
-"""A lease is renewed at most this often (one Redis round trip less per POST)."""
-
-
-@dataclass
-class Lease:
-    """The right to send one partition: a redis-py lock, renewed while we work."""
-
-    lock: Lock
-    partition: int
-    renewed_at: float = 0.0
-
-    async def take(self) -> bool:
-        """True when we hold the lease (still, or now)."""
-        if await self.lock.owned() or await self.lock.acquire():
-            self.renewed_at = time.monotonic()
-            return True
-        return False
-
-    async def renew(self) -> bool:
-        """Extend the lease to its full TTL; False when it was lost (expired and taken).
-
-        The TTL outlives ``RENEW_EVERY_S`` plus the longest step between two calls."""
-        if time.monotonic() - self.renewed_at < RENEW_EVERY_S:
-            return True
-        try:
-            await self.lock.reacquire()
-        except LockError:
-            logger.warning("spider forwarder: lost the lease of partition %s", self.partition)
-            return False
-        self.renewed_at = time.monotonic()
-        return True
-
-    async def release(self) -> None:
-        with contextlib.suppress(LockError, RedisError):
-            await self.lock.release()
 
 
 class Outcome(enum.Enum):
@@ -193,6 +160,8 @@ class Forwarder:
                 cursor, self.settings.spider_batch, self.settings.spider_block_ms
             )
             self.heartbeat = time.monotonic()
+            if gone:
+                self._trimmed_pending(part, gone)
             await part.ack(gone)
             if cursor == "0" and not entries and not gone:
                 cursor = ">"
@@ -260,6 +229,17 @@ class Forwarder:
         self.metrics.dead_lettered.inc()
         return Outcome.DONE
 
+    def _trimmed_pending(self, part: PartitionStream, gone: list[str]) -> None:
+        self.metrics.skipped.labels("trimmed").inc(len(gone))
+        logger.warning(
+            "spider forwarder: partition %s: %d pending bundles (%s .. %s) were trimmed from "
+            "the stream before they were sent; they are skipped",
+            part.partition,
+            len(gone),
+            gone[0],
+            gone[-1],
+        )
+
     def _failed(self, answer: Answer, ref: str, attempt: int, delay: float) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
@@ -275,8 +255,19 @@ class Forwarder:
             )
 
     async def _bound_backlog(self, part: PartitionStream) -> int:
-        """Skip the oldest unsent entries beyond the configured backlog; returns how many."""
-        backlog = await part.backlog()
+        """Count what was trimmed before we read it, then skip the oldest unsent entries
+        beyond the configured backlog; returns how many were skipped for the bound."""
+        gap, last, backlog = await part.trimmed_unread()
+        if gap:
+            self.metrics.skipped.labels("trimmed").inc(gap)
+            logger.warning(
+                "spider forwarder: partition %s: %d unsent bundles after %s were trimmed from "
+                "the stream before they were read (the forwarder was away and its group "
+                "left out of trimming); they are skipped",
+                part.partition,
+                gap,
+                last,
+            )
         if backlog is None:
             return 0
         limit = self.settings.spider_max_backlog
@@ -284,7 +275,7 @@ class Forwarder:
         if backlog > limit:
             skipped, first, last = await part.skip_oldest(backlog - limit)
             if skipped:
-                self.metrics.skipped.inc(skipped)
+                self.metrics.skipped.labels("backlog").inc(skipped)
                 logger.warning(
                     "spider forwarder: partition %s held %d unsent bundles, over "
                     "LEVIATHAN_SPIDER_MAX_BACKLOG=%d: skipped the %d oldest (%s .. %s) unsent",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+SKIP_REASONS = ("backlog", "trimmed")
+
 
 class SpiderMetrics:
     """Lag, outcome counters and POST latency of the forwarder."""
@@ -33,9 +35,14 @@ class SpiderMetrics:
         )
         self.skipped = Counter(
             "leviathan_spider_skipped",
-            "Oldest unsent bundles given up beyond LEVIATHAN_SPIDER_MAX_BACKLOG",
+            "Bundles never sent to Spider, by reason: backlog (the oldest given up beyond "
+            "LEVIATHAN_SPIDER_MAX_BACKLOG), trimmed (trimmed from the stream before the "
+            "forwarder read them, or while they were pending)",
+            ["reason"],
             registry=r,
         )
+        for reason in SKIP_REASONS:  # both series exist from the start, at 0
+            self.skipped.labels(reason)
         self.dead_lettered = Counter(
             "leviathan_spider_dead_lettered",
             "Bundles Spider refused (4xx), moved to the partition's spider-dead stream",

@@ -36,6 +36,11 @@ class SpiderSettings(BaseSettings):
     """Longest wait for one Spider answer; a timeout is retried like a 5xx."""
     spider_max_backlog: int = Field(50_000, ge=1, validation_alias="LEVIATHAN_SPIDER_MAX_BACKLOG")
     """Unsent bundles kept per partition; beyond it the oldest are skipped (counted, logged)."""
+    spider_abandon_after_s: float = Field(
+        3600.0, gt=0, validation_alias="LEVIATHAN_SPIDER_ABANDON_AFTER_S"
+    )
+    """Trimming leaves out a forwarding group over twice the backlog bound behind only once
+    no consumer of it read for this long (a forwarder down for a deploy keeps its entries)."""
     spider_group: str = Field("spider", min_length=1, validation_alias="LEVIATHAN_SPIDER_GROUP")
     """Consumer group of the forwarder on every partition stream (never ``writers``)."""
     spider_start: str = Field("earliest", validation_alias="LEVIATHAN_SPIDER_START")

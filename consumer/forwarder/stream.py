@@ -110,7 +110,9 @@ class PartitionStream:
         entries: list[Entry] = []
         gone: list[str] = []
         for entry_id, fields in reply[0][1] if reply else []:
-            if fields is None:  # trimmed while pending: nothing left to send
+            # trimmed while pending: nothing left to send (redis-py gives Redis' nil as {},
+            # and an entry always has a field)
+            if not fields:
                 gone.append(_text(entry_id))
             else:
                 entries.append((_text(entry_id), fields))
@@ -120,19 +122,40 @@ class PartitionStream:
         if ids:
             await resolve(self.redis.xack(self.stream, self.group, *ids))
 
-    async def backlog(self) -> int | None:
-        """Entries of the partition not yet forwarded (pending plus undelivered), or None
-        while the group does not exist or Redis cannot tell the lag (entries deleted with
-        XDEL inside the range)."""
+    async def trimmed_unread(self) -> tuple[int, str, int | None]:
+        """Entries trimmed from the stream before the group read them (a gap the next
+        ``XREADGROUP >`` would jump silently), the group's last-delivered id, and the
+        backlog once the gap is written off: entries not yet forwarded, pending plus
+        undelivered.
+
+        From one snapshot (MULTI) of the group's ``lag`` and the stream's length: ``lag``
+        counts every entry added after the group's position, trimmed or not (Redis 7), so
+        when it exceeds all the entries the stream still holds, the difference is gone
+        unread (trimming removes a prefix: with any entry up to the group's position left,
+        none after it can be gone). The gap is then written off with ``XGROUP SETID …
+        ENTRIESREAD`` so the lag is true again and nothing is counted twice. No gap is
+        counted when Redis cannot tell (no lag: before Redis 7, or entries deleted with
+        XDEL); the backlog is None then, and while the group does not exist.
+        """
+
+        def fill(pipe: Pipeline) -> None:
+            pipe.xinfo_groups(self.stream)
+            pipe.xlen(self.stream)
+
         try:
-            rows = await resolve(self.redis.xinfo_groups(self.stream))
+            rows, length = await atomic(self.redis, self.stream, fill)
         except ResponseError:
-            return None
-        for row in rows:
-            if _text(row["name"]) == self.group:
-                lag = row.get("lag")
-                return None if lag is None else int(row["pending"]) + int(lag)
-        return None
+            return 0, "", None  # no stream yet
+        row = next((r for r in rows if _text(r["name"]) == self.group), None)
+        if row is None or row.get("lag") is None:
+            return 0, "", None
+        lag, last = int(row["lag"]), _text(row["last-delivered-id"])
+        gap = lag - int(length)
+        if gap <= 0 or row.get("entries-read") is None:
+            return 0, last, int(row["pending"]) + lag
+        read = int(row["entries-read"]) + gap
+        await resolve(self.redis.xgroup_setid(self.stream, self.group, last, entries_read=read))
+        return gap, last, int(row["pending"]) + lag - gap
 
     async def skip_oldest(self, count: int) -> tuple[int, str, str]:
         """Ack the ``count`` oldest unsent entries without sending them: our pending ones

@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
+from storage.chain import Checkpoint
 from storage.ndjson.read import EVENT_COLS, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
 from storage.revisions import Known, known_from
-from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events
+from storage.topology import MAX_ITEM_BYTES, TOPOLOGY_TYPES, TopoRow, rows_of_events
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
@@ -66,6 +67,13 @@ CREATE TABLE IF NOT EXISTS heads (
     seq INTEGER NOT NULL,
     hash TEXT NOT NULL,
     size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    partition INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    offset INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     type TEXT NOT NULL,
@@ -139,6 +147,7 @@ def connect(directory: Path) -> sqlite3.Connection:
     con.executescript(SCHEMA)
     if had_topology is None:
         backfill_topology(con, directory)
+    rekey_topology(con, directory)
     return con
 
 
@@ -213,6 +222,23 @@ def set_head(con: sqlite3.Connection, partition: int, seq: int, hash_: str, size
         "ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
         "size = excluded.size",
         (partition, seq, hash_, size),
+    )
+
+
+def checkpoint(con: sqlite3.Connection, partition: int) -> tuple[Checkpoint, int] | None:
+    """The retention checkpoint of ``partition`` and the log offset right after it."""
+    row = con.execute(
+        "SELECT seq, hash, received_at, offset FROM checkpoints WHERE partition = ?", (partition,)
+    ).fetchone()
+    return None if row is None else (Checkpoint(int(row[0]), row[1], row[2]), int(row[3]))
+
+
+def set_checkpoint(con: sqlite3.Connection, partition: int, point: Checkpoint, offset: int) -> None:
+    con.execute(
+        "INSERT INTO checkpoints(partition, seq, hash, received_at, offset) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(partition) DO UPDATE SET seq = excluded.seq, "
+        "hash = excluded.hash, received_at = excluded.received_at, offset = excluded.offset",
+        (partition, point.seq, point.hash, point.received_at, offset),
     )
 
 
@@ -316,3 +342,34 @@ def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+# PRAGMA user_version of an index whose topology items are bounded in bytes
+TOPOLOGY_KEYS_VERSION = 1
+
+
+def rekey_topology(con: sqlite3.Connection, directory: Path) -> bool:
+    """Re-key, once per index file, the topology rows of items over
+    :data:`storage.topology.MAX_ITEM_BYTES` (indexed before the bound was in bytes): each
+    of their events gets its own ``event:{event_id}`` row, as PostgreSQL's migration 0006
+    does. True if the file needed it."""
+    if con.execute("PRAGMA user_version").fetchone()[0] >= TOPOLOGY_KEYS_VERSION:
+        return False  # the usual open: no write lock taken
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        over = con.execute(
+            "DELETE FROM topology WHERE length(CAST(item AS BLOB)) > ?", (MAX_ITEM_BYTES,)
+        ).rowcount
+        if over:
+            marks = ",".join("?" * len(TOPOLOGY_TYPES))
+            rows = con.execute(
+                f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ({marks}) ORDER BY gid",
+                tuple(sorted(TOPOLOGY_TYPES)),
+            ).fetchall()
+            merge_topology(con, rows_of_events(load_events(directory, rows)))
+        con.execute(f"PRAGMA user_version = {TOPOLOGY_KEYS_VERSION}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True

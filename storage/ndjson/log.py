@@ -1,14 +1,23 @@
-"""NDJSON partition files of the NDJSON backend: line codec, append, tail recovery.
+"""NDJSON partition files of the NDJSON backend: line codec, segments, append, recovery.
 
 Pipeline position: the bottom of the consumer's write path for the dev backend. Each
-partition is one append-only file ``events-{p:04d}.ndjson`` whose lines are complete
-stored events (hash chain included), so the files alone prove what was stored. Appends
-open the file in append mode and never read it (O(1) whatever its size); recovery reads
-only the bytes past the size the index last recorded.
+partition is an append-only log whose lines are complete stored events (hash chain
+included), so the files alone prove what was stored. Appends open the file in append
+mode and never read it (O(1) whatever its size); recovery reads only the bytes past the
+size the index last recorded.
+
+Segments: a partition's log is a run of files, each named after the byte position in the
+whole log where it starts — ``events-{p:04d}.ndjson`` starts at 0 (a store made before
+segments is that one file and keeps working unchanged), ``events-{p:04d}.{base:016d}.ndjson``
+at ``base``. Offsets in the index are positions in the whole log, so a reader finds the
+file by the offset, and retention deletes whole files that lie before its checkpoint. The
+file with the greatest base is the one appended to; the writer starts a new one once it
+has :data:`SEGMENT_BYTES`.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -31,8 +40,89 @@ def partition_path(directory: Path, partition: int) -> Path:
 
 
 def partition_of_path(path: Path) -> int | None:
-    stem = path.name.removeprefix("events-").removesuffix(".ndjson")
+    """The partition a log file (any segment) belongs to, or None for another file."""
+    stem = path.name.removeprefix("events-").removesuffix(".ndjson").split(".")[0]
     return int(stem) if stem.isdigit() and path.name.startswith("events-") else None
+
+
+# a new segment once the one appended to holds this much (retention frees whole files)
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+def segment_path(directory: Path, partition: int, base: int) -> Path:
+    if base == 0:
+        return partition_path(directory, partition)
+    return directory / f"events-{partition:04d}.{base:016d}.ndjson"
+
+
+def segments(directory: Path, partition: int) -> list[tuple[int, Path]]:
+    """``(base, path)`` of each segment of ``partition`` on disk, in log order."""
+    found = []
+    for path in directory.glob(f"events-{partition:04d}*.ndjson"):
+        parts = path.name.removesuffix(".ndjson").split(".")
+        if parts[0] != f"events-{partition:04d}":
+            continue
+        if len(parts) == 1:
+            found.append((0, path))
+        elif len(parts) == 2 and parts[1].isdigit():
+            found.append((int(parts[1]), path))
+    return sorted(found)
+
+
+def active(directory: Path, partition: int) -> tuple[int, Path]:
+    """The segment appended to: the one with the greatest base (the first if none yet)."""
+    found = segments(directory, partition)
+    return found[-1] if found else (0, partition_path(directory, partition))
+
+
+class Segments:
+    """Reads lines at whole-log offsets of one partition, each segment opened once."""
+
+    def __init__(self, directory: Path, partition: int) -> None:
+        found = segments(directory, partition)
+        self._bases = [b for b, _ in found]
+        self._paths = [p for _, p in found]
+        self._files: dict[int, Any] = {}
+
+    def locate(self, offset: int) -> tuple[int, Path] | None:
+        i = bisect.bisect_right(self._bases, offset) - 1
+        return None if i < 0 else (self._bases[i], self._paths[i])
+
+    def read(self, offset: int, length: int) -> bytes:
+        where = self.locate(offset)
+        if where is None:
+            raise FileNotFoundError(f"no segment holds offset {offset}")
+        base, path = where
+        fh = self._files.get(base)
+        if fh is None:
+            fh = self._files[base] = open(path, "rb")  # noqa: SIM115 (closed in close())
+        fh.seek(offset - base)
+        data: bytes = fh.read(length)
+        return data
+
+    def lines_from(self, offset: int) -> Iterator[bytes]:
+        """Every line from whole-log ``offset`` on, across segments."""
+        for base, path in zip(self._bases, self._paths, strict=True):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if base + size <= offset:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(max(0, offset - base))
+                yield from fh
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+
+    def __enter__(self) -> Segments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def received_at_text(epoch: float) -> str:

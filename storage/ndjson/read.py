@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -54,15 +54,13 @@ def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEv
     """Events of index rows ``(gid, partition, offset, length, digest)``, each file opened
     once."""
     with ExitStack() as stack:
-        files: dict[int, BinaryIO] = {}
+        files: dict[int, log.Segments] = {}
         events = []
         for _, partition, offset, length, digest in rows:
             fh = files.get(partition)
             if fh is None:
-                path = log.partition_path(directory, partition)
-                fh = files[partition] = stack.enter_context(open(path, "rb"))
-            fh.seek(offset)
-            events.append(log.decode_line(fh.read(length), digest))
+                fh = files[partition] = stack.enter_context(log.Segments(directory, partition))
+            events.append(log.decode_line(fh.read(offset, length), digest))
         return events
 
 

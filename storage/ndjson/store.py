@@ -22,16 +22,26 @@ from filelock import FileLock, Timeout
 
 from storage.base import (
     BatchResult,
+    LogStat,
+    Retained,
     StorageDataError,
     StorageUnavailable,
     StoredEvent,
     describe,
 )
-from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
+from storage.chain import (
+    GENESIS,
+    ChainPoint,
+    Checkpoint,
+    first_broken_link,
+    resume_mismatch,
+    walk_start,
+)
 from storage.envelope import Envelope
 from storage.ndjson import index as idx
 from storage.ndjson import log
 from storage.ndjson import read as rd
+from storage.ndjson import retain as ret
 from storage.ndjson import write as wr
 from storage.projection import Graph, fold
 from storage.readside import chain_status, recent_event
@@ -124,10 +134,9 @@ class NdjsonStore:
         def recover_all(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             try:
-                for path in sorted(self.directory.glob("events-*.ndjson")):
-                    partition = log.partition_of_path(path)
-                    if partition is not None:
-                        wr.recover(con, self.directory, partition)
+                found = {log.partition_of_path(p) for p in self.directory.glob("events-*.ndjson")}
+                for partition in sorted(p for p in found if p is not None):
+                    wr.recover(con, self.directory, partition)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -279,11 +288,25 @@ class NdjsonStore:
         return await self._run(lambda con: rd.topology_items(con, target, kind, limit, cursor))
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
-        path = log.partition_path(self.directory, partition)
-        start = after or GENESIS
-        # where the verified prefix ends in the file: the index knows each event's line
+        # a retention running meanwhile may move the checkpoint under the walk: a break
+        # seen while the checkpoint moved is walked again from the new one
+        for _ in range(3):
+            before = await self._run(lambda con: idx.checkpoint(con, partition))
+            status = await self._verify_once(partition, after, before)
+            if status.ok or before == await self._run(lambda con: idx.checkpoint(con, partition)):
+                return status
+        return status
+
+    async def _verify_once(
+        self,
+        partition: int,
+        after: ChainPoint | None,
+        checkpoint: tuple[Checkpoint, int] | None,
+    ) -> ChainStatus:
+        start, at_checkpoint = walk_start(after, checkpoint[0] if checkpoint else None)
+        # where the verified prefix ends in the log: the index knows each event's line
         where = None
-        if start.seq:
+        if start.seq and not at_checkpoint:
             where = await self._run(
                 lambda con: con.execute(
                     "SELECT offset, length FROM events WHERE partition = ? AND seq = ?",
@@ -292,17 +315,19 @@ class NdjsonStore:
             )
 
         def walk() -> ChainStatus:
-            offset = 0
-            if where is not None:
-                offset = int(where[0]) + int(where[1])
-                found: StoredEvent | None = _line_at(path, int(where[0]), int(where[1]))
-            else:
-                found = None
-            mismatch = resume_mismatch(partition, start, found)
-            if mismatch is not None:
-                return chain_status(mismatch)
-            report = first_broken_link(partition, _checked_lines(path, start, offset), start)
-            return chain_status(report)
+            with log.Segments(self.directory, partition) as segments:
+                offset, found = 0, None
+                if checkpoint is not None and at_checkpoint:
+                    offset = checkpoint[1]
+                elif where is not None:
+                    offset = int(where[0]) + int(where[1])
+                    found = _line_at(segments, int(where[0]), int(where[1]))
+                if not at_checkpoint:
+                    mismatch = resume_mismatch(partition, start, found)
+                    if mismatch is not None:
+                        return chain_status(mismatch)
+                lines = _checked_lines(segments, start, offset)
+                return chain_status(first_broken_link(partition, lines, start))
 
         try:
             return await asyncio.to_thread(walk)
@@ -316,6 +341,20 @@ class NdjsonStore:
                 broken_event_id=None,
                 reason=str(bad),
             )
+
+    # -- retention (storage/ndjson/retain.py) ------------------------------------------
+    async def retain(self, before: float, *, batch: int = 5000) -> list[Retained]:
+        return await ret.retain(self, before, batch)
+
+    async def checkpoints(self) -> dict[int, Checkpoint]:
+        def query(con: sqlite3.Connection) -> dict[int, Checkpoint]:
+            rows = con.execute("SELECT partition, seq, hash, received_at FROM checkpoints")
+            return {int(r[0]): Checkpoint(int(r[1]), r[2], r[3]) for r in rows}
+
+        return await self._run(query)
+
+    async def log_stats(self) -> list[LogStat]:
+        return await ret.log_stats(self)
 
     async def partitions(self) -> list[int]:
         return await self._run(
@@ -381,30 +420,22 @@ class _BadLine(ValueError):
         self.last_hash = last_hash
 
 
-def _line_at(path: Path, offset: int, length: int) -> StoredEvent | None:
+def _line_at(segments: log.Segments, offset: int, length: int) -> StoredEvent | None:
     """The stored event whose line the index places at ``offset`` (``None`` if unreadable)."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            return log.decode_line(fh.read(length))
+        return log.decode_line(segments.read(offset, length))
     except (OSError, ValueError, TypeError):
         return None
 
 
-def _checked_lines(path: Path, start: ChainPoint = GENESIS, offset: int = 0) -> Any:
-    """The events of ``path`` from byte ``offset`` on (the line after ``start``)."""
+def _checked_lines(segments: log.Segments, start: ChainPoint = GENESIS, offset: int = 0) -> Any:
+    """The events of the log from byte ``offset`` on (the line after ``start``)."""
     checked, last_hash = start.seq, start.hash
-    if not path.exists():
-        return
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        for number, line in enumerate(fh, start=1):
-            try:
-                ev = log.decode_line(line)
-            except (ValueError, TypeError) as exc:
-                where = f"line {number}" if offset == 0 else f"line {number} after seq {start.seq}"
-                raise _BadLine(
-                    f"{where} is not a stored event: {exc}", checked, last_hash
-                ) from None
-            yield ev
-            checked, last_hash = checked + 1, ev.hash
+    for number, line in enumerate(segments.lines_from(offset), start=1):
+        try:
+            ev = log.decode_line(line)
+        except (ValueError, TypeError) as exc:
+            where = f"line {number}" if offset == 0 else f"line {number} after seq {start.seq}"
+            raise _BadLine(f"{where} is not a stored event: {exc}", checked, last_hash) from None
+        yield ev
+        checked, last_hash = checked + 1, ev.hash

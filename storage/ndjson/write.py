@@ -167,27 +167,31 @@ def _store_artifacts(con: sqlite3.Connection, envelopes: Sequence[Envelope]) -> 
 
 def recover(con: sqlite3.Connection, directory: Path, partition: int) -> None:
     """Index complete lines the index does not know yet (inside the caller's transaction)."""
-    path = log.partition_path(directory, partition)
-    if not path.exists():
-        return
     seq, prev, size = idx.head(con, partition) or (0, GENESIS_HASH, 0)
     events: list[StoredEvent] = []
     rows: list[tuple[Any, ...]] = []
-    for offset, line in log.tail(path, size):
-        try:
-            ev = log.decode_line(line)
-        except ValueError as exc:  # the log itself, not a batch's data: an operator's case
-            raise StorageCorrupt(f"{path.name} at byte {offset}: {exc}") from None
-        digest = content_digest(
-            event_type=ev.event_type,
-            timestamp=ev.timestamp,
-            actor_id=ev.actor_id,
-            payload=ev.payload,
-        )
-        ev = replace(ev, digest=digest)
-        rows.append(_index_row(ev, digest, offset, len(line)))
-        events.append(ev)
-        seq, prev, size = ev.seq, ev.hash, offset + len(line)
+    for base, path in log.segments(directory, partition):
+        end = base + path.stat().st_size
+        if end <= size:
+            continue
+        if size < base:
+            raise StorageCorrupt(f"{path.name} starts at byte {base}, the log ends at {size}")
+        for local, line in log.tail(path, size - base):
+            offset = base + local
+            try:
+                ev = log.decode_line(line)
+            except ValueError as exc:  # the log itself, not a batch's data: an operator's case
+                raise StorageCorrupt(f"{path.name} at byte {local}: {exc}") from None
+            digest = content_digest(
+                event_type=ev.event_type,
+                timestamp=ev.timestamp,
+                actor_id=ev.actor_id,
+                payload=ev.payload,
+            )
+            ev = replace(ev, digest=digest)
+            rows.append(_index_row(ev, digest, offset, len(line)))
+            events.append(ev)
+            seq, prev, size = ev.seq, ev.hash, offset + len(line)
     if events:
         _insert_events(con, rows)
         idx.merge_graph(con, fold(events))
@@ -195,21 +199,31 @@ def recover(con: sqlite3.Connection, directory: Path, partition: int) -> None:
         idx.set_head(con, partition, seq, prev, size)
 
 
+def _segment_for(directory: Path, partition: int, indexed: int) -> tuple[int, Path]:
+    """The segment to append to: the newest, or a new one once it is full."""
+    base, path = log.active(directory, partition)
+    if indexed - base >= log.SEGMENT_BYTES:
+        return indexed, log.segment_path(directory, partition, indexed)
+    return base, path
+
+
 def write_batch(
     con: sqlite3.Connection, directory: Path, partition: int, envelopes: Sequence[Envelope]
 ) -> BatchResult:
     """The whole write, atomically; the caller holds the inter-process lock."""
-    path = log.partition_path(directory, partition)
+    path, base = log.partition_path(directory, partition), 0
     appended, start = False, 0
     con.execute("BEGIN IMMEDIATE")
     try:
         recover(con, directory, partition)
         plan = _plan(con, partition, envelopes, idx.head(con, partition) or (0, GENESIS_HASH, 0))
         if plan.lines:
+            base, path = _segment_for(directory, partition, plan.start)
             start, size = log.append(path, b"".join(plan.lines))
             appended = True
+            start, size = base + start, base + size
             if start != plan.start:  # offsets were planned from the indexed size
-                raise StorageCorrupt(f"{path.name} is {start} bytes, the index says {plan.start}")
+                raise StorageCorrupt(f"{path.name} ends at {start}, the index says {plan.start}")
             _insert_events(con, plan.rows)
             idx.merge_graph(con, fold(plan.projected))
             idx.set_head(con, partition, plan.seq, plan.prev, size)
@@ -219,7 +233,7 @@ def write_batch(
     except BaseException:
         con.execute("ROLLBACK")
         if appended:
-            log.truncate(path, start)
+            log.truncate(path, start - base)
         raise
     outcomes = plan.tally.outcomes(envelopes)
     return BatchResult(len(plan.lines), plan.tally.duplicates, plan.tally.revisions, outcomes)

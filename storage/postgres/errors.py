@@ -8,8 +8,10 @@ long: nothing is dead-lettered for an outage) or :class:`~storage.base.StorageDa
 ("Storage errors") tabulates:
 
 - transient: connection errors (class 08, refused/reset sockets, a closed connection,
-  pool acquire timeouts), operator intervention (57: query canceled by a statement
-  timeout, admin or crash shutdown, cannot connect now), insufficient resources (53:
+  pool acquire timeouts), operator intervention (57: admin or crash shutdown, cannot
+  connect now; a query canceled by a statement timeout, 57014, is
+  :class:`~storage.base.StorageTimeout`: transient, but the consumer retries it only a
+  bounded number of times before isolating the batch as data), insufficient resources (53:
   disk full, out of memory, too many connections), transaction rollbacks (40:
   serialization failure, deadlock), lock timeouts (55P03), system errors (58: I/O), a
   read-only transaction after a failover (25006), and any other server error that is not
@@ -24,11 +26,20 @@ from __future__ import annotations
 
 import asyncpg
 
-from storage.base import StorageDataError, StorageError, StorageUnavailable, describe
+from storage.base import (
+    StorageDataError,
+    StorageError,
+    StorageTimeout,
+    StorageUnavailable,
+    describe,
+)
 
 # SQLSTATE classes whose errors the batch's values cause; every other server error is
 # treated as transient
 DATA_CLASSES = frozenset({"22", "23", "54"})
+# query_canceled: the statement timeout fired (or an operator cancelled the query); a
+# consumer retries it a bounded number of times before isolating the batch as data
+STATEMENT_TIMEOUT = "57014"
 
 # Python-side errors of planning/encoding a batch (asyncpg's client-side DataError, raised
 # when an argument cannot be encoded, is a ValueError too)
@@ -44,6 +55,8 @@ def classify(exc: BaseException) -> StorageError | None:
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
         if sqlstate[:2] in DATA_CLASSES:
             return StorageDataError(f"PostgreSQL refused the batch: {describe(exc)}")
+        if sqlstate == STATEMENT_TIMEOUT:
+            return StorageTimeout(f"PostgreSQL cancelled the batch: {describe(exc)}")
         return StorageUnavailable(f"PostgreSQL unavailable: {describe(exc)}")
     if isinstance(exc, PLANNING_ERRORS):
         return StorageDataError(f"batch cannot be written to PostgreSQL: {describe(exc)}")

@@ -11,16 +11,25 @@ in :mod:`storage.postgres.write` (write path), :mod:`storage.postgres.read` (vie
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from storage.base import BatchResult, StorageUnavailable, StoredEvent, describe
-from storage.chain import GENESIS, ChainPoint, first_broken_link, resume_mismatch
+from storage.base import (
+    BatchResult,
+    LogStat,
+    Retained,
+    StorageUnavailable,
+    StoredEvent,
+    describe,
+)
+from storage.chain import ChainPoint, Checkpoint, first_broken_link, resume_mismatch, walk_start
 from storage.envelope import Envelope
 from storage.postgres import graph as pg_graph
 from storage.postgres import read as rd
+from storage.postgres import retain as ret
 from storage.postgres import topology as pg_topology
 from storage.postgres import write as wr
 from storage.postgres.codecs import init_connection
@@ -28,6 +37,7 @@ from storage.postgres.errors import classify
 from storage.postgres.migrate import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.readside import chain_status
+from storage.retention import pause_like
 from storage.views import (
     AttemptDetail,
     AttemptSummary,
@@ -234,11 +244,23 @@ class PostgresStore:
         return await self._with(lambda con: pg_topology.items(con, target, kind, limit, cursor))
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
+        # a retention running meanwhile may move the checkpoint under the walk: a break
+        # seen while the checkpoint moved is walked again from the new one
+        for _ in range(3):
+            before = await self._with(lambda con: ret.checkpoint(con, partition))
+            status = await self._verify_once(partition, after, before)
+            if status.ok or before == await self._with(lambda con: ret.checkpoint(con, partition)):
+                return status
+        return status
+
+    async def _verify_once(
+        self, partition: int, after: ChainPoint | None, checkpoint: Checkpoint | None
+    ) -> ChainStatus:
         # Streamed: the (synchronous) chain walk runs in a worker thread and pulls one
         # keyset page at a time from the event loop, so a long chain is never all in memory.
-        # With ``after``, the pages start past the verified prefix.
-        start = after or GENESIS
-        if start.seq:
+        # With ``after`` (or a retention checkpoint), the pages start past that prefix.
+        start, at_checkpoint = walk_start(after, checkpoint)
+        if start.seq and not at_checkpoint:
 
             async def at(con: asyncpg.Connection) -> StoredEvent | None:
                 row = await con.fetchrow(
@@ -265,6 +287,37 @@ class PostgresStore:
         finally:
             await pages.aclose()
         return chain_status(report)
+
+    # -- retention (storage/postgres/retain.py) ------------------------------------------
+    async def retain(self, before: float, *, batch: int = 5000) -> list[Retained]:
+        results = []
+        for partition in await self._with(ret.partitions):
+            removed, point = 0, None
+            while True:
+                began = time.monotonic()
+
+                async def one(
+                    con: asyncpg.Connection, p: int = partition
+                ) -> tuple[int, Checkpoint, bool] | None:
+                    return await ret.step(con, p, before, batch)
+
+                step = await self._with(one)
+                if step is None:
+                    break
+                count, point, full = step
+                removed += count
+                if not full:
+                    break
+                await pause_like(began)
+            if removed:
+                results.append(ret.retained(partition, removed, point))
+        return results
+
+    async def checkpoints(self) -> dict[int, Checkpoint]:
+        return await self._with(ret.checkpoints)
+
+    async def log_stats(self) -> list[LogStat]:
+        return await self._with(ret.log_stats)
 
     async def partitions(self) -> list[int]:
         async def query(con: asyncpg.Connection) -> list[int]:

@@ -53,11 +53,14 @@ def test_compare_alternates_and_runs_each_tree(tmp_path: Path) -> None:
         pkg = tmp_path / name / "fig"
         pkg.mkdir(parents=True)
         (pkg / "__init__.py").write_text("")
-        (pkg / "__main__.py").write_text(f"print('rate {value}')\n")
+        (pkg / "__main__.py").write_text(f"print('rate {value} cpu {value + 1}')\n")
     pairs = ab.compare(
-        (tmp_path / "a", tmp_path / "b"), ["fig"], re.compile(r"rate (\d+)"), pairs=3
+        (tmp_path / "a", tmp_path / "b"),
+        ["fig"],
+        [re.compile(r"rate (\d+)"), re.compile(r"cpu (\d+)")],
+        pairs=3,
     )
-    assert pairs == [(10.0, 20.0)] * 3
+    assert pairs == [[(10.0, 20.0)] * 3, [(11.0, 21.0)] * 3]
 
 
 def test_a_failing_run_is_reported_with_its_last_line(tmp_path: Path) -> None:
@@ -66,7 +69,7 @@ def test_a_failing_run_is_reported_with_its_last_line(tmp_path: Path) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text("raise SystemExit('broken benchmark')\n")
     with pytest.raises(ab.AbError, match="broken benchmark"):
-        ab.run_once(tmp_path, ["fig"], re.compile(r"(\d+)"))
+        ab.run_once(tmp_path, ["fig"], [re.compile(r"(\d+)")])
 
 
 def test_checkout_makes_and_removes_a_worktree(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(960)
 def test_quick_run_writes_every_section_and_every_figure(tmp_path: Path, redis_url: str) -> None:
     require_service("PostgreSQL", TEST_POSTGRES_URL, 5432)
     out = tmp_path / "RESULTS.md"
@@ -36,7 +36,7 @@ def test_quick_run_writes_every_section_and_every_figure(tmp_path: Path, redis_u
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

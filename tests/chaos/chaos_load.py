@@ -6,7 +6,7 @@ lifecycles with artifacts and PRs, single-event posts reusing ``bundle-{attempt_
 an optional burst worker posts big ``file.discovered`` bundles. Every request has a
 timeout; every answer is recorded with its start/end time, status and ``Retry-After``.
 
-Like a real worker, a client that got a 503 or could not connect posts the *same* body
+Like a real worker, a client that got a 503 or 504 or could not connect posts the *same* body
 again (after ``Retry-After``, capped), so retries put duplicate event ids on the wire and the
 storage's idempotency is exercised too. An event counts as accepted once any post of it got
 a 2xx; ``sent_ids`` holds every event id that ever left the client, so storage can be
@@ -140,10 +140,10 @@ class LoadClient:
         return outcome
 
     async def _deliver(self, body: dict[str, Any], burst: bool = False) -> None:
-        """Post ``body`` until a final answer; retry 503 and connection failures."""
+        """Post ``body`` until a final answer; retry 503, 504 and connection failures."""
         while True:
             outcome = await self._post(body, burst)
-            if outcome.status == "503":
+            if outcome.status in ("503", "504"):
                 delay = min(float(outcome.retry_after or 1), RETRY_CAP_S)
             elif outcome.status in ("refused", "disconnected"):
                 delay = 0.2

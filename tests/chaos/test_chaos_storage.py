@@ -155,8 +155,10 @@ async def test_garbage_and_unstorable_entries_mid_burst(
             added = time.monotonic()
             for raw in healthy:
                 await resolve(redis.xadd(stream, encode(Bundle.model_validate(raw), "chaos")))
-            load.sent_ids.update(healthy_ids)
-            load.accepted_ids.update(healthy_ids)  # queued: they must be stored like a 2xx
+            # the refused bundle's other events are stored (only the refused one is dead)
+            kept = [e["event_id"] for e in refused["events"] if e["event_type"] != REFUSED_TYPE]
+            load.sent_ids.update([*healthy_ids, *kept])
+            load.accepted_ids.update([*healthy_ids, *kept])  # queued: stored like a 2xx
             while await _stored_of(stack.postgres_dsn, healthy_ids) < len(healthy_ids):
                 assert time.monotonic() - added < 15, "the partition stopped flowing"
                 await asyncio.sleep(0.1)
@@ -169,6 +171,7 @@ async def test_garbage_and_unstorable_entries_mid_burst(
     assert dead[garbage_id][b"dead_reason"].startswith(b"undecodable: ")
     reason = dead[refused_id][b"dead_reason"].decode()
     assert reason.startswith("unstorable: "), reason
+    assert dead[refused_id][b"dead_event_id"] == f"{run}-refused".encode()  # that event alone
     assert "chaos_refuses" in reason, reason
     assert "\n" not in reason
     assert flowing_after_s < 10, f"healthy entries after the bad ones took {flowing_after_s:.1f}s"

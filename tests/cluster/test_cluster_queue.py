@@ -35,6 +35,8 @@ async def test_every_partition_key_stays_in_its_slot(
             slot = key_slot(layout.stream(p).encode())
             assert key_slot(layout.committed_key(p, "1-0").encode()) == slot
             assert key_slot(layout.spider_lease(p).encode()) == slot
+            assert key_slot(layout.writer_lease(p).encode()) == slot
+            assert key_slot(layout.inflight(p).encode()) == slot
             await resolve(client.xadd(layout.stream(p), {"v": b"1"}))
         owners = {redis_cluster.node_of_slot(key_slot(s.encode())).port for s in layout.streams()}
         assert len(owners) == MASTERS  # twelve partitions spread over every shard

@@ -43,6 +43,8 @@ def consumer_env(settings: ConsumerSettings, redis_url: str, **extra: str) -> di
             "LEVIATHAN_CONSUMER_HOST": "127.0.0.1",
             "LEVIATHAN_CONSUMER_BATCH": str(settings.batch),
             "LEVIATHAN_CONSUMER_BLOCK_MS": "100",
+            "LEVIATHAN_CONSUMER_MAX_DELIVERIES": str(settings.max_deliveries),
+            "LEVIATHAN_CONSUMER_LEASE_S": str(settings.lease_s),
         }
     )
     if settings.postgres_dsn is not None:

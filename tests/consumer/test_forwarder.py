@@ -186,7 +186,11 @@ async def test_backlog_bound_skips_the_oldest_counts_and_logs_once(
     caplog.set_level(logging.WARNING, logger="consumer.forwarder")
     task = asyncio.create_task(fwd.run())
     try:
-        await until(lambda: metric(fwd, "leviathan_spider_skipped_total") == 15, 10, "the skip")
+        await until(
+            lambda: metric(fwd, "leviathan_spider_skipped_total", reason="backlog") == 15,
+            10,
+            "the skip",
+        )
         await until(
             lambda: metric(fwd, "leviathan_spider_failed_total", reason="connection") >= 3,
             10,
@@ -199,7 +203,7 @@ async def test_backlog_bound_skips_the_oldest_counts_and_logs_once(
         await sink.stop()
 
     assert [r.entry_id for r in sink.accepted] == ids[15:]
-    assert metric(fwd, "leviathan_spider_skipped_total") == 15
+    assert metric(fwd, "leviathan_spider_skipped_total", reason="backlog") == 15
     # failed attempts are logged at 1, 2, 4, 8, …, not each one
     logged: dict[str, list[int]] = {}
     for record in caplog.records:
@@ -231,7 +235,11 @@ async def test_backlog_bound_holds_while_bundles_keep_coming(redis_client: Redis
         for round_ in range(5):
             await prefill(redis_client, layout, bundles(10, f"r{round_}"))
             await asyncio.sleep(0.3)
-        await until(lambda: metric(fwd, "leviathan_spider_skipped_total") == 40, 10, "skips")
+        await until(
+            lambda: metric(fwd, "leviathan_spider_skipped_total", reason="backlog") == 40,
+            10,
+            "skips",
+        )
         row = await group_row(redis_client, layout, 0, "spider")
         assert row["pending"] + row["lag"] == 10
         # no writers group here: the forwarder's group alone decides what may be trimmed

@@ -11,13 +11,15 @@ import asyncio
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from consumer import deadletter
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
-from storage.base import BatchResult, EventStore, StorageUnavailable
+from storage.base import BatchResult, EventStore, StorageDataError, StorageUnavailable
 from storage.envelope import Envelope
 from storage.queue import GROUP, EntryCounts, resolve
 from tests import factories as f
@@ -73,8 +75,9 @@ async def test_one_bad_among_many_costs_log_n_writes_and_the_rest_is_stored(
     assert await stored_bundles(ndjson_store) == {f"bundle-att-{i}" for i in range(n)} - {
         f"bundle-att-{bad}"
     }
-    # the whole batch, then two halves per level down to the single bad entry
-    assert store.calls == 1 + 2 * int(math.log2(n))
+    # the whole batch, then two halves per level down to the single bad entry, then its
+    # events bisected (every part refused here: 2·5 - 2 writes) before it goes whole
+    assert store.calls == 1 + 2 * int(math.log2(n)) + 2 * EVENTS - 2
     assert counts == EntryCounts(stored=(n - 1) * EVENTS, dead_lettered=EVENTS)
     assert await marker(reader, ids[bad]) == EntryCounts(dead_lettered=EVENTS)
     assert await marker(reader, ids[0]) == EntryCounts(stored=EVENTS)
@@ -101,7 +104,8 @@ async def test_all_bad_dead_letters_each_entry_and_the_partition_flows_on(
     reader, store, ids = await one_partition(fake_redis, ndjson_store, tmp_path, n, set(range(n)))
     await reader.handle_batch(0, await reader.read_once(0))
     assert [i for i, _ in await dead(reader)] == ids
-    assert store.calls == 2 * n - 1  # every node of the bisection tree
+    # every node of the bisection tree of the entries, then of each entry's events
+    assert store.calls == 2 * n - 1 + n * (2 * EVENTS - 2)
     assert await stored_bundles(ndjson_store) == set()
     # later entries of the same partition are read and stored
     await add_bundles(fake_redis, reader.layout, [f.attempt_lifecycle("later", "t")])
@@ -167,3 +171,77 @@ async def test_an_unclassified_error_while_the_store_is_unreachable_is_an_outage
     assert await dead(reader) == []
     assert await stored_bundles(ndjson_store) == {"bundle-att-0"}
     assert reader.metrics.storage_errors._value.get() == 3
+
+
+class EventRefusingStore(FlakyStore):
+    """Wraps a real store; a write holding an event in ``bad`` raises StorageDataError, and
+    so does one holding artifacts while ``bad_artifacts`` is set."""
+
+    def __init__(self, inner: EventStore, bad: set[str], bad_artifacts: bool = False) -> None:
+        super().__init__(inner, failures=0)
+        self.bad = bad
+        self.bad_artifacts = bad_artifacts
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        self.calls += 1
+        for env in envelopes:
+            refused = [e.event_id for e in env.bundle.events if e.event_id in self.bad]
+            if refused:
+                raise StorageDataError(f"value out of range in event {refused[0]} (test)")
+            if self.bad_artifacts and env.bundle.artifacts:
+                raise StorageDataError("artifact refused (test)")
+        return await self.inner.write_batch(partition, envelopes)
+
+
+async def _one_bundle(
+    redis: Redis, store: EventStore, tmp_path: Path, **refuse: Any
+) -> tuple[Reader, str, list[str]]:
+    settings = make_settings(tmp_path, partitions=1)
+    reader = Reader(redis, EventRefusingStore(store, **refuse), settings, ConsumerMetrics())
+    await ensure_group(redis, settings.layout)
+    raw = f.attempt_lifecycle("att-1", "task-1")
+    [(_, entry_id)] = await add_bundles(redis, settings.layout, [raw])
+    return reader, entry_id, [e["event_id"] for e in raw["events"]]
+
+
+async def test_one_refused_event_is_dead_alone_and_the_artifacts_keep_their_attempt(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    reader, entry_id, event_ids = await _one_bundle(
+        fake_redis, ndjson_store, tmp_path, bad={"att-1-02"}
+    )
+    counts = await reader.handle_batch(0, await reader.read_once(0))
+    n = len(event_ids)
+    assert counts == EntryCounts(stored=n - 1, dead_lettered=1)
+    assert await marker(reader, entry_id) == EntryCounts(stored=n - 1, dead_lettered=1)
+    stored = [e.event_id async for e in ndjson_store.iter_events()]
+    assert sorted(stored) == sorted(set(event_ids) - {"att-1-02"})
+    [(_, letter)] = await resolve(fake_redis.xrange(reader.layout.dead_stream(0)))
+    assert (letter[deadletter.EVENT], letter[deadletter.EVENT_ID]) == (b"1", b"att-1-02")
+    assert letter[deadletter.CHUNK] == b"0/1"
+    assert [e["event_id"] for e in orjson.loads(letter[b"bundle"])["events"]] == ["att-1-02"]
+    assert "artifacts" not in orjson.loads(letter[b"bundle"])  # stored with the good events
+    detail = await ndjson_store.get_attempt("att-1")
+    assert detail is not None
+    assert len(detail.artifacts) == 1
+    assert await pending(fake_redis, reader.layout.stream(0)) == 0
+
+
+async def test_refused_artifacts_are_dead_alone_with_the_good_events_for_replay(
+    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    reader, entry_id, event_ids = await _one_bundle(
+        fake_redis, ndjson_store, tmp_path, bad=set(), bad_artifacts=True
+    )
+    counts = await reader.handle_batch(0, await reader.read_once(0))
+    n = len(event_ids)
+    # every event stored; artifacts are not events: nothing of the count is dead
+    assert counts == EntryCounts(stored=n)
+    assert await marker(reader, entry_id) == EntryCounts(stored=n)
+    [(_, letter)] = await resolve(fake_redis.xrange(reader.layout.dead_stream(0)))
+    assert letter[deadletter.EVENT] == b"artifacts"
+    bundle = orjson.loads(letter[b"bundle"])
+    assert [e["event_id"] for e in bundle["events"]] == event_ids  # duplicates on replay
+    assert len(bundle["artifacts"]) == 1
+    assert letter[deadletter.REASON] == b"unstorable: StorageDataError: artifact refused (test)"
+    assert await pending(fake_redis, reader.layout.stream(0)) == 0

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from consumer import crashes, keepalive
 from consumer.metrics import ConsumerMetrics
-from consumer.reader import Reader
+from consumer.reader import Reader, ensure_group
 from storage.base import EventStore
 from storage.config import create_store
 from storage.queue import GROUP, resolve
@@ -86,18 +87,18 @@ async def test_entries_retried_through_an_outage_are_not_claimed_by_anyone(
         await asyncio.wait_for(task, 5)
 
 
-async def test_entries_of_a_consumer_that_stopped_are_claimed_after_the_claim_idle(
+async def test_entries_of_a_consumer_that_stopped_are_taken_over_with_its_lease(
     redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        tmp_path, partitions=1, consumer_name="dies", claim_idle_ms=CLAIM_IDLE_MS
+        tmp_path, partitions=1, consumer_name="dies", claim_idle_ms=CLAIM_IDLE_MS, lease_s=1
     )
     down = FlakyStore(ndjson_store, failures=10**9)
     dies = Reader(redis_client, down, settings, ConsumerMetrics())
     task = dies.start()
     await add_bundles(redis_client, settings.layout, [f.attempt_lifecycle("a", "t")])
     await until(lambda: down.calls >= 1, 5)
-    task.cancel()  # the process is gone: no keep-alive any more
+    task.cancel()  # the process is gone: no keep-alive, no lease renewal any more
     await asyncio.gather(task, return_exceptions=True)
     survivor = Reader(
         redis_client,
@@ -107,15 +108,17 @@ async def test_entries_of_a_consumer_that_stopped_are_claimed_after_the_claim_id
         ),
         ConsumerMetrics(),
     )
-    survivor.states[0].resumed = True
-    assert await survivor.reclaim(0) == 0  # not idle long enough yet
-    await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.05)
-    assert await survivor.reclaim(0) == 1
+    await asyncio.sleep(1.05)  # its lease's TTL (a cancelled task even released it)
+    assert await survivor.ownership.acquire(0)
+    assert await survivor.take_over(0) == 1
     stream = settings.layout.stream(0)
-    assert set((await deliveries(redis_client, stream)).values()) == {("survivor", 2)}
-    await survivor.handle_batch(0, survivor.states[0].handoff.popleft())
+    assert set((await deliveries(redis_client, stream)).values()) == {("survivor", 1)}
+    entry = await survivor.read_pending(0)
+    assert entry is not None
+    await survivor.handle_alone(0, entry)
     assert await ndjson_store.count_events() == 5
     assert await deliveries(redis_client, stream) == {}
+    assert await crashes.deaths(redis_client, settings.layout, 0) == {}
 
 
 async def test_one_unstorable_bundle_among_healthy_ones_while_reclaim_runs(
@@ -169,3 +172,47 @@ async def test_one_unstorable_bundle_among_healthy_ones_while_reclaim_runs(
         await asyncio.wait_for(task, 5)
         await asyncio.gather(cron, return_exceptions=True)
         await inner.close()
+
+
+async def test_a_stalled_consumer_does_not_take_back_what_another_claimed(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """A stalls past the claim idle holding a batch; B (the partition's new lease holder)
+    claims it. A's keep-alive must not take it back: it drops the ids. Both then write:
+    B the first entry, then A (waking up) its whole batch. Nothing is stored twice, and
+    the ``?wait=`` marker of the first entry keeps the counts of the write that stored it
+    (B's), not A's duplicates."""
+
+    def reader(name: str) -> Reader:
+        settings = make_settings(
+            tmp_path, partitions=1, consumer_name=name, claim_idle_ms=CLAIM_IDLE_MS
+        )
+        return Reader(redis_client, ndjson_store, settings, ConsumerMetrics())
+
+    a, b = reader("a"), reader("b")
+    layout = a.layout
+    stream = layout.stream(0)
+    await ensure_group(redis_client, layout)
+    added = await add_bundles(
+        redis_client, layout, [f.attempt_lifecycle(f"s{i}", "t") for i in range(3)]
+    )
+    batch = await a.read_once(0)
+    a.states[0].take(i for i, _ in batch)  # A works on them ... and stalls
+    await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.05)
+    assert await b.ownership.acquire(0)
+    assert await b.take_over(0, CLAIM_IDLE_MS) == 3
+    assert await keepalive.refresh(redis_client, layout, "a", a.states[0]) == 0
+    assert not a.states[0].held  # dropped, not stolen back
+    assert {owner for owner, _ in (await deliveries(redis_client, stream)).values()} == {"b"}
+    first = await b.read_pending(0)
+    assert first is not None
+    await b.handle_alone(0, first)
+    await a.handle_batch(0, batch)  # A wakes up and finishes its write
+    assert await b.read_pending(0) is None  # A acked the rest: B has nothing left
+    assert await deliveries(redis_client, stream) == {}
+    events = [e.event_id async for e in ndjson_store.iter_events()]
+    assert len(events) == len(set(events)) == 15
+    for p, entry_id in added:
+        marker = await resolve(redis_client.get(layout.committed_key(p, entry_id)))
+        assert marker == b"5.0.0.0"  # five new events each, as whoever stored them saw
+    assert a.metrics.duplicates._value.get() == 5

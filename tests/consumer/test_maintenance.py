@@ -73,9 +73,10 @@ async def test_stale_consumer_is_removed_only_after_its_entries_are_processed(
     assert await maintenance.remove_stale_consumers(live) == ["gone"]
     names = [c["name"] for c in await resolve(fake_redis.xinfo_consumers(stream, GROUP))]
     assert b"gone" not in names
-    # its entry is ours now, handed to our partition task, which stores and acks it
-    [handed] = live.states[0].handoff
-    await live.handle_batch(0, handed)
+    # its entry is in our pending list now, which the partition task re-reads and writes
+    handed = await live.read_pending(0)
+    assert handed is not None
+    await live.handle_alone(0, handed)
     assert int((await resolve(fake_redis.xpending(stream, GROUP)))["pending"]) == 0
     assert await ndjson_store.count_events() == 5
 

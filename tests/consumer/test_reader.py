@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
-from consumer import deadletter
+from consumer import crashes, deadletter
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
 from storage.base import BatchResult, EntryOutcome, EventStore
@@ -22,6 +23,11 @@ from tests.consumer.conftest import FlakyStore, add_bundles, make_settings
 async def pending(redis: Redis, stream: str) -> int:
     summary = await resolve(redis.xpending(stream, GROUP))
     return int(summary["pending"])
+
+
+async def pending_ids(redis: Redis, stream: str) -> list[str]:
+    rows = await resolve(redis.xpending_range(stream, GROUP, min="-", max="+", count=100))
+    return [r["message_id"].decode() for r in rows]
 
 
 async def stored_ids(store: EventStore) -> list[str]:
@@ -158,56 +164,89 @@ async def test_reused_event_id_is_stored_as_a_revision(reader: Reader) -> None:
     assert await pending(reader.redis, layout.stream(partition)) == 0
 
 
-async def test_reclaim_dead_letters_poison_while_the_rest_flows(
-    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
-) -> None:
-    settings = make_settings(tmp_path, partitions=1, consumer_name="c2", max_deliveries=3)
-    other = Reader(
-        fake_redis, ndjson_store, make_settings(tmp_path, partitions=1), ConsumerMetrics()
-    )
-    reader = Reader(fake_redis, ndjson_store, settings, ConsumerMetrics())
-    await ensure_group(fake_redis, settings.layout)
-    stream = settings.layout.stream(0)
-    await add_bundles(fake_redis, settings.layout, lifecycle(3))
-    entries = await other.read_once(0)  # c1 takes them and "crashes"
-    assert len(entries) == 3
-    poison = entries[0][0]
-    for _ in range(3):  # three more deliveries of one entry: crashed consumers before
-        await resolve(fake_redis.xclaim(stream, GROUP, "ghost", 0, [poison]))
-    await asyncio.sleep(0.15)  # past claim_idle_ms
-    assert await reader.reclaim(0) == 0  # not before our own pending list was re-read
-    reader.states[0].resumed = True
-    assert await reader.reclaim(0) == 3
-    dead = await resolve(fake_redis.xrange(settings.layout.dead_stream(0)))
-    assert [d[1][deadletter.ENTRY_ID].decode() for d in dead] == [poison]
-    assert dead[0][1][deadletter.REASON].startswith(b"max_deliveries")
-    # the rest is handed to the partition's task (the only writer of the partition)
-    [handed] = reader.states[0].handoff
-    assert [i for i, _ in handed] == [i for i, _ in entries[1:]]
-    await reader.handle_batch(0, reader.states[0].handoff.popleft())
-    assert await pending(fake_redis, stream) == 0
-    assert len(await stored_ids(ndjson_store)) == 10
-    assert reader.metrics.reclaimed._value.get() == 3
+class KillsOn(FlakyStore):
+    """'Kills the process' whenever a batch holds bundle ``poison``."""
+
+    def __init__(self, inner: EventStore, poison: str) -> None:
+        super().__init__(inner, failures=0)
+        self.poison = poison
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        if any(e.bundle.bundle_id == self.poison for e in envelopes):
+            raise Killed(f"{self.poison} kills its writer")
+        return await self.inner.write_batch(partition, envelopes)
 
 
-async def test_two_readers_split_the_work_and_store_each_event_once(
-    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+async def steps_forever(reader: Reader) -> None:
+    while True:
+        await reader.step(0)
+
+
+@pytest.mark.integration
+async def test_only_the_entry_in_flight_at_a_crash_counts_it(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
 ) -> None:
-    a = Reader(
-        fake_redis,
-        ndjson_store,
-        make_settings(tmp_path, consumer_name="a", batch=3),
-        ConsumerMetrics(),
+    """A batch dies with its killer; after the restart the entries are written one at a
+    time under an in-flight mark: the healthy ones are stored, the killer gains one death
+    per crash and is dead-lettered at max_deliveries."""
+    settings = make_settings(tmp_path, partitions=1, consumer_name="c", max_deliveries=2)
+    layout = settings.layout
+    await ensure_group(redis_client, layout)
+    await add_bundles(redis_client, layout, lifecycle(5))
+    store = KillsOn(ndjson_store, "bundle-att-2")
+
+    def process() -> Reader:  # a fresh process; its predecessor's lease has run out
+        return Reader(redis_client, store, settings, ConsumerMetrics())
+
+    first = process()
+    assert await first.ownership.acquire(0)
+    await first.take_over(0)
+    first.states[0].reread = False
+    with pytest.raises(Killed):
+        await first.handle_batch(0, await first.read_once(0))  # all five in one batch
+    assert await stored_ids(ndjson_store) == []
+    for died in range(settings.max_deliveries + 1):
+        await first.ownership.lease(0).release()
+        first = process()
+        if died < settings.max_deliveries:
+            with pytest.raises(Killed):
+                await steps_forever(first)
+            assert await crashes.deaths(redis_client, layout, 0) == {
+                (await pending_ids(redis_client, layout.stream(0)))[0]: died + 1
+            }
+        else:
+            while first.states[0].reread or await pending(redis_client, layout.stream(0)):
+                await first.step(0)
+    dead = await resolve(redis_client.xrange(layout.dead_stream(0)))
+    assert len(dead) == 1
+    assert dead[0][1][deadletter.REASON] == b"crashed its consumer 2 times"
+    assert orjson.loads(dead[0][1][b"bundle"])["bundle_id"] == "bundle-att-2"
+    assert len(await stored_ids(ndjson_store)) == 4 * 5  # every other event, once
+    assert await pending(redis_client, layout.stream(0)) == 0
+    assert await crashes.deaths(redis_client, layout, 0) == {}
+
+
+@pytest.mark.integration
+async def test_two_readers_split_the_partitions_and_store_each_event_once(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    a, b = (
+        Reader(
+            redis_client,
+            ndjson_store,
+            make_settings(tmp_path, consumer_name=name, batch=3, lease_s=1),
+            ConsumerMetrics(),
+        )
+        for name in ("a", "b")
     )
-    b = Reader(
-        fake_redis,
-        ndjson_store,
-        make_settings(tmp_path, consumer_name="b", batch=3),
-        ConsumerMetrics(),
-    )
-    raws = lifecycle(40)
-    await add_bundles(fake_redis, a.layout, raws)
     tasks = [asyncio.create_task(r.run()) for r in (a, b)]
+    for _ in range(200):  # up to 10 s: a took both, then gave one to b
+        if len(a.ownership.held) == len(b.ownership.held) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert a.ownership.held | b.ownership.held == {0, 1}
+    raws = lifecycle(40)
+    await add_bundles(redis_client, a.layout, raws)
     expected = 40 * 5
     for _ in range(400):  # up to 20 s
         if await ndjson_store.count_events() >= expected:
@@ -221,7 +260,7 @@ async def test_two_readers_split_the_work_and_store_each_event_once(
     assert a.metrics.events_written._value.get() > 0
     assert b.metrics.events_written._value.get() > 0
     for p in range(a.layout.partitions):
-        assert await pending(fake_redis, a.layout.stream(p)) == 0
+        assert await pending(redis_client, a.layout.stream(p)) == 0
 
 
 class Killed(BaseException):
@@ -237,35 +276,38 @@ class DiesAfterWrite(FlakyStore):
 
 
 async def test_killed_between_write_and_xack_is_reclaimed_and_stored_once(
-    fake_redis: Redis, ndjson_store: EventStore, tmp_path: Path
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
 ) -> None:
-    """The at-least-once window: the batch is committed but not acked. Another consumer
-    reclaims it after the idle time; storage drops the re-delivered events as duplicates."""
+    """The at-least-once window: the batch is committed but not acked. The next holder of
+    the partition's lease takes it over; storage drops the re-delivered events as
+    duplicates."""
     victim_settings = make_settings(tmp_path, consumer_name="victim")
-    await ensure_group(fake_redis, victim_settings.layout)
-    victim = Reader(fake_redis, DiesAfterWrite(ndjson_store, 0), victim_settings, ConsumerMetrics())
+    await ensure_group(redis_client, victim_settings.layout)
+    victim = Reader(
+        redis_client, DiesAfterWrite(ndjson_store, 0), victim_settings, ConsumerMetrics()
+    )
     raws = lifecycle(4)
-    added = await add_bundles(fake_redis, victim.layout, raws)
+    added = await add_bundles(redis_client, victim.layout, raws)
     partition = added[0][0]
     entries = await victim.read_once(partition)
     with pytest.raises(Killed):
         await victim.handle_batch(partition, entries)
     stream = victim.layout.stream(partition)
-    assert await pending(fake_redis, stream) == len(entries)  # written, never acked
+    assert await pending(redis_client, stream) == len(entries)  # written, never acked
     written_once = sorted(await stored_ids(ndjson_store))
     assert written_once
 
     survivor = Reader(
-        fake_redis,
+        redis_client,
         ndjson_store,
         make_settings(tmp_path, consumer_name="survivor"),
         ConsumerMetrics(),
     )
-    await asyncio.sleep(victim_settings.claim_idle_ms / 1000 + 0.05)
-    survivor.states[partition].resumed = True
-    assert await survivor.reclaim(partition) == len(entries)
-    await survivor.handle_batch(partition, survivor.states[partition].handoff.popleft())
-    assert await pending(fake_redis, stream) == 0
+    assert await survivor.ownership.acquire(partition)
+    assert await survivor.take_over(partition) == len(entries)
+    while entry := await survivor.read_pending(partition):
+        await survivor.handle_alone(partition, entry)
+    assert await pending(redis_client, stream) == 0
     assert sorted(await stored_ids(ndjson_store)) == written_once  # nothing twice
     assert survivor.metrics.duplicates._value.get() == len(written_once)
     assert survivor.metrics.events_written._value.get() == 0

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from consumer.forwarder.metrics import SpiderMetrics
 from consumer.metrics import ConsumerMetrics
 from ingest.metrics import IngestMetrics
 from tests.deploy.k8s_refs import problems
@@ -58,7 +59,12 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 
 
 def code_metrics() -> set[str]:
-    return exported_names(IngestMetrics().registry) | exported_names(ConsumerMetrics().registry)
+    # the Spider forwarder's metrics join the consumer's /metrics when forwarding is on
+    return (
+        exported_names(IngestMetrics().registry)
+        | exported_names(ConsumerMetrics().registry)
+        | exported_names(SpiderMetrics().registry)
+    )
 
 
 def metric_names(expr: str) -> set[str]:

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.body import gunzip, parse_bundle
+from ingest.body import parse_bundle
+from ingest.upload import gunzip
 from tests.fuzz.conftest import FUZZ
 from webcore.errors import IngestError
 

@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 from fakeredis import FakeAsyncRedis
 
 from ingest.app import RUNTIME_KEY
-from ingest.body import CHUNK_EVENTS, describe_size
+from ingest.body import CHUNK_EVENTS
 from ingest.entry import ChunkWriter, bundle_json, chunk_fields, event_json
 from ingest.publisher import Publisher
+from ingest.upload import describe_size
 from storage.envelope import CHUNKED_VERSION, decode
 from storage.queue import resolve
 from storage.schema import Bundle

@@ -89,16 +89,18 @@ async def test_grow_waits_for_the_difference_only() -> None:
     assert budget.used == 0
 
 
-async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
+async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
     aiohttp_client: ClientFactory,
 ) -> None:
-    """A slow upload holds the whole (tiny) budget: the next request waits, then 503."""
+    """A declared length reserves nothing: a slow upload holds twice the bytes it sent, so
+    a bundle beside it is queued; a budget held in full makes the next request wait, then
+    answers 503."""
     redis = FakeAsyncRedis()
     settings = make_settings(max_inflight_bytes=1024 * 1024, inflight_wait_seconds=0.3)
     client = await client_for(aiohttp_client, settings, redis)
     rt = client.app[RUNTIME_KEY]
     events = [event("attempt.progress", {"i": i, "pad": "x" * 200}) for i in range(800)]
-    data = raw(body("repo-a", "bundle-slow", events))  # x PEAK_FACTOR is over 1 MiB
+    data = raw(body("repo-a", "bundle-slow", events))  # over the whole budget once parsed
     reader, writer = await asyncio.open_connection(client.host, client.port)
     head = (
         f"POST {URL} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -106,28 +108,73 @@ async def test_the_app_answers_503_after_waiting_while_the_budget_is_held(
     )
     writer.write(head.encode() + data[:1000])
     await writer.drain()
+    await asyncio.sleep(0.2)  # read as a chunk of its own: the next one is charged
+    writer.write(data[1000:2000])
+    await writer.drain()
     for _ in range(200):
         if rt.budget.used:
             break
         await asyncio.sleep(0.01)
-    assert rt.budget.used == rt.budget.total
+    assert rt.budget.used == 2 * 2000  # the bytes sent so far, not the declared length
 
-    started = time.monotonic()
-    resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
-    assert resp.status == 503
-    assert time.monotonic() - started >= 0.3
-    assert resp.headers["Retry-After"] == "1"
-    assert "in-flight memory budget" in (await resp.json())["detail"]
-    assert await stream_entries(redis) == []
+    resp = await client.post(URL, data=raw(bundle_body("bundle-beside")), headers=AUTH)
+    assert resp.status == 202
 
-    writer.write(data[1000:])
+    async with rt.budget.reserve(rt.budget.total - rt.budget.used):  # the rest of it
+        started = time.monotonic()
+        resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
+        assert resp.status == 503
+        assert time.monotonic() - started >= 0.3
+        assert resp.headers["Retry-After"] == "1"
+        assert "in-flight memory budget" in (await resp.json())["detail"]
+
+    writer.write(data[2000:])
     await writer.drain()
     status_line = await reader.readline()
-    assert status_line.startswith(b"HTTP/1.1 202")
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line  # its parse would not fit
     writer.close()
     await writer.wait_closed()
     assert rt.budget.used == 0
     resp = await client.post(URL, data=raw(bundle_body("bundle-fast")), headers=AUTH)
     assert resp.status == 202
     queued = {orjson.loads(f[b"bundle"])["bundle_id"] for _, (_, f) in await stream_entries(redis)}
-    assert queued == {"bundle-slow", "bundle-fast"}
+    assert queued == {"bundle-beside", "bundle-fast"}
+
+
+async def test_waiters_holding_bytes_do_not_block_each_other_for_the_whole_wait() -> None:
+    """Two requests each hold part of the budget and wait for more than is left: the
+    newest gives up at once (503) and releases, so the oldest goes on — instead of both
+    waiting out ``wait`` (here far longer than the test allows) and both failing."""
+    budget = Budget(100, wait=60, retry_after=1)
+    first, second = budget.reserve(40), budget.reserve(40)
+    await first.__aenter__()
+    await second.__aenter__()
+    assert budget.used == 80
+    grow_first = asyncio.create_task(first.grow(80))
+    await asyncio.sleep(0)
+    grow_second = asyncio.create_task(second.grow(80))
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(grow_second, 10)
+    assert second.held == 40  # what it held is given back when its request ends
+    second.release()
+    await asyncio.wait_for(grow_first, 10)
+    assert (first.held, budget.used) == (80, 80)
+    first.release()
+    assert budget.used == 0
+
+
+async def test_a_waiter_is_not_made_to_yield_when_others_will_give_back() -> None:
+    """Bytes held by a request that is not waiting (parsing, publishing) will come back:
+    the waiters wait for them instead of failing."""
+    budget = Budget(100, wait=60, retry_after=1)
+    busy = budget.reserve(70)
+    await busy.__aenter__()
+    small = budget.reserve(10)
+    await small.__aenter__()
+    waiting = asyncio.create_task(small.grow(40))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    busy.release()
+    await asyncio.wait_for(waiting, 10)
+    assert small.held == 40
+    small.release()

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from ingest.cluster_publisher import ClusterPublisher
 from ingest.publisher import Publisher
-from webcore.errors import Unavailable
+from webcore.errors import Unavailable, Unconfirmed
 
 FIELDS = {b"v": b"1", b"bundle": b'{"x":"\xc3\xa9\\r\\n"}', b"received_at": b"1.5", b"token": b"t"}
 
@@ -174,3 +175,74 @@ async def test_connection_dropped_while_idle_is_replaced_before_the_next_batch(
     finally:
         await pub.stop()
         await client.aclose()
+
+
+class _Scripted(Publisher):
+    """A node publisher that fails with the next error of a script, then succeeds."""
+
+    def __init__(self, errors: list[Unavailable]) -> None:
+        super().__init__(None, max_batch=1, timeout=1, retry_after=1)  # type: ignore[arg-type]
+        self.errors = errors
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        pass
+
+    async def publish(self, stream: str, fields: dict[bytes, bytes]) -> str:
+        if self.errors:
+            raise self.errors.pop(0)
+        return "1-0"
+
+
+class _OneNode:
+    """The part of a cluster client the router uses: the node for a stream."""
+
+    async def node_for(self, stream: str) -> object:
+        return self
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        # written, unconfirmed, then refused until the deadline: it may be queued → 504
+        (["unconfirmed", *["unreachable"] * 50], Unconfirmed),
+        (["unreachable"] * 50, Unavailable),
+    ],
+)
+async def test_the_cluster_router_never_answers_503_after_an_unconfirmed_attempt(
+    script: list[str], expected: type[Unavailable]
+) -> None:
+    errors: list[Unavailable] = [
+        Unconfirmed("may or may not be queued", 1)
+        if kind == "unconfirmed"
+        else Unavailable("The queue is unreachable.", 1)
+        for kind in script
+    ]
+    node = _Scripted(errors)
+    router = ClusterPublisher(
+        _OneNode(),  # type: ignore[arg-type]
+        lambda _: node,
+        timeout=0.3,
+        retry_after=1,
+    )
+    router.start()
+    with pytest.raises(Unavailable) as caught:
+        await router.publish("s:{0}", FIELDS)
+    assert type(caught.value) is expected
+    assert caught.value.status == (504 if expected is Unconfirmed else 503)
+    assert len(node.errors) < len(script) - 1  # it was retried meanwhile
+
+
+async def test_the_cluster_router_retries_an_unconfirmed_attempt_into_a_2xx() -> None:
+    node = _Scripted([Unconfirmed("may or may not be queued", 1)])
+    router = ClusterPublisher(
+        _OneNode(),  # type: ignore[arg-type]
+        lambda _: node,
+        timeout=5,
+        retry_after=1,
+    )
+    router.start()
+    assert await router.publish("s:{0}", FIELDS) == "1-0"

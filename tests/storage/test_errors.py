@@ -24,6 +24,7 @@ from storage.base import (
     EventStore,
     StorageDataError,
     StorageError,
+    StorageTimeout,
     StorageUnavailable,
 )
 from storage.envelope import Envelope, decode
@@ -161,7 +162,7 @@ async def test_terminated_connection_mid_batch_is_transient(
 
 
 @pytest.mark.integration
-async def test_statement_timeout_is_transient(
+async def test_statement_timeout_is_a_bounded_transient(
     pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = pg_write.write_batch
@@ -172,7 +173,7 @@ async def test_statement_timeout_is_transient(
         return await real(con, *args, **kwargs)
 
     monkeypatch.setattr(pg_write, "write_batch", slow)
-    with pytest.raises(StorageUnavailable, match="QueryCanceledError"):
+    with pytest.raises(StorageTimeout, match="QueryCanceledError"):
         await pg.write_batch(0, [f.envelope(f.attempt_lifecycle("att-s", "task-s"))])
     monkeypatch.undo()
     assert await pg.count_events() == 0
@@ -191,7 +192,7 @@ async def test_unreachable_server_is_transient() -> None:
         (asyncpg.DiskFullError("disk full"), StorageUnavailable),
         (asyncpg.SerializationError("could not serialize"), StorageUnavailable),
         (asyncpg.DeadlockDetectedError("deadlock"), StorageUnavailable),
-        (asyncpg.QueryCanceledError("statement timeout"), StorageUnavailable),
+        (asyncpg.QueryCanceledError("statement timeout"), StorageTimeout),
         (asyncpg.AdminShutdownError("terminating"), StorageUnavailable),
         (asyncpg.CannotConnectNowError("starting up"), StorageUnavailable),
         (asyncpg.TooManyConnectionsError("too many"), StorageUnavailable),
