@@ -11,7 +11,6 @@ in :mod:`storage.postgres.write` (write path), :mod:`storage.postgres.read` (vie
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
@@ -37,7 +36,7 @@ from storage.postgres.errors import classify
 from storage.postgres.migrate import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.readside import chain_status
-from storage.retention import pause_like
+from storage.retention import retain_partition
 from storage.views import (
     AttemptDetail,
     AttemptSummary,
@@ -292,25 +291,15 @@ class PostgresStore:
     async def retain(self, before: float, *, batch: int = 5000) -> list[Retained]:
         results = []
         for partition in await self._with(ret.partitions):
-            removed, point = 0, None
-            while True:
-                began = time.monotonic()
 
-                async def one(
-                    con: asyncpg.Connection, p: int = partition
-                ) -> tuple[int, Checkpoint, bool] | None:
-                    return await ret.step(con, p, before, batch)
+            async def one(
+                con: asyncpg.Connection, p: int = partition
+            ) -> tuple[int, Checkpoint, bool] | None:
+                return await ret.step(con, p, before, batch)
 
-                step = await self._with(one)
-                if step is None:
-                    break
-                count, point, full = step
-                removed += count
-                if not full:
-                    break
-                await pause_like(began)
-            if removed:
-                results.append(ret.retained(partition, removed, point))
+            done = await retain_partition(partition, lambda: self._with(one))
+            if done is not None:
+                results.append(done)
         return results
 
     async def checkpoints(self) -> dict[int, Checkpoint]:
