@@ -190,14 +190,17 @@ class EventStore(Protocol):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[AttemptSummary]:
-        """Newest activity first (``last_seen`` desc, then attempt_id); opaque cursor."""
+        """Newest first by when the store first saw the attempt (an insertion number that
+        never changes, so pages neither skip nor repeat an attempt while writers update
+        it); opaque cursor."""
 
     async def get_attempt(self, attempt_id: str) -> AttemptDetail | None: ...
 
     async def list_failures(
-        self, *, target: str | None = None, limit: int = 50
-    ) -> list[FailureView]:
-        """``attempt.failed`` and ``task.failed`` events, newest first."""
+        self, *, target: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[FailureView]:
+        """``attempt.failed`` and ``task.failed`` events, newest stored first; opaque
+        cursor (an event's insertion number, which never changes)."""
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:
         """Newest stored first (insertion order, not client timestamps)."""
@@ -212,11 +215,26 @@ class EventStore(Protocol):
         event_type: str | None = None,
         target: str | None = None,
     ) -> Page[EventView]:
-        """Oldest first in insertion order, resuming after the opaque cursor ``after``."""
+        """Every stored event (and revision) once, resuming after the opaque ``after``.
+
+        The cursor follows commit order: a client paging at any moment during any load
+        sees every event exactly once. Each partition's events come in chain (seq)
+        order; partitions are merged by insertion number. ``next_cursor`` is never None:
+        after a page with events it stands after the last one (also on the last page, so
+        a caught-up client polls from where it stopped); on an empty page it is ``after``
+        itself (a cursor at the start when ``after`` was None). The end of a
+        listing is therefore an empty page (or one shorter than ``limit``), not a None
+        cursor. Cursors issued by earlier versions keep working."""
 
     async def list_tasks(
-        self, *, target: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[TaskSummary]: ...
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskSummary]:
+        """Newest first by when the store first saw the task; opaque cursor."""
 
     async def get_task(self, task_id: str) -> TaskDetail | None: ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class _View(BaseModel):
@@ -74,6 +74,10 @@ class AttemptSummary(_View):
     timestamp: str | None
     pr_url: str | None
     pr_number: int | None
+    # the failure summary of a failed attempt (``error_summary``, else ``error``, else
+    # ``reason``, as /v1/failures shows it); served only with ``?include=error``
+    # (ingest.responses.AttemptWithError), so the original clients' shape stays as it was
+    error: str | None = Field(default=None, exclude=True)
 
 
 class NodeView(_View):

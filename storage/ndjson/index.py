@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from storage.ndjson.read import EVENT_COLS, load_events
+from storage.ndjson.read import EVENT_COLS, NODE_STATUS, NODE_TARGET, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.readside import FAILURE_TYPES_SQL
 from storage.revisions import Known, known_from
 from storage.topology import TOPOLOGY_TYPES, TopoRow, rows_of_events
 
@@ -51,6 +52,11 @@ EVENT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id)",
     "CREATE INDEX IF NOT EXISTS events_task ON events(task_id)",
     "CREATE INDEX IF NOT EXISTS events_type ON events(event_type)",
+    # every filter of /v1/events has its index; each entry ends in the rowid (gid), so
+    # ``column = ? AND gid > ? ORDER BY gid`` is one range of it
+    "CREATE INDEX IF NOT EXISTS events_target ON events(target)",
+    # /v1/failures, newest first: only failure events have an entry
+    f"CREATE INDEX IF NOT EXISTS events_failures ON events(gid) WHERE {FAILURE_TYPES_SQL}",
 )
 EVENT_COLUMNS = (
     "gid, event_id, digest, partition, seq, offset, length, event_type, timestamp, task_id, "
@@ -83,6 +89,13 @@ CREATE TABLE IF NOT EXISTS edges (
     PRIMARY KEY (type, src_type, src, dst_type, dst)
 );
 CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_type, dst);
+CREATE INDEX IF NOT EXISTS nodes_kind ON nodes(type);
+"""
+    + f"""
+CREATE INDEX IF NOT EXISTS nodes_target ON nodes(type, {NODE_TARGET});
+CREATE INDEX IF NOT EXISTS nodes_status ON nodes(type, {NODE_STATUS});
+"""
+    + """
 CREATE TABLE IF NOT EXISTS artifacts (
     rid INTEGER PRIMARY KEY AUTOINCREMENT,
     bundle_id TEXT NOT NULL,
@@ -111,6 +124,7 @@ CREATE TABLE IF NOT EXISTS topology (
 INDEX_FILE = "index.sqlite3"
 PAGE_SIZE = 16384
 CACHE_KIB = 65536
+READER_MMAP_BYTES = 1 << 30
 CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
 
 
@@ -139,6 +153,19 @@ def connect(directory: Path) -> sqlite3.Connection:
     con.executescript(SCHEMA)
     if had_topology is None:
         backfill_topology(con, directory)
+    return con
+
+
+def connect_reader(directory: Path) -> sqlite3.Connection:
+    """A connection that only reads (the query API's): the file exists and is migrated
+    (:func:`connect` ran first), WAL is the file's own mode, so nothing is written here."""
+    con = sqlite3.connect(
+        directory / INDEX_FILE, isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    con.execute("PRAGMA query_only=1")
+    con.execute("PRAGMA busy_timeout=30000")
+    # pages mapped, not copied into each reader's cache: the readers share the OS's
+    con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
     return con
 
 
