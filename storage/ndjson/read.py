@@ -9,7 +9,7 @@ the hash chain covers.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,7 +52,9 @@ EVENT_COLS = "gid, partition, offset, length, digest"
 # storage.ndjson.index (SQLite uses an expression index only for the same expression).
 NODE_TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
 NODE_STATUS = "json_extract(vals, '$.status')"
-CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
+# Node types the API lists (newest first, filtered by target and status): each has its
+# partial indexes, which SQLite uses only when the query names the type as a literal.
+LISTED_TYPES = (ATTEMPT, TASK)
 
 
 def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
@@ -69,11 +71,6 @@ def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEv
             fh.seek(offset)
             events.append(log.decode_line(fh.read(length), digest))
         return events
-
-
-def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
 
 
 def node_props(con: sqlite3.Connection, node_type: str, node_id: str) -> dict[str, Any] | None:
@@ -94,9 +91,10 @@ def _newest_nodes(
     """``(id, props)`` of nodes of a type, newest first by rowid (assigned when the node
     is first stored, kept by every merge: pages neither skip nor repeat a node while
     writers update it), through the ``(type, target)`` / ``(type, status)`` / ``(type)``
-    indexes, whose entries end in the rowid."""
-    where: list[str] = ["type = ?"]
-    args: list[Any] = [node_type]
+    indexes (the type's partial ones), whose entries end in the rowid."""
+    assert node_type in LISTED_TYPES  # spelt into the SQL: the partial indexes need it
+    where: list[str] = [f"type = '{node_type}'"]
+    args: list[Any] = []
     if target is not None:
         where.append(f"{NODE_TARGET} = ?")
         args.append(target)
@@ -171,7 +169,7 @@ def list_failures(
     index of failure events backwards (``target`` filters it), a primary-key probe each."""
     cols = ", ".join(f"e.{c.strip()}" for c in EVENT_COLS.split(","))
     sql = (
-        f"SELECT {cols}, n.vals FROM events e "
+        f"SELECT {cols}, n.vals FROM events e INDEXED BY events_failures "
         "LEFT JOIN nodes n ON n.type = 'Attempt' AND n.id = e.attempt_id "
         f"WHERE e.{FAILURE_TYPES_SQL}"
     )
@@ -226,40 +224,39 @@ def list_events(
     return Page[EventView](items=items, next_cursor=encode_cursor([rows[-1][0]]))
 
 
-def _in(values: Sequence[str]) -> str:
-    return ",".join("?" * len(values))
+# A list of ids as one JSON parameter: one statement whatever their number (no
+# host-parameter limit to chunk under), each id a probe of the index it meets.
+_EACH = "(SELECT value FROM json_each(?))"
 
 
 Links = tuple[list[str], list[str], list[str]]  # depends on, dependents, attempts
 
 
 def _task_links(con: sqlite3.Connection, task_ids: Sequence[str]) -> dict[str, Links]:
-    """Dependencies, dependents and attempts of many tasks: two queries per chunk of ids."""
+    """Dependencies, dependents and attempts of many tasks, in two statements."""
     links: dict[str, Links] = {t: ([], [], []) for t in task_ids}
-    for part in chunks(task_ids):
-        for src, dst in con.execute(
-            f"SELECT src, dst FROM edges WHERE type = ? AND src_type = ? AND src IN ({_in(part)}) "
-            "AND dst_type = ?",
-            (DEPENDS_ON, TASK, *part, TASK),
-        ):
-            links[src][0].append(dst)
-        for src_type, src, dst in con.execute(
-            f"SELECT src_type, src, dst FROM edges WHERE dst_type = ? AND dst IN ({_in(part)}) "
-            "AND type = ? AND src_type IN (?, ?)",
-            (TASK, *part, DEPENDS_ON, TASK, ATTEMPT),
-        ):
-            links[dst][1 if src_type == TASK else 2].append(src)
+    ids = orjson.dumps(list(task_ids)).decode()
+    for src, dst in con.execute(
+        f"SELECT src, dst FROM edges WHERE type = ? AND src_type = ? AND src IN {_EACH} "
+        "AND dst_type = ?",
+        (DEPENDS_ON, TASK, ids, TASK),
+    ):
+        links[src][0].append(dst)
+    for src_type, src, dst in con.execute(
+        f"SELECT src_type, src, dst FROM edges WHERE dst_type = ? AND dst IN {_EACH} "
+        "AND type = ? AND src_type IN (?, ?)",
+        (TASK, ids, DEPENDS_ON, TASK, ATTEMPT),
+    ):
+        links[dst][1 if src_type == TASK else 2].append(src)
     return links
 
 
 def _attempts(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, AttemptSummary]:
-    found: dict[str, AttemptSummary] = {}
-    for part in chunks(list(dict.fromkeys(ids))):
-        for node_id, vals in con.execute(
-            f"SELECT id, vals FROM nodes WHERE type = ? AND id IN ({_in(part)})", (ATTEMPT, *part)
-        ):
-            found[node_id] = attempt_summary(node_id, orjson.loads(vals))
-    return found
+    rows = con.execute(
+        f"SELECT id, vals FROM nodes WHERE type = ? AND id IN {_EACH}",
+        (ATTEMPT, orjson.dumps(list(dict.fromkeys(ids))).decode()),
+    )
+    return {node_id: attempt_summary(node_id, orjson.loads(vals)) for node_id, vals in rows}
 
 
 def _newest(attempts: Sequence[AttemptSummary]) -> list[AttemptSummary]:
@@ -270,7 +267,7 @@ def task_summaries(
     con: sqlite3.Connection, tasks: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[tuple[TaskSummary, list[AttemptSummary]]]:
     """Summaries and attempts (newest first) of ``(task_id, props)`` pairs in a bounded
-    number of queries (three per 500 tasks)."""
+    number of statements (three, whatever their number)."""
     links = _task_links(con, [t for t, _ in tasks])
     by_id = _attempts(con, [a for link in links.values() for a in link[2]])
     out = []

@@ -254,8 +254,9 @@ class NdjsonStore:
     # -- read side ------------------------------------------------------------------
     async def graph_summary(self, recent: int = 20) -> GraphSummary:
         def query(con: sqlite3.Connection) -> GraphSummary:
-            nodes = dict(con.execute("SELECT type, count(*) FROM nodes GROUP BY type").fetchall())
-            edges = dict(con.execute("SELECT type, count(*) FROM edges GROUP BY type").fetchall())
+            counts = con.execute("SELECT kind, type, n FROM graph_counts WHERE n > 0").fetchall()
+            nodes = {t: n for kind, t, n in counts if kind == "node"}
+            edges = {t: n for kind, t, n in counts if kind == "edge"}
             rows = con.execute(
                 f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT ?", (recent,)
             ).fetchall()

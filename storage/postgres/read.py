@@ -128,10 +128,12 @@ async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail
 
 
 # The failure events newest first with their attempt nodes, in one statement: a range of
-# the partial index on gid (with ``target`` a filter on it), one primary-key probe per row.
+# the partial index on gid (with ``target`` a filter on it), then one primary-key probe
+# per row returned (a subquery per row: a join could hash the whole nodes table).
 FAILURES_PAGE = """
-SELECT {cols}, n.vals AS attempt_vals FROM events e
-LEFT JOIN nodes n ON n.type = 'Attempt' AND n.id = e.attempt_id
+SELECT {cols},
+    (SELECT n.vals FROM nodes n WHERE n.type = 'Attempt' AND n.id = e.attempt_id) AS attempt_vals
+FROM events e
 WHERE e.{failures}{filters} ORDER BY e.gid DESC LIMIT $1
 """
 
