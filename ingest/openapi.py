@@ -242,7 +242,7 @@ def _paths(partitions: int) -> dict[str, Any]:
             "attempts, newest first by when the store first saw each (an order writers "
             "cannot change: pages neither skip nor repeat an attempt); next_cursor is null "
             "on the last page; with include=error each carries its failure summary",
-            {"oneOf": [_ref(r.AttemptList), _ref(r.AttemptErrorList)]},
+            {"anyOf": [_ref(r.AttemptList), _ref(r.AttemptErrorList)]},
             [
                 _str_q("target", "filter"),
                 _str_q("status", "filter"),

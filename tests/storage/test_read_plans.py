@@ -135,6 +135,8 @@ async def test_ndjson_reads_are_index_searches(
                     if words[0] == "SCAN" and not NEWEST.fullmatch(sql):
                         assert words[1] not in BIG, (name, sql, plan)
                     assert "TEMP B-TREE" not in step, (name, sql, plan)
+                    if words[:2] == ["SEARCH", "edges"]:  # a probe by node, not by edge type
+                        assert "src=" in step or "dst=" in step, (name, sql, plan)
     finally:
         plans.close()
 
