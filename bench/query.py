@@ -44,7 +44,7 @@ from storage.envelope import Envelope
 from storage.postgres import read as pg_read
 from storage.projection import ATTEMPT
 from storage.queue import StreamLayout
-from storage.readside import encode_cursor
+from storage.readside import encode_event_cursor
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope
 
 DB = "leviathan_bench_query"
@@ -144,15 +144,17 @@ async def serve_and_time(settings: StorageSettings, cases: dict[str, list[str]])
         await runner.cleanup()
 
 
-async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max_gid: int) -> None:
+async def measure(
+    settings: StorageSettings, n: int, attempt_ids: list[str], heads: dict[int, int]
+) -> None:
     rng = random.Random(5)
     cases = {
         "/v1/graph/summary": ["/v1/graph/summary"] * n,
         "/v1/attempts?limit=50": ["/v1/attempts?limit=50"] * n,
         "/v1/attempts/{id}": [f"/v1/attempts/{rng.choice(attempt_ids)}" for _ in range(n)],
         "/v1/events?limit=100&after=": [
-            # a cursor of the gid era: resumes at the positions that gid stood for
-            f"/v1/events?limit=100&after={encode_cursor([rng.randrange(max_gid)])}"
+            "/v1/events?limit=100&after="
+            + encode_event_cursor({p: rng.randrange(seq) for p, seq in heads.items()})
             for _ in range(n)
         ],
     }
@@ -237,10 +239,11 @@ async def main() -> None:
         sample = "SELECT id FROM nodes WHERE type = $1 ORDER BY random() LIMIT 1000"
         ids = [r[0] for r in await con.fetch(sample, ATTEMPT)]
         max_gid = int(await con.fetchval("SELECT max(gid) FROM events"))
+        heads = {r[0]: r[1] for r in await con.fetch("SELECT partition, seq FROM heads")}
         await con.execute("ANALYZE")
     finally:
         await con.close()
-    await measure(settings, args.requests, ids, max_gid)
+    await measure(settings, args.requests, ids, heads)
     await explain(dsn(args.admin_dsn, args.database), ids[0], max_gid // 2)
 
 

@@ -178,11 +178,12 @@ WITH pos AS (
 SELECT {cols} FROM events WHERE gid IN (SELECT gid FROM picked) ORDER BY gid
 """
 
-# Where a cursor of the gid era stood, as positions: per partition the last seq at or
-# below that gid (a backward range of the partition's seq index, once per such cursor).
+# Where a cursor of the gid era stood, as positions: per partition the seq of its last
+# event at or below that gid (a walk back along the primary key from that gid to the
+# partition's nearest event; partitions interleave, so usually a few rows).
 POSITIONS_AT_GID = """
 SELECT h.partition, COALESCE((SELECT seq FROM events WHERE partition = h.partition
-                              AND gid <= $1 ORDER BY seq DESC LIMIT 1), 0) AS seq
+                              AND gid <= $1 ORDER BY gid DESC LIMIT 1), 0) AS seq
 FROM heads h
 """
 
