@@ -177,10 +177,12 @@ async def test_pages_during_concurrent_writes_see_every_event_once(
         seen: list[str] = []
         cursor: str | None = None
         while True:
+            # taken before the page: an empty page read after every write ended ends it
+            written = all(t.done() for t in tasks)
             p = await reader.list_events(after=cursor, limit=7)
             seen += [e.event_id for e in p.items]
             cursor = p.next_cursor
-            if not p.items and all(t.done() for t in tasks):
+            if not p.items and written:
                 return seen
             await asyncio.sleep(0)
 
