@@ -113,7 +113,9 @@ async def list_events(request: web.Request) -> web.Response:
         page = await request.app[STORE_KEY].list_events(after=after, limit=limit, **filters)
     except InvalidCursor as exc:
         bad_param("after", str(exc))
-    return _json(EventPage(events=page.items, next_cursor=page.next_cursor).model_dump_json())
+    # never null: at the end of the log, where it stands (a caught-up client polls on)
+    cursor = page.next_cursor or page.position
+    return _json(EventPage(events=page.items, next_cursor=cursor).model_dump_json())
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -219,12 +219,13 @@ class EventStore(Protocol):
 
         The cursor follows commit order: a client paging at any moment during any load
         sees every event exactly once. Each partition's events come in chain (seq)
-        order; partitions are merged by insertion number. ``next_cursor`` is never None:
-        after a page with events it stands after the last one (also on the last page, so
-        a caught-up client polls from where it stopped); on an empty page it is ``after``
-        itself (a cursor at the start when ``after`` was None). The end of a
-        listing is therefore an empty page (or one shorter than ``limit``), not a None
-        cursor. Cursors issued by earlier versions keep working."""
+        order; partitions are merged by insertion number. ``next_cursor`` is the cursor
+        after the page's last event while more events follow, None once the log is read
+        (so a loop until None ends). ``position`` is never None: after the page's last
+        event, also on the last page, or ``after`` itself on an empty page (a cursor at
+        the start when ``after`` was None); it is what ``GET /v1/events`` answers as
+        ``next_cursor`` at the end, so a caught-up client polls from where it stopped.
+        Cursors issued by earlier versions keep working."""
 
     async def list_tasks(
         self,

@@ -157,10 +157,16 @@ T = TypeVar("T")
 
 
 class Page(_View, Generic[T]):
-    """One page of a cursor-paginated listing; ``next_cursor`` is opaque to clients."""
+    """One page of a cursor-paginated listing; ``next_cursor`` is opaque to clients.
+
+    ``next_cursor`` is None once the listing is exhausted. ``position`` (event listings
+    only) is where the listing stands after this page, also at its end: the cursor a
+    caught-up client polls from (``GET /v1/events`` answers it as ``next_cursor`` there).
+    """
 
     items: list[T]
     next_cursor: str | None
+    position: str | None = None
 
 
 def failure_error(payload: dict[str, Any]) -> str | None:

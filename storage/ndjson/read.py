@@ -216,12 +216,16 @@ def list_events(
             args.append(value)
     rows = con.execute(
         f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY gid LIMIT ?",
-        (*args, limit),
+        (*args, limit + 1),
     ).fetchall()
-    if not rows:
-        return Page[EventView](items=[], next_cursor=after or encode_cursor([0]))
-    items = [e.view() for e in load_events(directory, rows)]
-    return Page[EventView](items=items, next_cursor=encode_cursor([rows[-1][0]]))
+    page = rows[:limit]
+    if not page:
+        return Page[EventView](items=[], next_cursor=None, position=after or encode_cursor([0]))
+    items = [e.view() for e in load_events(directory, page)]
+    here = encode_cursor([page[-1][0]])
+    return Page[EventView](
+        items=items, next_cursor=here if len(rows) > limit else None, position=here
+    )
 
 
 # A list of ids as one JSON parameter: one statement whatever their number (no

@@ -191,8 +191,9 @@ FROM heads h
 async def list_events(
     con: asyncpg.Connection, after: str | None, limit: int, filters: dict[str, str | None]
 ) -> Page[EventView]:
-    """Events in commit order per partition, merged by insertion number; the cursor is
-    the position vector after the page's last event (the one given, on an empty page)."""
+    """Events in commit order per partition, merged by insertion number. ``position`` is
+    the position vector after the page's last event (the one given, on an empty page);
+    ``next_cursor`` is the same while more events follow, None once the log is read."""
     positions: dict[int, int] = {}
     if after is not None:
         decoded = decode_event_cursor(after)
@@ -201,18 +202,21 @@ async def list_events(
             positions = {r["partition"]: r["seq"] for r in rows}
         else:
             positions = decoded
-    args: list[Any] = [list(positions), list(positions.values()), int(limit)]
+    args: list[Any] = [list(positions), list(positions.values()), int(limit) + 1]
     where = ""
     for column, value in filters.items():
         if value is not None:
             args.append(value)
             where += f" AND {column} = ${len(args)}"
     rows = await con.fetch(EVENTS_PAGE.format(filters=where, cols=EVENT_COLS), *args)
-    if not rows and after is not None:
-        return Page[EventView](items=[], next_cursor=after)
-    moved = advance(positions, [(r["partition"], r["seq"]) for r in rows])
-    items = [to_event(r).view() for r in rows]
-    return Page[EventView](items=items, next_cursor=encode_event_cursor(moved))
+    page = rows[:limit]
+    if not page:
+        here = after or encode_event_cursor(positions)
+        return Page[EventView](items=[], next_cursor=None, position=here)
+    moved = encode_event_cursor(advance(positions, [(r["partition"], r["seq"]) for r in page]))
+    items = [to_event(r).view() for r in page]
+    more = moved if len(rows) > limit else None
+    return Page[EventView](items=items, next_cursor=more, position=moved)
 
 
 @dataclass(slots=True)
