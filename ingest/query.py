@@ -23,7 +23,14 @@ from ingest.chaincheck import PREFIXES_KEY
 from ingest.deps import DEPS_KEY
 from ingest.invalidate import handle_invalidate
 from ingest.params import bad_param, int_param, limit_param, not_found, str_param
-from ingest.responses import AttemptList, EventPage, FailureList, TaskList
+from ingest.responses import (
+    AttemptErrorList,
+    AttemptList,
+    AttemptWithError,
+    EventPage,
+    FailureList,
+    TaskList,
+)
 from ingest.stats import handle_stats
 from ingest.store_ctx import STORE_KEY
 from ingest.topology import topology_routes
@@ -52,13 +59,19 @@ async def list_attempts(request: web.Request) -> web.Response:
     default, maximum = LIMITS["attempts"]
     limit = limit_param(request, default=default, maximum=maximum)
     target, status = str_param(request, "target"), str_param(request, "status")
-    cursor = str_param(request, "cursor")
+    cursor, include = str_param(request, "cursor"), str_param(request, "include")
+    if include not in (None, "error"):
+        bad_param("include", "the only value is 'error' (each attempt's failure summary)")
     try:
         page = await request.app[STORE_KEY].list_attempts(
             target=target, status=status, limit=limit, cursor=cursor
         )
     except InvalidCursor as exc:
         bad_param("cursor", str(exc))
+    if include == "error":
+        items = [AttemptWithError(**a.model_dump(), error=a.error) for a in page.items]
+        full = AttemptErrorList(attempts=items, count=len(items), next_cursor=page.next_cursor)
+        return _json(full.model_dump_json())
     body = AttemptList(attempts=page.items, count=len(page.items), next_cursor=page.next_cursor)
     return _json(body.model_dump_json())
 
@@ -74,10 +87,14 @@ async def get_attempt(request: web.Request) -> web.Response:
 async def list_failures(request: web.Request) -> web.Response:
     default, maximum = LIMITS["failures"]
     limit = limit_param(request, default=default, maximum=maximum)
-    failures = await request.app[STORE_KEY].list_failures(
-        target=str_param(request, "target"), limit=limit
-    )
-    return _json(FailureList(failures=failures, count=len(failures)).model_dump_json())
+    try:
+        page = await request.app[STORE_KEY].list_failures(
+            target=str_param(request, "target"), limit=limit, cursor=str_param(request, "cursor")
+        )
+    except InvalidCursor as exc:
+        bad_param("cursor", str(exc))
+    body = FailureList(failures=page.items, count=len(page.items), next_cursor=page.next_cursor)
+    return _json(body.model_dump_json())
 
 
 async def recent_events(request: web.Request) -> web.Response:
@@ -96,16 +113,23 @@ async def list_events(request: web.Request) -> web.Response:
         page = await request.app[STORE_KEY].list_events(after=after, limit=limit, **filters)
     except InvalidCursor as exc:
         bad_param("after", str(exc))
-    return _json(EventPage(events=page.items, next_cursor=page.next_cursor).model_dump_json())
+    # never null: at the end of the log, where it stands (a caught-up client polls on)
+    cursor = page.next_cursor or page.position
+    return _json(EventPage(events=page.items, next_cursor=cursor).model_dump_json())
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     default, maximum = LIMITS["tasks"]
     limit = limit_param(request, default=default, maximum=maximum)
-    tasks = await request.app[STORE_KEY].list_tasks(
-        target=str_param(request, "target"), status=str_param(request, "status"), limit=limit
-    )
-    return _json(TaskList(tasks=tasks, count=len(tasks)).model_dump_json())
+    target, status = str_param(request, "target"), str_param(request, "status")
+    try:
+        page = await request.app[STORE_KEY].list_tasks(
+            target=target, status=status, limit=limit, cursor=str_param(request, "cursor")
+        )
+    except InvalidCursor as exc:
+        bad_param("cursor", str(exc))
+    body = TaskList(tasks=page.items, count=len(page.items), next_cursor=page.next_cursor)
+    return _json(body.model_dump_json())
 
 
 async def get_task(request: web.Request) -> web.Response:

@@ -186,9 +186,9 @@ class PostgresStore:
         return await self._with(lambda con: rd.get_attempt(con, attempt_id))
 
     async def list_failures(
-        self, *, target: str | None = None, limit: int = 50
-    ) -> list[FailureView]:
-        return await self._with(lambda con: rd.list_failures(con, target, limit))
+        self, *, target: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[FailureView]:
+        return await self._with(lambda con: rd.list_failures(con, target, limit, cursor))
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:
         async def query(con: asyncpg.Connection) -> list[EventView]:
@@ -218,9 +218,14 @@ class PostgresStore:
         return await self._with(lambda con: rd.list_events(con, after, limit, filters))
 
     async def list_tasks(
-        self, *, target: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[TaskSummary]:
-        return await self._with(lambda con: rd.list_tasks(con, target, status, limit))
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskSummary]:
+        return await self._with(lambda con: rd.list_tasks(con, target, status, limit, cursor))
 
     async def get_task(self, task_id: str) -> TaskDetail | None:
         return await self._with(lambda con: rd.get_task(con, task_id))
