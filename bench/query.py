@@ -15,7 +15,9 @@ statements as storage/postgres/read.py and storage/postgres/store.py, repeated h
 explained).
 
 ``--topology`` measures the topology endpoints instead, at each of ``--sizes`` on
-``--backend`` (see :mod:`bench.query_topology`).
+``--backend`` (see :mod:`bench.query_topology`); ``--load`` measures every read endpoint
+with ``--readers`` concurrent clients while a writer process commits, at each of
+``--sizes`` on ``--backend`` (see :mod:`bench.query_load`).
 """
 
 from __future__ import annotations
@@ -32,15 +34,16 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from bench import query_topology
+from bench import query_load, query_topology
 from query.app import mount
 from query.deps import QueryDeps
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.envelope import Envelope
+from storage.postgres import read as pg_read
 from storage.projection import ATTEMPT
 from storage.queue import StreamLayout
-from storage.readside import encode_cursor
+from storage.readside import encode_event_cursor
 from tests.factories import attempt_lifecycle, bootstrap_burst, envelope
 from webcore.store_ctx import store_ctx
 
@@ -137,14 +140,17 @@ async def serve_and_time(settings: StorageSettings, cases: dict[str, list[str]])
         await runner.cleanup()
 
 
-async def measure(settings: StorageSettings, n: int, attempt_ids: list[str], max_gid: int) -> None:
+async def measure(
+    settings: StorageSettings, n: int, attempt_ids: list[str], heads: dict[int, int]
+) -> None:
     rng = random.Random(5)
     cases = {
         "/v1/graph/summary": ["/v1/graph/summary"] * n,
         "/v1/attempts?limit=50": ["/v1/attempts?limit=50"] * n,
         "/v1/attempts/{id}": [f"/v1/attempts/{rng.choice(attempt_ids)}" for _ in range(n)],
         "/v1/events?limit=100&after=": [
-            f"/v1/events?limit=100&after={encode_cursor([rng.randrange(max_gid)])}"
+            "/v1/events?limit=100&after="
+            + encode_event_cursor({p: rng.randrange(seq) for p, seq in heads.items()})
             for _ in range(n)
         ],
     }
@@ -158,8 +164,8 @@ async def explain(db_dsn: str, attempt_id: str, gid: int) -> None:
         ("graph summary: recent",
          f"SELECT {EVENT_COLS} FROM events ORDER BY gid DESC LIMIT $1", [20]),
         ("attempts page",
-         "SELECT id, vals, last_seen FROM nodes WHERE type = $1 "
-         "ORDER BY last_seen DESC, id ASC LIMIT 51", [ATTEMPT]),
+         "SELECT id, vals, nid FROM nodes WHERE type = $1 ORDER BY nid DESC LIMIT 51",
+         [ATTEMPT]),
         ("attempt: node", "SELECT vals FROM nodes WHERE type = $1 AND id = $2",
          [ATTEMPT, attempt_id]),
         ("attempt: events",
@@ -167,9 +173,9 @@ async def explain(db_dsn: str, attempt_id: str, gid: int) -> None:
         ("attempt: artifacts",
          "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
          "WHERE attempt_id = $1 ORDER BY rid", [attempt_id]),
-        ("events page",
-         f"SELECT {EVENT_COLS} FROM events WHERE TRUE AND gid > $1 ORDER BY gid LIMIT 101",
-         [gid]),
+        ("events page (positions at the middle of every partition)",
+         pg_read.EVENTS_PAGE.format(filters="", cols=EVENT_COLS),
+         [list(range(LAYOUT.partitions)), [gid // LAYOUT.partitions] * LAYOUT.partitions, 100]),
     ]  # fmt: skip
     con = await asyncpg.connect(db_dsn)
     try:
@@ -192,10 +198,19 @@ async def main() -> None:
     parser.add_argument("--database", default=DB, help="the seeded database (kept between runs)")
     parser.add_argument("--topology", action="store_true", help="time the topology endpoints")
     parser.add_argument("--backend", choices=["ndjson", "postgres"], default="ndjson")
-    parser.add_argument("--sizes", default="1000,1000000", help="log sizes for --topology")
+    parser.add_argument("--sizes", default="1000,1000000", help="log sizes (--topology, --load)")
+    parser.add_argument("--load", action="store_true", help="concurrent readers while writing")
+    parser.add_argument("--readers", type=int, default=16, help="concurrent clients (--load)")
+    parser.add_argument("--servers", type=int, default=2, help="query app processes (--load)")
+    parser.add_argument(
+        "--write-interval", type=float, default=0.05, help="seconds between batches (--load)"
+    )
     args = parser.parse_args()
     if args.topology:
         await query_topology.run(args, serve_and_time)
+        return
+    if args.load:
+        await query_load.run(args)
         return
 
     await prepare_db(args.admin_dsn, args.database, args.fresh)
@@ -220,10 +235,11 @@ async def main() -> None:
         sample = "SELECT id FROM nodes WHERE type = $1 ORDER BY random() LIMIT 1000"
         ids = [r[0] for r in await con.fetch(sample, ATTEMPT)]
         max_gid = int(await con.fetchval("SELECT max(gid) FROM events"))
+        heads = {r[0]: r[1] for r in await con.fetch("SELECT partition, seq FROM heads")}
         await con.execute("ANALYZE")
     finally:
         await con.close()
-    await measure(settings, args.requests, ids, max_gid)
+    await measure(settings, args.requests, ids, heads)
     await explain(dsn(args.admin_dsn, args.database), ids[0], max_gid // 2)
 
 

@@ -55,6 +55,15 @@ def worst_growth(output: str) -> float | None:
     return max(tables[-1][k] / tables[0][k] for k in tables[0])
 
 
+def worst_p99_growth(output: str) -> float | None:
+    """Query under load: the largest p99 ratio, largest log size over smallest."""
+    sizes = re.split(r"^== \w+, [\d,]+ events in the log$", output, flags=re.MULTILINE)[1:]
+    tables = [{r[0]: float(r[2]) for r in ENDPOINT_ROW.findall(part)} for part in sizes]
+    if len(tables) < 2 or not tables[0] or tables[0].keys() != tables[-1].keys():
+        return None
+    return max(tables[-1][k] / tables[0][k] for k in tables[0])
+
+
 @dataclass(frozen=True)
 class Target:
     """``op`` is ">=", "<=" or "within" (``low <= value <= high``)."""
@@ -170,6 +179,23 @@ def _topology(backend: str) -> Benchmark:
     )
 
 
+def _query_load(backend: str) -> Benchmark:
+    return Benchmark(
+        f"query_load_{backend}",
+        f"Every read endpoint, 16 concurrent readers while a writer commits ({backend})",
+        "bench.query",
+        ("--load", "--backend", backend, "--sizes", "10000,1000000", "--attempts", "100000",
+         "--requests", "60"),
+        ("--load", "--backend", backend, "--sizes", "500,1000", "--attempts", "100",
+         "--requests", "2"),
+        (
+            Figure("worst p99 of 12 endpoints", "ms", worst_p99, Target("<=", 50)),
+            Figure("worst p99 growth, largest log over smallest", "x", worst_p99_growth,
+                   Target("<=", 2.0)),
+        ),
+    )  # fmt: skip
+
+
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "ingest",
@@ -263,6 +289,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ),
     _topology("ndjson"),
     _topology("postgres"),
+    _query_load("ndjson"),
+    _query_load("postgres"),
     Benchmark(
         "lifecycle",
         "Export and import of 1,000,000 events on both backends; writer drain during retain",

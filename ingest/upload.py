@@ -54,31 +54,49 @@ def check_headers(request: web.Request, max_raw: int) -> None:
         raise too_large("Request body", max_raw - RAW_SLACK)
 
 
+class _Inflater:
+    """A gzip body inflated a step at a time, never more than ``limit + 1`` output bytes;
+    the caller may charge each step's output before it is produced."""
+
+    def __init__(self, raw: bytes | bytearray, limit: int) -> None:
+        self.raw, self.limit = raw, limit
+        self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self.out = bytearray()
+        self.data: bytes | bytearray = raw
+
+    def step(self, size: int) -> bool:
+        """Inflate up to ``size`` more bytes; True once the input is used up."""
+        try:
+            self.out += self.inflater.decompress(self.data, size)
+        except zlib.error:
+            raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
+        if len(self.out) > self.limit:
+            raise too_large("Decompressed body", self.limit)
+        self.data = self.inflater.unconsumed_tail
+        return not self.data
+
+    def result(self) -> bytearray:
+        try:
+            self.out += self.inflater.flush()
+        except zlib.error:
+            raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
+        if not self.inflater.eof:
+            raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
+        if len(self.out) > self.limit:
+            raise too_large("Decompressed body", self.limit)
+        return self.out
+
+
 def gunzip(raw: bytes | bytearray, limit: int) -> bytearray:
     """Inflate a gzip body, never holding more than ``limit + 1`` output bytes.
 
     Returned as the bytearray it was inflated into: a copy to ``bytes`` would double
     the peak memory of a large body for a moment.
     """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = bytearray()
-    data = raw
-    try:
-        while True:
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
-                raise too_large("Decompressed body", limit)
-            data = inflater.unconsumed_tail
-            if not data:
-                break
-        out += inflater.flush()
-    except zlib.error:
-        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
-    if not inflater.eof:
-        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
-    if len(out) > limit:
-        raise too_large("Decompressed body", limit)
-    return out
+    body = _Inflater(raw, limit)
+    while not body.step(limit + 1 - len(body.out)):
+        pass
+    return body.result()
 
 
 async def _read_stream(content: StreamReader, max_raw: int, grant: Grant | None = None) -> bytes:
@@ -135,25 +153,10 @@ async def inflate(raw: bytes | bytearray, limit: int, grant: Grant) -> bytearray
 
     A gzip trailer may lie about the size, so the output is charged as it is produced.
     """
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    out = bytearray()
-    data = raw
-    try:
-        while True:
-            step = min(INFLATE_STEP, limit + 1 - len(out))
-            # a growing bytearray may be copied once more: charge its bytes twice
-            await grant.grow(len(raw) + 2 * (len(out) + step))
-            out += inflater.decompress(data, step)
-            if len(out) > limit:
-                raise too_large("Decompressed body", limit)
-            data = inflater.unconsumed_tail
-            if not data:
-                break
-        out += inflater.flush()
-    except zlib.error:
-        raise BadRequest("Body is not valid gzip.", reason="bad_gzip") from None
-    if not inflater.eof:
-        raise BadRequest("Body is not valid gzip (truncated).", reason="bad_gzip")
-    if len(out) > limit:
-        raise too_large("Decompressed body", limit)
-    return out
+    body = _Inflater(raw, limit)
+    while True:
+        step = min(INFLATE_STEP, limit + 1 - len(body.out))
+        # a growing bytearray may be copied once more: charge its bytes twice
+        await grant.grow(len(raw) + 2 * (len(body.out) + step))
+        if body.step(step):
+            return body.result()

@@ -169,9 +169,10 @@ async def _stored_ids(session: aiohttp.ClientSession, base: str, target: str) ->
             resp.raise_for_status()
             page = orjson.loads(await resp.read())
         ids.extend(ev["event_id"] for ev in page["events"])
-        after = page.get("next_cursor")
-        if not after:
+        # the cursor is never null (the tail carries one too): the end is a short page
+        if len(page["events"]) < 1000 or not page.get("next_cursor"):
             return ids
+        after = page["next_cursor"]
 
 
 async def _wait_committed(

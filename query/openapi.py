@@ -33,6 +33,7 @@ _MODELS: list[type[BaseModel]] = [
     v.ChainStatus,
     v.EventView,
     r.AttemptList,
+    r.AttemptErrorList,
     r.FailureList,
     r.EventPage,
     r.TaskList,
@@ -240,13 +241,16 @@ def _paths(partitions: int) -> dict[str, Any]:
         "/v1/events/ingest": _ingest(),
         "/v1/graph/summary": _get("graph summary", _ref(v.GraphSummary), []),
         "/v1/attempts": _get(
-            "attempts, newest activity first",
-            _ref(r.AttemptList),
+            "attempts, newest first by when the store first saw each (an order writers "
+            "cannot change: pages neither skip nor repeat an attempt); next_cursor is null "
+            "on the last page; with include=error each carries its failure summary",
+            {"anyOf": [_ref(r.AttemptList), _ref(r.AttemptErrorList)]},
             [
                 _str_q("target", "filter"),
                 _str_q("status", "filter"),
                 _limit("attempts"),
                 _str_q("cursor", "next_cursor of the previous page"),
+                _str_q("include", "'error': each attempt with its failure summary"),
             ],
             422,
         ),
@@ -268,9 +272,14 @@ def _paths(partitions: int) -> dict[str, Any]:
             }
         },
         "/v1/failures": _get(
-            "failures, newest first",
+            "attempt.failed and task.failed events, newest stored first (keyset on the "
+            "event's insertion number); next_cursor is null on the last page",
             _ref(r.FailureList),
-            [_str_q("target", "filter"), _limit("failures")],
+            [
+                _str_q("target", "filter"),
+                _limit("failures"),
+                _str_q("cursor", "next_cursor of the previous page"),
+            ],
             422,
         ),
         "/v1/events/recent": _get(
@@ -280,16 +289,28 @@ def _paths(partitions: int) -> dict[str, Any]:
             422,
         ),
         "/v1/events": _get(
-            "event log export, oldest first",
+            "event log export/sync in commit order: a client paging at any moment during "
+            "any load sees every stored event (and revision) exactly once; each partition's "
+            "events in chain order, partitions merged by insertion. next_cursor is never "
+            "null: after the page's last event (the last page too, so a caught-up client "
+            "polls from where it stopped), or the given cursor on an empty page; the end "
+            "of the log is an empty (or short) page. Cursors are opaque; older ones keep "
+            "working, foreign ones are a 422",
             _ref(r.EventPage),
             [_str_q("after", "next_cursor of the previous page"), _limit("events"), *events_q],
             422,
         ),
         "/v1/events/verify": _get("verify hash chains", verify_ok, [part], 422),
         "/v1/tasks": _get(
-            "tasks",
+            "tasks, newest first by when the store first saw each; next_cursor is null on "
+            "the last page",
             _ref(r.TaskList),
-            [_str_q("target", "filter"), _str_q("status", "filter"), _limit("tasks")],
+            [
+                _str_q("target", "filter"),
+                _str_q("status", "filter"),
+                _limit("tasks"),
+                _str_q("cursor", "next_cursor of the previous page"),
+            ],
             422,
         ),
         "/v1/tasks/{task_id}": _get("one task", _ref(v.TaskDetail), [_path("task_id")], 404),

@@ -9,7 +9,8 @@ storage gives the same answers.
 Limits (default / maximum), the defaults as the original's clients expect: attempts
 10/1000, failures 10/1000, events/recent 200/1000, events 100/1000, tasks 100/1000,
 topology lists 1000/5000; the graph summary always carries the last 20 events. Operator
-routes (autonomy status, backlog suggest, topology) live in their own modules.
+routes (autonomy status, topology) live in their own modules; the operator writes (invalidate,
+backlog suggest) are the ingest tier's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from query.stats import handle_stats
 from query.topology import topology_routes
 from storage.readside import InvalidCursor
 from webcore.params import bad_param, int_param, limit_param, not_found, str_param
-from webcore.responses import AttemptList, EventPage, FailureList, TaskList
+from webcore.responses import (
+    AttemptErrorList,
+    AttemptList,
+    AttemptWithError,
+    EventPage,
+    FailureList,
+    TaskList,
+)
 from webcore.store_ctx import STORE_KEY
 
 LIMITS = {
@@ -50,13 +58,19 @@ async def list_attempts(request: web.Request) -> web.Response:
     default, maximum = LIMITS["attempts"]
     limit = limit_param(request, default=default, maximum=maximum)
     target, status = str_param(request, "target"), str_param(request, "status")
-    cursor = str_param(request, "cursor")
+    cursor, include = str_param(request, "cursor"), str_param(request, "include")
+    if include not in (None, "error"):
+        bad_param("include", "the only value is 'error' (each attempt's failure summary)")
     try:
         page = await request.app[STORE_KEY].list_attempts(
             target=target, status=status, limit=limit, cursor=cursor
         )
     except InvalidCursor as exc:
         bad_param("cursor", str(exc))
+    if include == "error":
+        items = [AttemptWithError(**a.model_dump(), error=a.error) for a in page.items]
+        full = AttemptErrorList(attempts=items, count=len(items), next_cursor=page.next_cursor)
+        return _json(full.model_dump_json())
     body = AttemptList(attempts=page.items, count=len(page.items), next_cursor=page.next_cursor)
     return _json(body.model_dump_json())
 
@@ -72,10 +86,14 @@ async def get_attempt(request: web.Request) -> web.Response:
 async def list_failures(request: web.Request) -> web.Response:
     default, maximum = LIMITS["failures"]
     limit = limit_param(request, default=default, maximum=maximum)
-    failures = await request.app[STORE_KEY].list_failures(
-        target=str_param(request, "target"), limit=limit
-    )
-    return _json(FailureList(failures=failures, count=len(failures)).model_dump_json())
+    try:
+        page = await request.app[STORE_KEY].list_failures(
+            target=str_param(request, "target"), limit=limit, cursor=str_param(request, "cursor")
+        )
+    except InvalidCursor as exc:
+        bad_param("cursor", str(exc))
+    body = FailureList(failures=page.items, count=len(page.items), next_cursor=page.next_cursor)
+    return _json(body.model_dump_json())
 
 
 async def recent_events(request: web.Request) -> web.Response:
@@ -94,16 +112,23 @@ async def list_events(request: web.Request) -> web.Response:
         page = await request.app[STORE_KEY].list_events(after=after, limit=limit, **filters)
     except InvalidCursor as exc:
         bad_param("after", str(exc))
-    return _json(EventPage(events=page.items, next_cursor=page.next_cursor).model_dump_json())
+    # never null: at the end of the log, where it stands (a caught-up client polls on)
+    cursor = page.next_cursor or page.position
+    return _json(EventPage(events=page.items, next_cursor=cursor).model_dump_json())
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     default, maximum = LIMITS["tasks"]
     limit = limit_param(request, default=default, maximum=maximum)
-    tasks = await request.app[STORE_KEY].list_tasks(
-        target=str_param(request, "target"), status=str_param(request, "status"), limit=limit
-    )
-    return _json(TaskList(tasks=tasks, count=len(tasks)).model_dump_json())
+    target, status = str_param(request, "target"), str_param(request, "status")
+    try:
+        page = await request.app[STORE_KEY].list_tasks(
+            target=target, status=status, limit=limit, cursor=str_param(request, "cursor")
+        )
+    except InvalidCursor as exc:
+        bad_param("cursor", str(exc))
+    body = TaskList(tasks=page.items, count=len(page.items), next_cursor=page.next_cursor)
+    return _json(body.model_dump_json())
 
 
 async def get_task(request: web.Request) -> web.Response:

@@ -219,14 +219,17 @@ class EventStore(Protocol):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[AttemptSummary]:
-        """Newest activity first (``last_seen`` desc, then attempt_id); opaque cursor."""
+        """Newest first by when the store first saw the attempt (an insertion number that
+        never changes, so pages neither skip nor repeat an attempt while writers update
+        it); opaque cursor."""
 
     async def get_attempt(self, attempt_id: str) -> AttemptDetail | None: ...
 
     async def list_failures(
-        self, *, target: str | None = None, limit: int = 50
-    ) -> list[FailureView]:
-        """``attempt.failed`` and ``task.failed`` events, newest first."""
+        self, *, target: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[FailureView]:
+        """``attempt.failed`` and ``task.failed`` events, newest stored first; opaque
+        cursor (an event's insertion number, which never changes)."""
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:
         """Newest stored first (insertion order, not client timestamps)."""
@@ -241,11 +244,27 @@ class EventStore(Protocol):
         event_type: str | None = None,
         target: str | None = None,
     ) -> Page[EventView]:
-        """Oldest first in insertion order, resuming after the opaque cursor ``after``."""
+        """Every stored event (and revision) once, resuming after the opaque ``after``.
+
+        The cursor follows commit order: a client paging at any moment during any load
+        sees every event exactly once. Each partition's events come in chain (seq)
+        order; partitions are merged by insertion number. ``next_cursor`` is the cursor
+        after the page's last event while more events follow, None once the log is read
+        (so a loop until None ends). ``position`` is never None: after the page's last
+        event, also on the last page, or ``after`` itself on an empty page (a cursor at
+        the start when ``after`` was None); it is what ``GET /v1/events`` answers as
+        ``next_cursor`` at the end, so a caught-up client polls from where it stopped.
+        Cursors issued by earlier versions keep working."""
 
     async def list_tasks(
-        self, *, target: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[TaskSummary]: ...
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskSummary]:
+        """Newest first by when the store first saw the task; opaque cursor."""
 
     async def get_task(self, task_id: str) -> TaskDetail | None: ...
 

@@ -40,15 +40,68 @@ def encode_cursor(position: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
+def _load(cursor: str) -> Any:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        return orjson.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise InvalidCursor("cursor is not one this service issued") from None
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    value = _load(cursor)
     if not isinstance(value, list) or len(value) != arity:
         raise InvalidCursor("cursor is not one this service issued")
     return value
+
+
+def decode_key_cursor(cursor: str) -> int:
+    """The insertion number a listing's cursor resumes below (attempts, tasks, failures)."""
+    value = _load(cursor)
+    if isinstance(value, list) and len(value) == 2:  # attempts by (last_seen, id): moved
+        raise InvalidCursor(
+            "cursor comes from an earlier version that paged by activity; "
+            "start again without a cursor"
+        )
+    if not isinstance(value, list) or len(value) != 1 or not _is_position(value[0]):
+        raise InvalidCursor("cursor is not one this service issued")
+    return int(value[0])
+
+
+def decode_event_cursor(cursor: str) -> int | dict[int, int]:
+    """An ``/v1/events`` cursor: a per-partition position vector ``{partition: seq}``
+    (every event of a partition up to that seq was returned), or the bare insertion
+    number of cursors issued before positions existed (each backend says how it
+    resumes from one)."""
+    value = _load(cursor)
+    if isinstance(value, list) and len(value) == 1 and _is_position(value[0]):
+        return int(value[0])
+    positions = value.get("seq") if isinstance(value, dict) and len(value) == 1 else None
+    if not isinstance(positions, dict) or not all(
+        isinstance(p, str) and p.isdigit() and len(p) <= 9 and _is_position(s)
+        for p, s in positions.items()
+    ):
+        raise InvalidCursor("cursor is not one this service issued")
+    return {int(p): int(s) for p, s in positions.items()}
+
+
+def encode_event_cursor(positions: Mapping[int, int]) -> str:
+    """The opaque form of a position vector (see :func:`decode_event_cursor`)."""
+    body = {"seq": {str(p): s for p, s in sorted(positions.items())}}
+    return base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
+
+
+def advance(positions: Mapping[int, int], rows: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """``positions`` moved past the ``(partition, seq)`` of each returned event."""
+    out = dict(positions)
+    for partition, seq in rows:
+        if seq > out.get(partition, 0):
+            out[partition] = seq
+    return out
+
+
+def _is_position(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _opt_str(value: Any) -> str | None:
@@ -83,6 +136,7 @@ def attempt_summary(attempt_id: str, props: Mapping[str, Any]) -> AttemptSummary
         timestamp=display_time(props.get(LAST_SEEN)),
         pr_url=_opt_str(props.get("pr_url")),
         pr_number=_opt_int(props.get("pr_number")),
+        error=failure_error(dict(props)) if props.get("status") == "failed" else None,
     )
 
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from storage.base import Retained
+from storage.chain import Checkpoint
 from storage.schema import parse_timestamp
+
+# One batch of a partition's prefix removed: (events removed, the new checkpoint, whether
+# the batch was full, i.e. more may follow), or None when nothing arrived before the cut.
+Step = Callable[[], Awaitable[tuple[int, Checkpoint, bool] | None]]
 
 
 def arrival(text: str) -> float:
@@ -41,6 +47,23 @@ async def pause_like(began: float) -> None:
     """Sleep as long as the batch that began at ``began`` (monotonic) took: retention
     uses at most about half of the time, whatever the batch costs on this host."""
     await asyncio.sleep(min(5.0, time.monotonic() - began))
+
+
+async def retain_partition(partition: int, step: Step) -> Retained | None:
+    """Remove a partition's prefix batch by batch, pausing after each full one as long as
+    it took, until a batch comes back short; what was removed, or None for nothing."""
+    removed, point = 0, None
+    while True:
+        began = time.monotonic()
+        batch = await step()
+        if batch is None:
+            break
+        count, point, full = batch
+        removed += count
+        if not full:
+            break
+        await pause_like(began)
+    return Retained(partition, removed, point) if removed else None
 
 
 def cut_of_days(days: float, now: float | None = None) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class _View(BaseModel):
@@ -74,6 +74,10 @@ class AttemptSummary(_View):
     timestamp: str | None
     pr_url: str | None
     pr_number: int | None
+    # the failure summary of a failed attempt (``error_summary``, else ``error``, else
+    # ``reason``, as /v1/failures shows it); served only with ``?include=error``
+    # (webcore.responses.AttemptWithError), so the original clients' shape stays as it was
+    error: str | None = Field(default=None, exclude=True)
 
 
 class NodeView(_View):
@@ -153,10 +157,16 @@ T = TypeVar("T")
 
 
 class Page(_View, Generic[T]):
-    """One page of a cursor-paginated listing; ``next_cursor`` is opaque to clients."""
+    """One page of a cursor-paginated listing; ``next_cursor`` is opaque to clients.
+
+    ``next_cursor`` is None once the listing is exhausted. ``position`` (event listings
+    only) is where the listing stands after this page, also at its end: the cursor a
+    caught-up client polls from (``GET /v1/events`` answers it as ``next_cursor`` there).
+    """
 
     items: list[T]
     next_cursor: str | None
+    position: str | None = None
 
 
 def failure_error(payload: dict[str, Any]) -> str | None:

@@ -21,9 +21,22 @@ class AttemptList(BaseModel):
     next_cursor: str | None
 
 
+class AttemptWithError(AttemptSummary):
+    """An attempt with its failure summary (``GET /v1/attempts?include=error``)."""
+
+    error: str | None = None
+
+
+class AttemptErrorList(BaseModel):
+    attempts: list[AttemptWithError]
+    count: int
+    next_cursor: str | None
+
+
 class FailureList(BaseModel):
     failures: list[FailureView]
     count: int
+    next_cursor: str | None = None
 
 
 class EventPage(BaseModel):
@@ -34,6 +47,7 @@ class EventPage(BaseModel):
 class TaskList(BaseModel):
     tasks: list[TaskSummary]
     count: int
+    next_cursor: str | None = None
 
 
 class ConsumerStats(BaseModel):

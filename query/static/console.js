@@ -140,9 +140,9 @@ function renderChain(chains, stats) {
   setState("chain-state", chains.length ? "" : "no partitions hold events yet", "empty");
 }
 
-function renderAttempts(attempts, failures) {
-  const why = new Map();
-  for (const f of failures) if (f.attempt_id && !why.has(f.attempt_id)) why.set(f.attempt_id, f.error);
+// Each attempt carries its own failure summary (?include=error): no join with a failure
+// list whose newest entries may belong to other attempts.
+function renderAttempts(attempts) {
   const rows = attempts.map((a) => {
     const pr = a.pr_url
       ? el("a", { href: a.pr_url, target: "_blank", rel: "noopener noreferrer" }, "#" + (a.pr_number ?? "PR"))
@@ -150,7 +150,7 @@ function renderAttempts(attempts, failures) {
     return el("tr", { class: "row-" + statusClass(a.status) },
       el("td", { class: "mono" }, a.attempt_id), el("td", { class: "mono" }, a.task_id || ""),
       el("td", {}, a.target || ""), el("td", {}, badge(a.status)), el("td", {}, pr),
-      el("td", { class: "why" }, why.get(a.attempt_id) || ""), el("td", { class: "mono" }, a.timestamp || ""));
+      el("td", { class: "why" }, a.error || ""), el("td", { class: "mono" }, a.timestamp || ""));
   });
   $("attempts").tBodies[0].replaceChildren(...rows);
   $("attempts").hidden = rows.length === 0;
@@ -251,14 +251,24 @@ function renderDag(tasks) {
   dag.setAttribute("viewBox", `0 0 ${width} ${height}`);
 }
 
+// The picker lists targets alphabetically and, until the operator picks one, shows the
+// most recently active: the target of the task updated last.
+let pickedTarget = false;
 function renderTargets(allTasks) {
   const sel = $("target");
   const current = sel.value;
-  const targets = [...new Set(allTasks.map((t) => t.target).filter(Boolean))].sort();
+  const latest = new Map();
+  for (const t of allTasks) {
+    if (!t.target) continue;
+    const at = t.updated_at || "";
+    if (!latest.has(t.target) || at > latest.get(t.target)) latest.set(t.target, at);
+  }
+  const targets = [...latest.keys()].sort();
   if (targets.join("\n") !== [...sel.options].map((o) => o.value).join("\n")) {
     sel.replaceChildren(...targets.map((t) => el("option", { value: t }, t)));
-    if (targets.includes(current)) sel.value = current;
   }
+  const newest = targets.reduce((a, t) => (a === null || latest.get(t) > latest.get(a) ? t : a), null);
+  sel.value = pickedTarget && targets.includes(current) ? current : (newest ?? "");
   return sel.value;
 }
 
@@ -278,8 +288,7 @@ async function poll() {
     const errs = await Promise.all([
       panel("queue-state", async () => { stats = await api("/v1/stats"); renderStats(stats); }),
       panel("attempts-state", async () => {
-        const [a, f] = await Promise.all([api("/v1/attempts?limit=50"), api("/v1/failures?limit=200")]);
-        renderAttempts(a.attempts, f.failures);
+        renderAttempts((await api("/v1/attempts?limit=50&include=error")).attempts);
       }),
       panel("tasks-state", async () => {
         const all = await api("/v1/tasks?limit=1000");
@@ -327,7 +336,7 @@ document.addEventListener("DOMContentLoaded", () => {
     banner(""); start();
   });
   $("logout").addEventListener("click", () => { stop(); sessionStorage.removeItem(KEY); conn("not connected", "idle"); showLogin(); });
-  $("target").addEventListener("change", () => { stop(); poll(); });
+  $("target").addEventListener("change", () => { pickedTarget = true; stop(); poll(); });
   tokenFromFragment();
   if (sessionStorage.getItem(KEY)) start(); else showLogin();
 });

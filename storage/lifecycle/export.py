@@ -23,9 +23,10 @@ PAGE = 1000
 
 @dataclass(slots=True)
 class ExportResult:
-    """``resume``: a cursor to pass as ``--after`` next time. It is the cursor before the
-    last page, so a later export may repeat up to one page; importing those again stores
-    nothing (they are duplicates)."""
+    """``resume``: the cursor to pass as ``--after`` next time: where the listing stood
+    after the last event written (the listing's position, also at its end), so a later
+    export starts with the first event stored after this one — in commit order, whatever
+    the partitions committed in between."""
 
     events: int = 0
     resume: str | None = None
@@ -53,9 +54,9 @@ async def export_events(
                 )
             )
             result.events += len(listing.items)
-            result.resume = cursor
             if progress is not None:
                 progress(result.events)
+        result.resume = listing.position or listing.next_cursor or result.resume
         if listing.next_cursor is None:
             return result
         cursor = listing.next_cursor

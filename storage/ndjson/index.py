@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from storage.chain import Checkpoint
-from storage.ndjson.read import EVENT_COLS, load_events
+from storage.ndjson.read import EVENT_COLS, LISTED_TYPES, NODE_STATUS, NODE_TARGET, load_events
 from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.readside import FAILURE_TYPES_SQL
 from storage.revisions import Known, known_from
 from storage.topology import MAX_ITEM_BYTES, TOPOLOGY_TYPES, TopoRow, rows_of_events
 
@@ -52,6 +53,11 @@ EVENT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id)",
     "CREATE INDEX IF NOT EXISTS events_task ON events(task_id)",
     "CREATE INDEX IF NOT EXISTS events_type ON events(event_type)",
+    # every filter of /v1/events has its index; each entry ends in the rowid (gid), so
+    # ``column = ? AND gid > ? ORDER BY gid`` is one range of it
+    "CREATE INDEX IF NOT EXISTS events_target ON events(target)",
+    # /v1/failures, newest first: only failure events have an entry
+    f"CREATE INDEX IF NOT EXISTS events_failures ON events(gid) WHERE {FAILURE_TYPES_SQL}",
 )
 EVENT_COLUMNS = (
     "gid, event_id, digest, partition, seq, offset, length, event_type, timestamp, task_id, "
@@ -91,6 +97,24 @@ CREATE TABLE IF NOT EXISTS edges (
     PRIMARY KEY (type, src_type, src, dst_type, dst)
 );
 CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_type, dst);
+CREATE INDEX IF NOT EXISTS nodes_kind ON nodes(type);
+-- nodes and edges per type, kept by each batch (the graph summary reads these few rows)
+CREATE TABLE IF NOT EXISTS graph_counts (
+    kind TEXT NOT NULL,
+    type TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (kind, type)
+) WITHOUT ROWID;
+"""
+    # the listings' filters, one partial index per listed type: a merge into any other
+    # node (artifacts, targets, pull requests: most of them) evaluates no expression
+    + "".join(
+        f"CREATE INDEX IF NOT EXISTS nodes_{t.lower()}_{name} ON nodes({expr}) "
+        f"WHERE type = '{t}';\n"
+        for t in LISTED_TYPES
+        for name, expr in (("target", NODE_TARGET), ("status", NODE_STATUS))
+    )
+    + """
 CREATE TABLE IF NOT EXISTS artifacts (
     rid INTEGER PRIMARY KEY AUTOINCREMENT,
     bundle_id TEXT NOT NULL,
@@ -119,6 +143,7 @@ CREATE TABLE IF NOT EXISTS topology (
 INDEX_FILE = "index.sqlite3"
 PAGE_SIZE = 16384
 CACHE_KIB = 65536
+READER_MMAP_BYTES = 1 << 30
 CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
 
 
@@ -140,14 +165,51 @@ def connect(directory: Path) -> sqlite3.Connection:
     # from the OS that the previous one had just written (drain +5% with 64 MB). Pages
     # are cached as they are read, so a small index uses no more than its size.
     con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    had_topology = con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'topology'"
-    ).fetchone()
+    had_topology = _has_table(con, "topology")
+    had_counts = _has_table(con, "graph_counts")
     migrate_revisions(con)
     con.executescript(SCHEMA)
     if had_topology is None:
         backfill_topology(con, directory)
     rekey_topology(con, directory)
+    if had_counts is None:
+        backfill_counts(con)
+    return con
+
+
+def _has_table(con: sqlite3.Connection, name: str) -> Any:
+    return con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+
+
+def backfill_counts(con: sqlite3.Connection) -> None:
+    """Count the graph an index made before ``graph_counts`` holds (once, when the table
+    is new; a second process doing it at the same time writes the same numbers)."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("DELETE FROM graph_counts")
+        con.execute(
+            "INSERT INTO graph_counts(kind, type, n) "
+            "SELECT 'node', type, count(*) FROM nodes GROUP BY type "
+            "UNION ALL SELECT 'edge', type, count(*) FROM edges GROUP BY type"
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def connect_reader(directory: Path) -> sqlite3.Connection:
+    """A connection that only reads (the query API's): the file exists and is migrated
+    (:func:`connect` ran first), WAL is the file's own mode, so nothing is written here."""
+    con = sqlite3.connect(
+        directory / INDEX_FILE, isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    con.execute("PRAGMA query_only=1")
+    con.execute("PRAGMA busy_timeout=30000")
+    # pages mapped, not copied into each reader's cache: the readers share the OS's
+    con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
     return con
 
 
@@ -268,7 +330,8 @@ def _node_row(key: NodeKey, props: dict[str, Prop]) -> tuple[str, str, str, str]
 
 
 def merge_graph(con: sqlite3.Connection, delta: Graph) -> None:
-    """Join ``delta`` into the stored graph (inside the caller's transaction)."""
+    """Join ``delta`` into the stored graph (inside the caller's transaction), counting
+    the nodes and edges it adds in ``graph_counts`` (what the graph summary reads)."""
     keys = list(delta.nodes)
     stored = load_nodes(con, keys)
     rows = [_node_row(k, merge_props(stored.get(k), delta.nodes[k])) for k in keys]
@@ -277,15 +340,29 @@ def merge_graph(con: sqlite3.Connection, delta: Graph) -> None:
         "ON CONFLICT(type, id) DO UPDATE SET vals = excluded.vals, vers = excluded.vers",
         rows,
     )
-    con.executemany(
-        "INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, ?)",
-        [(e.type, e.src_type, e.src, e.dst_type, e.dst) for e in delta.edges],
-    )
+    added: dict[tuple[str, str], int] = {}
+    for key in keys:
+        if key not in stored:
+            added[("node", key[0])] = added.get(("node", key[0]), 0) + 1
+    by_type: dict[str, list[tuple[str, str, str, str, str]]] = {}
+    for e in delta.edges:
+        by_type.setdefault(e.type, []).append((e.type, e.src_type, e.src, e.dst_type, e.dst))
+    for edge_type, edges in by_type.items():
+        cur = con.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, ?)", edges)
+        if cur.rowcount > 0:
+            added[("edge", edge_type)] = cur.rowcount
+    if added:
+        con.executemany(
+            "INSERT INTO graph_counts(kind, type, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(kind, type) DO UPDATE SET n = n + excluded.n",
+            [(kind, type_, n) for (kind, type_), n in added.items()],
+        )
 
 
 def replace_graph(con: sqlite3.Connection, graph: Graph) -> None:
     con.execute("DELETE FROM nodes")
     con.execute("DELETE FROM edges")
+    con.execute("DELETE FROM graph_counts")
     merge_graph(con, graph)
 
 

@@ -26,6 +26,8 @@ from storage.readside import (
     attempt_node,
     attempt_summary,
     decode_cursor,
+    decode_event_cursor,
+    decode_key_cursor,
     display_time,
     encode_cursor,
     failure_view,
@@ -46,8 +48,13 @@ from storage.views import (
 )
 
 EVENT_COLS = "gid, partition, offset, length, digest"
-_TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
-_STATUS = "json_extract(vals, '$.status')"
+# The node columns the listings filter on, spelt as the index expressions of
+# storage.ndjson.index (SQLite uses an expression index only for the same expression).
+NODE_TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
+NODE_STATUS = "json_extract(vals, '$.status')"
+# Node types the API lists (newest first, filtered by target and status): each has its
+# partial indexes, which SQLite uses only when the query names the type as a literal.
+LISTED_TYPES = (ATTEMPT, TASK)
 
 
 def load_events(directory: Path, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
@@ -71,6 +78,39 @@ def node_props(con: sqlite3.Connection, node_type: str, node_id: str) -> dict[st
     return None if row is None else dict(orjson.loads(row[0]))
 
 
+def _newest_nodes(
+    con: sqlite3.Connection,
+    node_type: str,
+    target: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """``(id, props)`` of nodes of a type, newest first by rowid (assigned when the node
+    is first stored, kept by every merge: pages neither skip nor repeat a node while
+    writers update it), through the ``(type, target)`` / ``(type, status)`` / ``(type)``
+    indexes (the type's partial ones), whose entries end in the rowid."""
+    assert node_type in LISTED_TYPES  # spelt into the SQL: the partial indexes need it
+    where: list[str] = [f"type = '{node_type}'"]
+    args: list[Any] = []
+    if target is not None:
+        where.append(f"{NODE_TARGET} = ?")
+        args.append(target)
+    if status is not None:
+        where.append(f"{NODE_STATUS} = ?")
+        args.append(status)
+    if cursor is not None:
+        where.append("rowid < ?")
+        args.append(decode_key_cursor(cursor))
+    rows = con.execute(
+        f"SELECT id, vals, rowid FROM nodes WHERE {' AND '.join(where)} "
+        "ORDER BY rowid DESC LIMIT ?",
+        (*args, limit + 1),
+    ).fetchall()
+    next_cursor = encode_cursor([rows[limit - 1][2]]) if len(rows) > limit else None
+    return [(r[0], orjson.loads(r[1])) for r in rows[:limit]], next_cursor
+
+
 def list_attempts(
     con: sqlite3.Connection,
     target: str | None,
@@ -78,38 +118,18 @@ def list_attempts(
     limit: int,
     cursor: str | None,
 ) -> Page[AttemptSummary]:
-    where, args = ["type = ?"], [ATTEMPT]
-    if target is not None:
-        where.append(f"{_TARGET} = ?")
-        args.append(target)
-    if status is not None:
-        where.append(f"{_STATUS} = ?")
-        args.append(status)
-    if cursor is not None:
-        seen, after_id = decode_cursor(cursor, 2)
-        where.append("(ls < ? OR (ls = ? AND id > ?))")
-        args += [str(seen), str(seen), str(after_id)]
-    rows = con.execute(
-        f"SELECT id, vals, ls FROM (SELECT id, vals, type, "
-        f"COALESCE(json_extract(vals, '$.last_seen'), '') AS ls FROM nodes) "
-        f"WHERE {' AND '.join(where)} ORDER BY ls DESC, id ASC LIMIT ?",
-        (*args, limit + 1),
-    ).fetchall()
-    items = [attempt_summary(r[0], orjson.loads(r[1])) for r in rows[:limit]]
-    next_cursor = (
-        encode_cursor([rows[limit - 1][2], rows[limit - 1][0]]) if len(rows) > limit else None
-    )
+    rows, next_cursor = _newest_nodes(con, ATTEMPT, target, status, limit, cursor)
+    items = [attempt_summary(node_id, props) for node_id, props in rows]
     return Page[AttemptSummary](items=items, next_cursor=next_cursor)
 
 
 def _produced_artifacts(con: sqlite3.Connection, attempt_id: str) -> list[tuple[str, Any]]:
-    ids = [r[0] for r in con.execute(
-        "SELECT dst FROM edges WHERE type = ? AND src_type = ? AND src = ? AND dst_type = ? "
-        "ORDER BY dst",
+    rows = con.execute(
+        "SELECT n.id, n.vals FROM edges e JOIN nodes n ON n.type = e.dst_type AND n.id = e.dst "
+        "WHERE e.type = ? AND e.src_type = ? AND e.src = ? AND e.dst_type = ? ORDER BY e.dst",
         (PRODUCED, ATTEMPT, attempt_id, ARTIFACT),
-    )]  # fmt: skip
-    found = [(a, node_props(con, ARTIFACT, a)) for a in ids]
-    return [(a, p) for a, p in found if p is not None]
+    ).fetchall()
+    return [(r[0], orjson.loads(r[1])) for r in rows]
 
 
 def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> AttemptDetail | None:
@@ -137,19 +157,36 @@ def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> At
 
 
 def list_failures(
-    con: sqlite3.Connection, directory: Path, target: str | None, limit: int
-) -> list[FailureView]:
-    sql = f"SELECT {EVENT_COLS} FROM events WHERE {FAILURE_TYPES_SQL}"
+    con: sqlite3.Connection,
+    directory: Path,
+    target: str | None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[FailureView]:
+    """Newest stored first, each with its attempt node, in one statement: the partial
+    index of failure events backwards (``target`` filters it), a primary-key probe each."""
+    cols = ", ".join(f"e.{c.strip()}" for c in EVENT_COLS.split(","))
+    sql = (
+        f"SELECT {cols}, n.vals FROM events e INDEXED BY events_failures "
+        "LEFT JOIN nodes n ON n.type = 'Attempt' AND n.id = e.attempt_id "
+        f"WHERE e.{FAILURE_TYPES_SQL}"
+    )
     args: list[Any] = []
     if target is not None:
-        sql += " AND target = ?"
+        sql += " AND e.target = ?"
         args.append(target)
-    rows = con.execute(sql + " ORDER BY gid DESC LIMIT ?", (*args, limit)).fetchall()
-    failures = []
-    for ev in load_events(directory, rows):
-        attempt = node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
-        failures.append(failure_view(ev, attempt))
-    return failures
+    if cursor is not None:
+        sql += " AND e.gid < ?"
+        args.append(decode_key_cursor(cursor))
+    rows = con.execute(sql + " ORDER BY e.gid DESC LIMIT ?", (*args, limit + 1)).fetchall()
+    page = rows[:limit]
+    events = load_events(directory, [r[:5] for r in page])
+    items = [
+        failure_view(ev, None if r[5] is None else orjson.loads(r[5]))
+        for ev, r in zip(events, page, strict=True)
+    ]
+    next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
+    return Page[FailureView](items=items, next_cursor=next_cursor)
 
 
 def list_events(
@@ -159,14 +196,18 @@ def list_events(
     limit: int,
     filters: dict[str, str | None],
 ) -> Page[EventView]:
-    where: list[str] = ["1 = 1"]
-    args: list[Any] = []
+    """In gid order, which is commit order here: every batch commits in one SQLite write
+    transaction, one at a time across processes (the directory's write lock, SQLite's
+    own), and takes the next rowids, so a reader's snapshot always holds a prefix of gids
+    and a cursor can never pass over an event that commits later. The cursor is the gid
+    of the page's last event (``after`` itself on an empty page)."""
+    where: list[str] = ["gid > ?"]
+    args: list[Any] = [0]
     if after is not None:
-        (gid,) = decode_cursor(after, 1)
-        where.append("gid > ?")
-        if not isinstance(gid, int) or isinstance(gid, bool):
-            raise InvalidCursor("cursor is not one this service issued")
-        args.append(gid)
+        decoded = decode_event_cursor(after)
+        if not isinstance(decoded, int):  # a position vector: PostgreSQL issued it
+            raise InvalidCursor("cursor is not one this store issued")
+        args[0] = decoded
     for column, value in filters.items():
         if value is not None:
             where.append(f"{column} = ?")
@@ -175,69 +216,98 @@ def list_events(
         f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY gid LIMIT ?",
         (*args, limit + 1),
     ).fetchall()
-    events = load_events(directory, rows[:limit])
-    next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
-    return Page[EventView](items=[e.view() for e in events], next_cursor=next_cursor)
-
-
-def _task_links(con: sqlite3.Connection, task_id: str) -> tuple[list[str], list[str], list[str]]:
-    deps = [r[0] for r in con.execute(
-        "SELECT dst FROM edges WHERE type = ? AND src_type = ? AND src = ? AND dst_type = ?",
-        (DEPENDS_ON, TASK, task_id, TASK),
-    )]  # fmt: skip
-    dependents = [r[0] for r in con.execute(
-        "SELECT src FROM edges WHERE type = ? AND dst_type = ? AND dst = ? AND src_type = ?",
-        (DEPENDS_ON, TASK, task_id, TASK),
-    )]  # fmt: skip
-    attempts = [r[0] for r in con.execute(
-        "SELECT src FROM edges WHERE type = ? AND dst_type = ? AND dst = ? AND src_type = ?",
-        (DEPENDS_ON, TASK, task_id, ATTEMPT),
-    )]  # fmt: skip
-    return deps, dependents, attempts
-
-
-def _attempts(con: sqlite3.Connection, ids: list[str]) -> list[AttemptSummary]:
-    found = [(a, node_props(con, ATTEMPT, a)) for a in ids]
-    summaries = [attempt_summary(a, p) for a, p in found if p is not None]
-    return sorted(summaries, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
-
-
-def task_summary_of(con: sqlite3.Connection, task_id: str, props: dict[str, Any]) -> TaskSummary:
-    deps, dependents, attempt_ids = _task_links(con, task_id)
-    attempts = _attempts(con, attempt_ids)
-    latest = attempts[0].status if attempts else None
-    return task_summary(
-        task_id, props, depends_on=deps, dependents=dependents, latest_attempt_status=latest
+    page = rows[:limit]
+    if not page:
+        return Page[EventView](items=[], next_cursor=None, position=after or encode_cursor([0]))
+    items = [e.view() for e in load_events(directory, page)]
+    here = encode_cursor([page[-1][0]])
+    return Page[EventView](
+        items=items, next_cursor=here if len(rows) > limit else None, position=here
     )
 
 
-def list_tasks(
-    con: sqlite3.Connection, target: str | None, status: str | None, limit: int
-) -> list[TaskSummary]:
-    where, args = ["type = ?"], [TASK]
-    if target is not None:
-        where.append(f"{_TARGET} = ?")
-        args.append(target)
-    if status is not None:
-        where.append(f"{_STATUS} = ?")
-        args.append(status)
+# A list of ids as one JSON parameter: one statement whatever their number (no
+# host-parameter limit to chunk under), each id a probe of the index it meets.
+_EACH = "(SELECT value FROM json_each(?))"
+
+
+Links = tuple[list[str], list[str], list[str]]  # depends on, dependents, attempts
+
+
+def _task_links(con: sqlite3.Connection, task_ids: Sequence[str]) -> dict[str, Links]:
+    """Dependencies, dependents and attempts of many tasks, in two statements."""
+    links: dict[str, Links] = {t: ([], [], []) for t in task_ids}
+    ids = orjson.dumps(list(task_ids)).decode()
+    for src, dst in con.execute(
+        f"SELECT src, dst FROM edges WHERE type = ? AND src_type = ? AND src IN {_EACH} "
+        "AND dst_type = ?",
+        (DEPENDS_ON, TASK, ids, TASK),
+    ):
+        links[src][0].append(dst)
+    for src_type, src, dst in con.execute(
+        # by destination (its index: one probe per task); without INDEXED BY SQLite takes a
+        # range of the primary key on (type, src_type), every DEPENDS_ON edge of attempts
+        f"SELECT src_type, src, dst FROM edges INDEXED BY edges_dst "
+        f"WHERE dst_type = ? AND dst IN {_EACH} "
+        "AND type = ? AND src_type IN (?, ?)",
+        (TASK, ids, DEPENDS_ON, TASK, ATTEMPT),
+    ):
+        links[dst][1 if src_type == TASK else 2].append(src)
+    return links
+
+
+def _attempts(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, AttemptSummary]:
     rows = con.execute(
-        f"SELECT id, vals FROM nodes WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
-        (*args, limit),
-    ).fetchall()
-    return [task_summary_of(con, r[0], orjson.loads(r[1])) for r in rows]
+        f"SELECT id, vals FROM nodes WHERE type = ? AND id IN {_EACH}",
+        (ATTEMPT, orjson.dumps(list(dict.fromkeys(ids))).decode()),
+    )
+    return {node_id: attempt_summary(node_id, orjson.loads(vals)) for node_id, vals in rows}
+
+
+def _newest(attempts: Sequence[AttemptSummary]) -> list[AttemptSummary]:
+    return sorted(attempts, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+
+
+def task_summaries(
+    con: sqlite3.Connection, tasks: Sequence[tuple[str, dict[str, Any]]]
+) -> list[tuple[TaskSummary, list[AttemptSummary]]]:
+    """Summaries and attempts (newest first) of ``(task_id, props)`` pairs in a bounded
+    number of statements (three, whatever their number)."""
+    links = _task_links(con, [t for t, _ in tasks])
+    by_id = _attempts(con, [a for link in links.values() for a in link[2]])
+    out = []
+    for task_id, props in tasks:
+        deps, dependents, attempt_ids = links[task_id]
+        mine = _newest([by_id[a] for a in attempt_ids if a in by_id])
+        summary = task_summary(
+            task_id,
+            props,
+            depends_on=deps,
+            dependents=dependents,
+            latest_attempt_status=mine[0].status if mine else None,
+        )
+        out.append((summary, mine))
+    return out
+
+
+def list_tasks(
+    con: sqlite3.Connection,
+    target: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[TaskSummary]:
+    rows, next_cursor = _newest_nodes(con, TASK, target, status, limit, cursor)
+    items = [summary for summary, _ in task_summaries(con, rows)]
+    return Page[TaskSummary](items=items, next_cursor=next_cursor)
 
 
 def get_task(con: sqlite3.Connection, task_id: str) -> TaskDetail | None:
     props = node_props(con, TASK, task_id)
     if props is None:
         return None
-    _, _, attempt_ids = _task_links(con, task_id)
-    return TaskDetail(
-        task=task_summary_of(con, task_id, props),
-        task_node=node_view(TASK, task_id, props),
-        attempts=_attempts(con, attempt_ids),
-    )
+    [(summary, attempts)] = task_summaries(con, [(task_id, props)])
+    return TaskDetail(task=summary, task_node=node_view(TASK, task_id, props), attempts=attempts)
 
 
 # Primary-key lookups and range scans of the topology table (plans checked in

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-import time
 from typing import TYPE_CHECKING, Any
 
 from storage.base import LogStat, Retained
@@ -27,7 +26,7 @@ from storage.chain import Checkpoint
 from storage.ndjson import index as idx
 from storage.ndjson import log
 from storage.ndjson import read as rd
-from storage.retention import arrival, pause_like, prefix_end
+from storage.retention import arrival, prefix_end, retain_partition
 
 if TYPE_CHECKING:
     from storage.ndjson.store import NdjsonStore
@@ -36,20 +35,14 @@ if TYPE_CHECKING:
 async def retain(store: NdjsonStore, before: float, batch: int) -> list[Retained]:
     results = []
     for partition in await store.partitions():
-        removed, point = 0, None
-        while True:
-            began = time.monotonic()
-            step = await _step(store, partition, before, batch)
-            if step is None:
-                break
-            count, point, full = step
-            removed += count
-            if not full:
-                break
-            await pause_like(began)
+
+        async def one(p: int = partition) -> tuple[int, Checkpoint, bool] | None:
+            return await _step(store, p, before, batch)
+
+        done = await retain_partition(partition, one)
         await asyncio.to_thread(_drop_segments, store, partition)
-        if removed:
-            results.append(Retained(partition, removed, point))
+        if done is not None:
+            results.append(done)
     return results
 
 

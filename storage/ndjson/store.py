@@ -87,16 +87,25 @@ class NdjsonStore:
         self.write_on_loop = write_on_loop
         self.writer = writer
         self._con: sqlite3.Connection | None = None
-        self._mu = threading.Lock()  # one SQLite connection, used by one thread at a time
+        self._mu = threading.Lock()  # the write connection, used by one thread at a time
         self._lock = FileLock(str(self.directory / LOCK_FILE), timeout=LOCK_TIMEOUT)
+        # Reads run on connections of their own, one per concurrent read (a pool as deep
+        # as the most reads ever in flight at once, at most the worker threads): in WAL
+        # mode they neither wait for each other nor for a batch commit on ``_con``.
+        self._idle: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []
+        self._pool_mu = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` on the connection; the caller holds ``_mu``."""
-        if self._con is None:
+    def _call(
+        self, fn: Callable[[sqlite3.Connection], T], con: sqlite3.Connection | None = None
+    ) -> T:
+        """``fn`` on ``con`` (default: the write connection, the caller holds ``_mu``)."""
+        con = con or self._con
+        if con is None:
             raise StorageUnavailable("NDJSON store is not open")
         try:
-            return fn(self._con)
+            return fn(con)
         except (OSError, sqlite3.OperationalError) as exc:
             # disk full, I/O error, "database is locked", a vanished directory: transient
             raise StorageUnavailable(f"NDJSON store: {describe(exc)}") from exc
@@ -109,6 +118,45 @@ class NdjsonStore:
         def call() -> T:
             with self._mu:
                 return self._call(fn)
+
+        return await asyncio.to_thread(call)
+
+    def _checkout(self) -> sqlite3.Connection:
+        with self._pool_mu:
+            if self._con is None:
+                raise StorageUnavailable("NDJSON store is not open")
+            if self._idle:
+                return self._idle.pop()
+        con = idx.connect_reader(self.directory)
+        with self._pool_mu:
+            self._readers.append(con)
+        return con
+
+    def _checkin(self, con: sqlite3.Connection) -> None:
+        with self._pool_mu:
+            if con in self._readers:  # not closed meanwhile
+                self._idle.append(con)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on a reader connection of its own, in one read transaction (one
+        snapshot: a read of several statements sees one state of the index)."""
+
+        def snapshot(con: sqlite3.Connection) -> T:
+            con.execute("BEGIN")
+            try:
+                return fn(con)
+            finally:
+                con.execute("COMMIT")
+
+        def call() -> T:
+            try:
+                con = self._checkout()
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageUnavailable(f"NDJSON store: {describe(exc)}") from exc
+            try:
+                return self._call(snapshot, con)
+            finally:
+                self._checkin(con)
 
         return await asyncio.to_thread(call)
 
@@ -155,6 +203,10 @@ class NdjsonStore:
 
     async def close(self) -> None:
         def shut() -> None:
+            with self._pool_mu:
+                readers, self._readers, self._idle = self._readers, [], []
+            for con in readers:
+                con.close()  # a read still running on one fails: it was closing time
             with self._mu:
                 if self._con is not None:
                     self._con.close()
@@ -163,7 +215,7 @@ class NdjsonStore:
         await asyncio.to_thread(shut)
 
     async def ping(self) -> None:
-        await self._run(lambda con: con.execute("SELECT 1").fetchone())
+        await self._read(lambda con: con.execute("SELECT 1").fetchone())
         if not self.directory.is_dir():
             raise StorageUnavailable(f"NDJSON directory {self.directory} is missing")
 
@@ -211,15 +263,16 @@ class NdjsonStore:
     # -- read side ------------------------------------------------------------------
     async def graph_summary(self, recent: int = 20) -> GraphSummary:
         def query(con: sqlite3.Connection) -> GraphSummary:
-            nodes = dict(con.execute("SELECT type, count(*) FROM nodes GROUP BY type").fetchall())
-            edges = dict(con.execute("SELECT type, count(*) FROM edges GROUP BY type").fetchall())
+            counts = con.execute("SELECT kind, type, n FROM graph_counts WHERE n > 0").fetchall()
+            nodes = {t: n for kind, t, n in counts if kind == "node"}
+            edges = {t: n for kind, t, n in counts if kind == "edge"}
             rows = con.execute(
                 f"SELECT {rd.EVENT_COLS} FROM events ORDER BY gid DESC LIMIT ?", (recent,)
             ).fetchall()
             events = [recent_event(e) for e in rd.load_events(self.directory, rows)]
             return GraphSummary(nodes_by_type=nodes, edges_by_type=edges, recent_events=events)
 
-        return await self._run(query)
+        return await self._read(query)
 
     async def list_attempts(
         self,
@@ -229,15 +282,17 @@ class NdjsonStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[AttemptSummary]:
-        return await self._run(lambda con: rd.list_attempts(con, target, status, limit, cursor))
+        return await self._read(lambda con: rd.list_attempts(con, target, status, limit, cursor))
 
     async def get_attempt(self, attempt_id: str) -> AttemptDetail | None:
-        return await self._run(lambda con: rd.get_attempt(con, self.directory, attempt_id))
+        return await self._read(lambda con: rd.get_attempt(con, self.directory, attempt_id))
 
     async def list_failures(
-        self, *, target: str | None = None, limit: int = 50
-    ) -> list[FailureView]:
-        return await self._run(lambda con: rd.list_failures(con, self.directory, target, limit))
+        self, *, target: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[FailureView]:
+        return await self._read(
+            lambda con: rd.list_failures(con, self.directory, target, limit, cursor)
+        )
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:
         def query(con: sqlite3.Connection) -> list[EventView]:
@@ -246,7 +301,7 @@ class NdjsonStore:
             ).fetchall()
             return [e.view() for e in rd.load_events(self.directory, rows)]
 
-        return await self._run(query)
+        return await self._read(query)
 
     async def list_events(
         self,
@@ -264,28 +319,33 @@ class NdjsonStore:
             "event_type": event_type,
             "target": target,
         }
-        return await self._run(
+        return await self._read(
             lambda con: rd.list_events(con, self.directory, after, limit, filters)
         )
 
     async def list_tasks(
-        self, *, target: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[TaskSummary]:
-        return await self._run(lambda con: rd.list_tasks(con, target, status, limit))
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskSummary]:
+        return await self._read(lambda con: rd.list_tasks(con, target, status, limit, cursor))
 
     async def get_task(self, task_id: str) -> TaskDetail | None:
-        return await self._run(lambda con: rd.get_task(con, task_id))
+        return await self._read(lambda con: rd.get_task(con, task_id))
 
     async def attempt_exists(self, attempt_id: str) -> bool:
-        return await self._run(lambda con: rd.node_props(con, "Attempt", attempt_id) is not None)
+        return await self._read(lambda con: rd.node_props(con, "Attempt", attempt_id) is not None)
 
     async def topology_summary(self, target: str) -> TopologySummary | None:
-        return await self._run(lambda con: rd.topology_summary(con, target))
+        return await self._read(lambda con: rd.topology_summary(con, target))
 
     async def topology_items(
         self, target: str, kind: str, *, limit: int = 1000, cursor: str | None = None
     ) -> Page[dict[str, Any]]:
-        return await self._run(lambda con: rd.topology_items(con, target, kind, limit, cursor))
+        return await self._read(lambda con: rd.topology_items(con, target, kind, limit, cursor))
 
     async def verify_chain(self, partition: int, after: ChainPoint | None = None) -> ChainStatus:
         # a retention running meanwhile may move the checkpoint under the walk: a break
@@ -307,7 +367,7 @@ class NdjsonStore:
         # where the verified prefix ends in the log: the index knows each event's line
         where = None
         if start.seq and not at_checkpoint:
-            where = await self._run(
+            where = await self._read(
                 lambda con: con.execute(
                     "SELECT offset, length FROM events WHERE partition = ? AND seq = ?",
                     (partition, start.seq),
@@ -357,7 +417,7 @@ class NdjsonStore:
         return await ret.log_stats(self)
 
     async def partitions(self) -> list[int]:
-        return await self._run(
+        return await self._read(
             lambda con: [
                 int(r[0])
                 for r in con.execute("SELECT partition FROM heads WHERE seq > 0 ORDER BY 1")
@@ -378,7 +438,7 @@ class NdjsonStore:
                     (after, PAGE),
                 ).fetchall()
 
-            rows = await self._run(page)
+            rows = await self._read(page)
             if not rows:
                 return
             events = await asyncio.to_thread(rd.load_events, self.directory, [r[:5] for r in rows])
@@ -387,7 +447,7 @@ class NdjsonStore:
             last = rows[-1][5]
 
     async def graph(self) -> Graph:
-        return await self._run(idx.read_graph)
+        return await self._read(idx.read_graph)
 
     async def rebuild_graph(self) -> int:
         events = [ev async for ev in self.iter_events()]
@@ -406,7 +466,7 @@ class NdjsonStore:
         return len(events)
 
     async def count_events(self) -> int:
-        return await self._run(
+        return await self._read(
             lambda con: int(con.execute("SELECT count(*) FROM events").fetchone()[0])
         )
 

@@ -16,12 +16,14 @@ from storage.base import StoredEvent
 from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
     FAILURE_TYPES_SQL,
-    InvalidCursor,
+    advance,
     artifact_nodes,
     attempt_node,
     attempt_summary,
-    decode_cursor,
+    decode_event_cursor,
+    decode_key_cursor,
     encode_cursor,
+    encode_event_cursor,
     failure_view,
     node_view,
     recent_event,
@@ -58,29 +60,42 @@ async def node_props(con: asyncpg.Connection, node_type: str, node_id: str) -> A
     )
 
 
-async def list_attempts(
-    con: asyncpg.Connection, target: str | None, status: str | None, limit: int, cursor: str | None
-) -> Page[AttemptSummary]:
-    where, args = ["type = $1"], [ATTEMPT]
+def _node_filters(node_type: str, target: str | None, status: str | None) -> tuple[str, list[Any]]:
+    where, args = ["type = $1"], [node_type]
     for column, value in (("target", target), ("status", status)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
+    return " AND ".join(where), args
+
+
+async def _newest_nodes(
+    con: asyncpg.Connection,
+    node_type: str,
+    target: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[asyncpg.Record], str | None]:
+    """Nodes of a type, newest first by ``nid`` (drawn once at insert: pages neither skip
+    nor repeat a node while writers update them), ``limit + 1`` fetched for the cursor."""
+    where, args = _node_filters(node_type, target, status)
     if cursor is not None:
-        seen, after_id = decode_cursor(cursor, 2)
-        if not isinstance(seen, str) or not isinstance(after_id, str):
-            raise InvalidCursor("cursor is not one this service issued")
-        args += [str(seen), str(after_id)]
-        where.append(f"(last_seen < ${len(args) - 1} OR (last_seen = ${len(args) - 1} "
-                     f"AND id > ${len(args)}))")  # fmt: skip
+        args.append(decode_key_cursor(cursor))
+        where += f" AND nid < ${len(args)}"
     rows = await con.fetch(
-        f"SELECT id, vals, last_seen FROM nodes WHERE {' AND '.join(where)} "
-        f"ORDER BY last_seen DESC, id ASC LIMIT {int(limit) + 1}",
+        f"SELECT id, vals, nid FROM nodes WHERE {where} ORDER BY nid DESC LIMIT {int(limit) + 1}",
         *args,
     )
-    items = [attempt_summary(r["id"], r["vals"]) for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = None if last is None else encode_cursor([last["last_seen"], last["id"]])
+    next_cursor = encode_cursor([rows[limit - 1]["nid"]]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def list_attempts(
+    con: asyncpg.Connection, target: str | None, status: str | None, limit: int, cursor: str | None
+) -> Page[AttemptSummary]:
+    rows, next_cursor = await _newest_nodes(con, ATTEMPT, target, status, limit, cursor)
+    items = [attempt_summary(r["id"], r["vals"]) for r in rows]
     return Page[AttemptSummary](items=items, next_cursor=next_cursor)
 
 
@@ -112,45 +127,96 @@ async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail
     )
 
 
+# The failure events newest first with their attempt nodes, in one statement: a range of
+# the partial index on gid (with ``target`` a filter on it), then one primary-key probe
+# per row returned (a subquery per row: a join could hash the whole nodes table).
+FAILURES_PAGE = """
+SELECT {cols},
+    (SELECT n.vals FROM nodes n WHERE n.type = 'Attempt' AND n.id = e.attempt_id) AS attempt_vals
+FROM events e
+WHERE e.{failures}{filters} ORDER BY e.gid DESC LIMIT $1
+"""
+
+
 async def list_failures(
-    con: asyncpg.Connection, target: str | None, limit: int
-) -> list[FailureView]:
-    sql = f"SELECT {EVENT_COLS} FROM events WHERE {FAILURE_TYPES_SQL}"
-    args: list[Any] = [limit]
+    con: asyncpg.Connection, target: str | None, limit: int, cursor: str | None = None
+) -> Page[FailureView]:
+    args: list[Any] = [int(limit) + 1]
+    where = ""
     if target is not None:
-        sql += " AND target = $2"
         args.append(target)
-    failures = []
-    for r in await con.fetch(sql + " ORDER BY gid DESC LIMIT $1", *args):
-        ev = to_event(r)
-        attempt = await node_props(con, ATTEMPT, ev.attempt_id) if ev.attempt_id else None
-        failures.append(failure_view(ev, attempt))
-    return failures
+        where += f" AND e.target = ${len(args)}"
+    if cursor is not None:
+        args.append(decode_key_cursor(cursor))
+        where += f" AND e.gid < ${len(args)}"
+    cols = ", ".join(f"e.{c.strip()}" for c in EVENT_COLS.split(","))
+    sql = FAILURES_PAGE.format(cols=cols, failures=FAILURE_TYPES_SQL, filters=where)
+    rows = await con.fetch(sql, *args)
+    items = [failure_view(to_event(r), r["attempt_vals"]) for r in rows[:limit]]
+    next_cursor = encode_cursor([rows[limit - 1]["gid"]]) if len(rows) > limit else None
+    return Page[FailureView](items=items, next_cursor=next_cursor)
+
+
+# One statement, one snapshot: per partition (every partition that has a chain head) the
+# first ``limit`` events past its position in seq order (an index range of
+# ``(partition, seq) INCLUDE (gid)``, or ``(column, partition, seq)`` with a filter), then
+# the ``limit`` lowest gids of those, read whole. A partition's events commit in seq order
+# (its writers hold its advisory lock until commit), so the events a snapshot shows of a
+# partition are always a prefix of its seq order: a position vector never passes over an
+# event that commits later, whatever order the partitions commit in.
+EVENTS_PAGE = """
+WITH pos AS (
+    SELECT h.partition AS p, COALESCE(c.s, 0) AS s
+    FROM heads h LEFT JOIN unnest($1::integer[], $2::bigint[]) AS c(p, s) ON c.p = h.partition
+), picked AS (
+    SELECT e.gid FROM pos CROSS JOIN LATERAL (
+        SELECT gid FROM events WHERE partition = pos.p AND seq > pos.s{filters}
+        ORDER BY seq LIMIT $3
+    ) AS e
+    ORDER BY e.gid LIMIT $3
+)
+SELECT {cols} FROM events WHERE gid IN (SELECT gid FROM picked) ORDER BY gid
+"""
+
+# Where a cursor of the gid era stood, as positions: per partition the seq of its last
+# event at or below that gid (a walk back along the primary key from that gid to the
+# partition's nearest event; partitions interleave, so usually a few rows).
+POSITIONS_AT_GID = """
+SELECT h.partition, COALESCE((SELECT seq FROM events WHERE partition = h.partition
+                              AND gid <= $1 ORDER BY gid DESC LIMIT 1), 0) AS seq
+FROM heads h
+"""
 
 
 async def list_events(
     con: asyncpg.Connection, after: str | None, limit: int, filters: dict[str, str | None]
 ) -> Page[EventView]:
-    where: list[str] = ["TRUE"]
-    args: list[Any] = []
+    """Events in commit order per partition, merged by insertion number. ``position`` is
+    the position vector after the page's last event (the one given, on an empty page);
+    ``next_cursor`` is the same while more events follow, None once the log is read."""
+    positions: dict[int, int] = {}
     if after is not None:
-        (gid,) = decode_cursor(after, 1)
-        if not isinstance(gid, int) or isinstance(gid, bool):
-            raise InvalidCursor("cursor is not one this service issued")
-        args.append(gid)
-        where.append(f"gid > ${len(args)}")
+        decoded = decode_event_cursor(after)
+        if isinstance(decoded, int):  # issued before positions: where that gid stood
+            rows = await con.fetch(POSITIONS_AT_GID, decoded)
+            positions = {r["partition"]: r["seq"] for r in rows}
+        else:
+            positions = decoded
+    args: list[Any] = [list(positions), list(positions.values()), int(limit) + 1]
+    where = ""
     for column, value in filters.items():
         if value is not None:
             args.append(value)
-            where.append(f"{column} = ${len(args)}")
-    rows = await con.fetch(
-        f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} "
-        f"ORDER BY gid LIMIT {int(limit) + 1}",
-        *args,
-    )
-    next_cursor = encode_cursor([rows[limit - 1]["gid"]]) if len(rows) > limit else None
-    items = [to_event(r).view() for r in rows[:limit]]
-    return Page[EventView](items=items, next_cursor=next_cursor)
+            where += f" AND {column} = ${len(args)}"
+    rows = await con.fetch(EVENTS_PAGE.format(filters=where, cols=EVENT_COLS), *args)
+    page = rows[:limit]
+    if not page:
+        here = after or encode_event_cursor(positions)
+        return Page[EventView](items=[], next_cursor=None, position=here)
+    moved = encode_event_cursor(advance(positions, [(r["partition"], r["seq"]) for r in page]))
+    items = [to_event(r).view() for r in page]
+    more = moved if len(rows) > limit else None
+    return Page[EventView](items=items, next_cursor=more, position=moved)
 
 
 @dataclass(slots=True)
@@ -214,18 +280,15 @@ async def task_summaries(
 
 
 async def list_tasks(
-    con: asyncpg.Connection, target: str | None, status: str | None, limit: int
-) -> list[TaskSummary]:
-    where, args = ["type = $1"], [TASK]
-    for column, value in (("target", target), ("status", status)):
-        if value is not None:
-            args.append(value)
-            where.append(f"{column} = ${len(args)}")
-    rows = await con.fetch(
-        f"SELECT id, vals FROM nodes WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}",
-        *args,
-    )
-    return [s for s, _ in await task_summaries(con, [(r["id"], r["vals"]) for r in rows])]
+    con: asyncpg.Connection,
+    target: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None = None,
+) -> Page[TaskSummary]:
+    rows, next_cursor = await _newest_nodes(con, TASK, target, status, limit, cursor)
+    pairs = await task_summaries(con, [(r["id"], r["vals"]) for r in rows])
+    return Page[TaskSummary](items=[s for s, _ in pairs], next_cursor=next_cursor)
 
 
 async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:

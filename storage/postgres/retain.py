@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from storage.base import LogStat, Retained
+from storage.base import LogStat
 from storage.chain import Checkpoint
 from storage.retention import arrival, prefix_end
 
@@ -83,10 +83,6 @@ async def step(
 async def partitions(con: asyncpg.Connection) -> list[int]:
     rows = await con.fetch("SELECT partition FROM heads WHERE seq > 0 ORDER BY 1")
     return [int(r["partition"]) for r in rows]
-
-
-def retained(partition: int, removed: int, point: Checkpoint | None) -> Retained:
-    return Retained(partition, removed, point)
 
 
 async def log_stats(con: asyncpg.Connection) -> list[LogStat]:

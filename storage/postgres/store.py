@@ -11,7 +11,6 @@ in :mod:`storage.postgres.write` (write path), :mod:`storage.postgres.read` (vie
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
@@ -37,7 +36,7 @@ from storage.postgres.errors import classify
 from storage.postgres.migrate import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
 from storage.readside import chain_status
-from storage.retention import pause_like
+from storage.retention import retain_partition
 from storage.views import (
     AttemptDetail,
     AttemptSummary,
@@ -187,9 +186,9 @@ class PostgresStore:
         return await self._with(lambda con: rd.get_attempt(con, attempt_id))
 
     async def list_failures(
-        self, *, target: str | None = None, limit: int = 50
-    ) -> list[FailureView]:
-        return await self._with(lambda con: rd.list_failures(con, target, limit))
+        self, *, target: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[FailureView]:
+        return await self._with(lambda con: rd.list_failures(con, target, limit, cursor))
 
     async def recent_events(self, limit: int = 50) -> list[EventView]:
         async def query(con: asyncpg.Connection) -> list[EventView]:
@@ -219,9 +218,14 @@ class PostgresStore:
         return await self._with(lambda con: rd.list_events(con, after, limit, filters))
 
     async def list_tasks(
-        self, *, target: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[TaskSummary]:
-        return await self._with(lambda con: rd.list_tasks(con, target, status, limit))
+        self,
+        *,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskSummary]:
+        return await self._with(lambda con: rd.list_tasks(con, target, status, limit, cursor))
 
     async def get_task(self, task_id: str) -> TaskDetail | None:
         return await self._with(lambda con: rd.get_task(con, task_id))
@@ -292,25 +296,15 @@ class PostgresStore:
     async def retain(self, before: float, *, batch: int = 5000) -> list[Retained]:
         results = []
         for partition in await self._with(ret.partitions):
-            removed, point = 0, None
-            while True:
-                began = time.monotonic()
 
-                async def one(
-                    con: asyncpg.Connection, p: int = partition
-                ) -> tuple[int, Checkpoint, bool] | None:
-                    return await ret.step(con, p, before, batch)
+            async def one(
+                con: asyncpg.Connection, p: int = partition
+            ) -> tuple[int, Checkpoint, bool] | None:
+                return await ret.step(con, p, before, batch)
 
-                step = await self._with(one)
-                if step is None:
-                    break
-                count, point, full = step
-                removed += count
-                if not full:
-                    break
-                await pause_like(began)
-            if removed:
-                results.append(ret.retained(partition, removed, point))
+            done = await retain_partition(partition, lambda: self._with(one))
+            if done is not None:
+                results.append(done)
         return results
 
     async def checkpoints(self) -> dict[int, Checkpoint]:

@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 
 from bench import run_all
-from bench.registry import BENCHMARKS, Benchmark, Figure, Target, rx, worst_growth, worst_p99
+from bench.registry import (
+    BENCHMARKS,
+    Benchmark,
+    Figure,
+    Target,
+    rx,
+    worst_growth,
+    worst_p99,
+    worst_p99_growth,
+)
 from tests.conftest import TEST_POSTGRES_URL, require_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +82,10 @@ def test_extractors_read_the_lines_the_scripts_print() -> None:
     )
     assert worst_growth(topo) == pytest.approx(1.5)
     assert worst_growth(topo.split("== ndjson, 1,000,000")[0]) is None
+    assert worst_p99_growth(topo) == pytest.approx(1.0)
+    load = topo.replace("summary  0.30 1.0", "summary  0.30 2.5")
+    assert worst_p99_growth(load) == pytest.approx(2.5)
+    assert worst_p99_growth(load.split("== ndjson, 1,000,000")[0]) is None
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -126,6 +127,15 @@ async def queue_down_url_fixture(tmp_path: Path, redis_url: str) -> AsyncIterato
         await down.aclose()
 
 
+async def _latest_target(console_url: str) -> str:
+    """The target of the task updated last, as the read API lists them."""
+    api = console_url.rsplit("/", 1)[0] + "/v1/tasks?limit=1000"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http, http.get(api) as resp:
+        tasks = (await resp.json())["tasks"]
+    return str(max(tasks, key=lambda t: t["updated_at"] or "")["target"])
+
+
 async def _login(page: Any, url: str, token: str) -> None:
     await page.goto(url)
     await page.fill("#token", token)
@@ -157,6 +167,8 @@ async def test_console_shows_seeded_data(base_url: str) -> None:
             assert (await failed.first.locator(".why").inner_text()).strip() != ""
             assert await page.locator("#attempts a[href*='/pull/']").count() >= 1
             await page.locator("#dag g.task").first.wait_for()
+            # until the operator picks one, the picker shows the most recently active target
+            assert await page.input_value("#target") == await _latest_target(base_url)
             await page.select_option("#target", "leviathan-demo")
             await page.locator("#dag g.task[data-task='task-docs-1']").wait_for()
             assert await page.locator("#dag path.edge").count() >= 2

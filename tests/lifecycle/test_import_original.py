@@ -21,7 +21,7 @@ async def _counts(settings: StorageSettings) -> dict[str, object]:
     try:
         events = [e async for e in store.iter_events()]
         attempts = await store.list_attempts(limit=100)
-        tasks = await store.list_tasks(limit=100)
+        tasks = (await store.list_tasks(limit=100)).items
         topology = await store.topology_summary("leviathan")
         areas = await store.topology_items("leviathan", "area")
         chains = [await store.verify_chain(p) for p in range(settings.partitions)]

@@ -92,7 +92,7 @@ async def test_retain_while_consumers_write(
         assert all(e.attempt_id and e.attempt_id.startswith("att-live") for e in events)
         assert await store.get_attempt("att-old0") is not None  # the graph kept it
         assert len((await store.list_attempts(limit=1000)).items) == 460
-        tasks = await store.list_tasks(limit=1000)
+        tasks = (await store.list_tasks(limit=1000)).items
         assert len(tasks) == 3
         assert sorted(len(t.depends_on) for t in tasks) == [0, 1, 2]
     finally:
