@@ -377,12 +377,24 @@ class Bundle(BaseModel):
         # checked the bundle, and the write paths store any JSON value in a role field, so
         # the check would only cost the drain
         decoding = info.context is not None and bool(info.context.get("stream_decode"))
+        data = _plain_events(data)
         try:
             if decoding:
                 return _decoder().validate_python(data)  # type: ignore[no-any-return]
             return handler(data)  # type: ignore[no-any-return]
         except ValidationError as exc:
             return _refused(data, exc)
+
+
+def _plain_events(data: Any) -> Any:
+    """A bundle built in Python from :class:`WireEvent` objects (benchmarks, tools), with
+    the events as the mappings the role check reads; anything else as it is."""
+    if isinstance(data, dict):
+        events = data.get("events")
+        if isinstance(events, list) and any(isinstance(ev, WireEvent) for ev in events):
+            plain = [ev.model_dump() if isinstance(ev, WireEvent) else ev for ev in events]
+            return {**data, "events": plain}
+    return data
 
 
 _DECODER: list[SchemaValidator] = []

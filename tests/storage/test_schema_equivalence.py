@@ -192,3 +192,34 @@ def test_event_chunks_validate_as_the_reference_does(
     assert _events_outcome(schema.validate_events, events) == _events_outcome(
         _REFERENCE_EVENTS.validate_python, events
     )
+
+
+def test_a_bundle_built_in_python_from_event_objects() -> None:
+    """``Bundle(events=[WireEvent, …])`` (benchmarks and tools build bundles so) keeps its
+    events and still checks their role fields."""
+    from datetime import UTC, datetime
+
+    import pydantic
+
+    from storage.schema import Bundle, WireEvent
+
+    good = WireEvent.model_validate(
+        {
+            "event_id": "e1",
+            "event_type": "attempt.started",
+            "timestamp": "2026-11-28T09:00:00Z",
+            "payload": {"attempt_id": "att-1"},
+        }
+    )
+    bundle = Bundle(target="t", bundle_id="b", events=[good])
+    assert bundle.events == [good]
+    bad = WireEvent.model_construct(
+        event_id="e2",
+        event_type="attempt.started",
+        timestamp=datetime(2026, 11, 28, tzinfo=UTC),
+        actor_id=None,
+        payload={"attempt_id": ["not", "an", "id"]},
+    )
+    with pytest.raises(pydantic.ValidationError) as info:
+        Bundle(target="t", bundle_id="b", events=[good, bad])
+    assert info.value.errors()[0]["loc"] == ("events", 1, "payload", "attempt_id")
