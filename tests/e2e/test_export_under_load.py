@@ -123,7 +123,11 @@ async def test_a_client_paging_during_writes_sees_every_event_once(
 def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "leviathan_cp", "ingest"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
         )
 
 
