@@ -17,6 +17,8 @@ RUN python -m pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels \
 # ... then the project's own wheel, resolving nothing again.
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
+COPY query ./query
+COPY webcore ./webcore
 COPY consumer ./consumer
 COPY storage ./storage
 COPY leviathan_cp ./leviathan_cp

@@ -105,3 +105,18 @@ def test_wheel_installs_into_fresh_venv_and_both_tiers_are_healthy(
             proc.send_signal(signal.SIGTERM)
         codes = [proc.wait(timeout=60) for proc in procs]
     assert codes == [0, 0]
+
+
+def test_the_image_copies_every_package_the_wheel_holds() -> None:
+    """The builder stage copies package folders by name: a package the wheel's
+    ``packages.find`` includes but the Dockerfile does not copy is missing from the image
+    (an ingest container that cannot import the read tier never turns healthy)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    includes = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in includes}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert packages <= copied, f"Dockerfile copies no {sorted(packages - copied)}"
