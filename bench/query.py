@@ -27,7 +27,6 @@ import asyncio
 import random
 import statistics
 import time
-from collections import defaultdict
 from typing import Any
 
 import aiohttp
@@ -35,16 +34,16 @@ import asyncpg
 from aiohttp import web
 
 from bench import query_load, query_topology
+from bench.seeding import fill_with_bursts, write_grouped
 from query.app import mount
 from query.deps import QueryDeps
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
-from storage.envelope import Envelope
 from storage.postgres import read as pg_read
 from storage.projection import ATTEMPT
 from storage.queue import StreamLayout
 from storage.readside import encode_event_cursor
-from tests.factories import attempt_lifecycle, bootstrap_burst, envelope
+from tests.factories import attempt_lifecycle
 from webcore.store_ctx import store_ctx
 
 DB = "leviathan_bench_query"
@@ -72,27 +71,14 @@ async def prepare_db(admin_dsn: str, db: str, fresh: bool) -> None:
 
 async def seed(store: EventStore, events: int, attempts: int) -> None:
     start = time.perf_counter()
-    by_part: dict[int, list[Envelope]] = defaultdict(list)
-    written = 0
-    for i in range(attempts):
-        raw = attempt_lifecycle(
-            f"att-{i:06d}", f"task-{i % 5000}", target=f"repo-{i % 20}", start=i
-        )
-        part = LAYOUT.partition_of(raw["bundle_id"])
-        by_part[part].append(envelope(raw, entry_id=f"{i + 1}-0"))
-        if len(by_part[part]) == 200:
-            written += (await store.write_batch(part, by_part.pop(part))).written
-    for part, envs in by_part.items():
-        written += (await store.write_batch(part, envs)).written
-    burst = 0
-    while written < events:
-        raw = bootstrap_burst(998, target=f"bulk-{burst}")
-        part = LAYOUT.partition_of(raw["bundle_id"])
-        result = await store.write_batch(part, [envelope(raw, entry_id=f"0-{burst}")])
-        written += result.written
-        burst += 1
-        if burst % 100 == 0:
-            print(f"  seeded {written:,} events ({time.perf_counter() - start:.0f}s)")
+    raws = (
+        attempt_lifecycle(f"att-{i:06d}", f"task-{i % 5000}", target=f"repo-{i % 20}", start=i)
+        for i in range(attempts)
+    )
+    written = await write_grouped(store, LAYOUT, raws)
+    written = await fill_with_bursts(
+        store, LAYOUT, written, events, start, exact=False, report_every=100
+    )
     took = time.perf_counter() - start
     print(f"seeded {written:,} events via write_batch in {took:.1f}s ({written / took:,.0f}/s)")
 

@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
@@ -37,14 +37,14 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench.seeding import fill_with_bursts, write_grouped
 from query.app import mount
 from query.deps import QueryDeps
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
-from storage.envelope import Envelope
 from storage.queue import StreamLayout
 from storage.readside import encode_cursor, encode_event_cursor
-from tests.factories import attempt_lifecycle, bootstrap_burst, envelope, event
+from tests.factories import attempt_lifecycle, envelope, event
 from webcore.store_ctx import store_ctx
 
 LAYOUT = StreamLayout(partitions=8)
@@ -59,28 +59,19 @@ def attempts_for(size: int, most: int) -> int:
 
 
 async def seed(store: EventStore, events: int, attempts: int) -> int:
-    start, written = time.perf_counter(), 0
-    by_part: dict[int, list[Envelope]] = defaultdict(list)
+    start = time.perf_counter()
     tasks = max(1, attempts // 5)
-    for i in range(attempts):
-        task, target = f"task-{i % tasks}", f"repo-{i % TARGETS}"
-        raw = attempt_lifecycle(f"att-{i:06d}", task, target=target, start=i,
-                                outcome="failed" if i % 10 == 0 else "succeeded")  # fmt: skip
-        raw["events"].append(event("task.created", {"task_id": task, "target_id": target}))
-        part = LAYOUT.partition_of(raw["bundle_id"])
-        by_part[part].append(envelope(raw, entry_id=f"{i + 1}-0"))
-        if len(by_part[part]) == 200:
-            written += (await store.write_batch(part, by_part.pop(part))).written
-    for part, envs in by_part.items():
-        written += (await store.write_batch(part, envs)).written
-    burst = 0
-    while written < events:
-        raw = bootstrap_burst(min(998, max(1, events - written - 2)), target=f"bulk-{burst}")
-        part = LAYOUT.partition_of(raw["bundle_id"])
-        written += (await store.write_batch(part, [envelope(raw, entry_id=f"0-{burst}")])).written
-        burst += 1
-        if burst % 200 == 0:
-            print(f"  seeded {written:,} events ({time.perf_counter() - start:.0f}s)", flush=True)
+
+    def raws() -> Iterator[dict[str, Any]]:
+        for i in range(attempts):
+            task, target = f"task-{i % tasks}", f"repo-{i % TARGETS}"
+            raw = attempt_lifecycle(f"att-{i:06d}", task, target=target, start=i,
+                                    outcome="failed" if i % 10 == 0 else "succeeded")  # fmt: skip
+            raw["events"].append(event("task.created", {"task_id": task, "target_id": target}))
+            yield raw
+
+    written = await write_grouped(store, LAYOUT, raws())
+    written = await fill_with_bursts(store, LAYOUT, written, events, start)
     print(f"seeded {written:,} events in {time.perf_counter() - start:.1f}s", flush=True)
     return written
 

@@ -24,12 +24,13 @@ from typing import Any
 
 import asyncpg
 
+from bench.seeding import fill_with_bursts
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.ndjson import read as ndjson_read
 from storage.postgres import topology as pg_topology
 from storage.queue import StreamLayout
-from tests.factories import bootstrap_burst, envelope, topology_run
+from tests.factories import envelope, topology_run
 
 LAYOUT = StreamLayout(partitions=8)
 TARGETS = 50
@@ -44,14 +45,7 @@ async def seed(store: EventStore, events: int) -> int:
             n += 1
             part = LAYOUT.partition_of(raw["bundle_id"])
             written += (await store.write_batch(part, [envelope(raw, entry_id=f"{n}-0")])).written
-    burst = 0
-    while written < events:
-        raw = bootstrap_burst(min(998, max(1, events - written - 2)), target=f"bulk-{burst}")
-        part = LAYOUT.partition_of(raw["bundle_id"])
-        written += (await store.write_batch(part, [envelope(raw, entry_id=f"0-{burst}")])).written
-        burst += 1
-        if burst % 200 == 0:
-            print(f"  seeded {written:,} events ({time.perf_counter() - start:.0f}s)")
+    written = await fill_with_bursts(store, LAYOUT, written, events, start)
     print(f"seeded {written:,} events in {time.perf_counter() - start:.1f}s")
     return written
 
