@@ -23,8 +23,7 @@ from query.chaincheck import PREFIXES_KEY
 from query.deps import DEPS_KEY
 from query.stats import handle_stats
 from query.topology import topology_routes
-from storage.readside import InvalidCursor
-from webcore.params import bad_param, int_param, limit_param, not_found, str_param
+from webcore.params import bad_param, int_param, limit_param, not_found, page_of, str_param
 from webcore.responses import (
     AttemptErrorList,
     AttemptList,
@@ -61,12 +60,11 @@ async def list_attempts(request: web.Request) -> web.Response:
     cursor, include = str_param(request, "cursor"), str_param(request, "include")
     if include not in (None, "error"):
         bad_param("include", "the only value is 'error' (each attempt's failure summary)")
-    try:
-        page = await request.app[STORE_KEY].list_attempts(
+    page = await page_of(
+        request.app[STORE_KEY].list_attempts(
             target=target, status=status, limit=limit, cursor=cursor
         )
-    except InvalidCursor as exc:
-        bad_param("cursor", str(exc))
+    )
     if include == "error":
         items = [AttemptWithError(**a.model_dump(), error=a.error) for a in page.items]
         full = AttemptErrorList(attempts=items, count=len(items), next_cursor=page.next_cursor)
@@ -86,12 +84,11 @@ async def get_attempt(request: web.Request) -> web.Response:
 async def list_failures(request: web.Request) -> web.Response:
     default, maximum = LIMITS["failures"]
     limit = limit_param(request, default=default, maximum=maximum)
-    try:
-        page = await request.app[STORE_KEY].list_failures(
+    page = await page_of(
+        request.app[STORE_KEY].list_failures(
             target=str_param(request, "target"), limit=limit, cursor=str_param(request, "cursor")
         )
-    except InvalidCursor as exc:
-        bad_param("cursor", str(exc))
+    )
     body = FailureList(failures=page.items, count=len(page.items), next_cursor=page.next_cursor)
     return _json(body.model_dump_json())
 
@@ -108,10 +105,9 @@ async def list_events(request: web.Request) -> web.Response:
     limit = limit_param(request, default=default, maximum=maximum)
     filters = {n: str_param(request, n) for n in ("task_id", "attempt_id", "event_type", "target")}
     after = str_param(request, "after")
-    try:
-        page = await request.app[STORE_KEY].list_events(after=after, limit=limit, **filters)
-    except InvalidCursor as exc:
-        bad_param("after", str(exc))
+    page = await page_of(
+        request.app[STORE_KEY].list_events(after=after, limit=limit, **filters), "after"
+    )
     # never null: at the end of the log, where it stands (a caught-up client polls on)
     cursor = page.next_cursor or page.position
     return _json(EventPage(events=page.items, next_cursor=cursor).model_dump_json())
@@ -121,12 +117,11 @@ async def list_tasks(request: web.Request) -> web.Response:
     default, maximum = LIMITS["tasks"]
     limit = limit_param(request, default=default, maximum=maximum)
     target, status = str_param(request, "target"), str_param(request, "status")
-    try:
-        page = await request.app[STORE_KEY].list_tasks(
+    page = await page_of(
+        request.app[STORE_KEY].list_tasks(
             target=target, status=status, limit=limit, cursor=str_param(request, "cursor")
         )
-    except InvalidCursor as exc:
-        bad_param("cursor", str(exc))
+    )
     body = TaskList(tasks=page.items, count=len(page.items), next_cursor=page.next_cursor)
     return _json(body.model_dump_json())
 

@@ -19,9 +19,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from storage.readside import InvalidCursor
 from storage.topology import AREA, DEPENDENCY, SUBSYSTEM
-from webcore.params import bad_param, limit_param, not_found, str_param
+from webcore.params import bad_param, limit_param, not_found, page_of, str_param
 from webcore.store_ctx import STORE_KEY
 
 LIMIT = (1000, 5000)  # default, maximum items per page
@@ -107,12 +106,9 @@ def _list_handler(kind: str) -> Any:
         target = _target(request)
         limit = limit_param(request, default=LIMIT[0], maximum=LIMIT[1])
         cursor = str_param(request, "cursor")
-        try:
-            page = await request.app[STORE_KEY].topology_items(
-                target, kind, limit=limit, cursor=cursor
-            )
-        except InvalidCursor as exc:
-            bad_param("cursor", str(exc))
+        page = await page_of(
+            request.app[STORE_KEY].topology_items(target, kind, limit=limit, cursor=cursor)
+        )
         body = {
             "target_id": target,
             key: page.items,

@@ -1,4 +1,4 @@
-"""Query-parameter parsing for the ingest tier's read endpoints (README, "The contract").
+"""Query-parameter parsing for the read endpoints (README, "The contract").
 
 Pipeline position: between aiohttp's raw query string and the storage read interface.
 Every bad value becomes a 422 whose ``errors[].loc`` is ``["query", <name>]`` and every
@@ -8,11 +8,16 @@ app's error middleware renders as ``{"detail", "errors"}``.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Awaitable
+from typing import NoReturn, TypeVar
 
 from aiohttp import web
 
+from storage.readside import InvalidCursor
+from storage.views import Page
 from webcore.errors import IngestError, Unprocessable
+
+T = TypeVar("T")
 
 MAX_FILTER_LENGTH = 255
 
@@ -64,3 +69,11 @@ def str_param(request: web.Request, name: str) -> str | None:
     if len(values[0]) > MAX_FILTER_LENGTH:
         bad_param(name, f"at most {MAX_FILTER_LENGTH} characters")
     return values[0]
+
+
+async def page_of(listing: Awaitable[Page[T]], param: str = "cursor") -> Page[T]:
+    """A store listing; a cursor the store cannot read is a 422 naming ``param``."""
+    try:
+        return await listing
+    except InvalidCursor as exc:
+        bad_param(param, str(exc))
