@@ -63,7 +63,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {
-        400: "malformed request",
+        400: "malformed request (for a read: a request line over the server's 8 KiB limit)",
         401: "missing or wrong bearer token",
         404: "unknown id",
         413: "too large",
@@ -105,8 +105,10 @@ def _get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *codes:
         "get": {
             "summary": summary,
             "parameters": params,
-            # every read can meet storage that is down: 503 with Retry-After
-            "responses": {"200": _json(ok, summary), **_errors(401, 503, *codes)},
+            # every read can meet storage that is down (503 with Retry-After), and a request
+            # line over aiohttp's 8190 bytes is a 400 before any handler runs: parameters of
+            # 255 four-byte characters are over 3 KB each once percent-encoded
+            "responses": {"200": _json(ok, summary), **_errors(400, 401, 503, *codes)},
         }
     }
 
