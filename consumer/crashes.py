@@ -1,13 +1,14 @@
 """Durable in-flight marks: which re-delivered entry was being written when a writer died.
 
 Pipeline position: used by consumer.reader for entries delivered before (its pending list
-after a restart, a lease takeover or a failed read), which it writes one at a time. Before
-such an entry is written, :func:`mark` increments its field in the partition's hash
-``{prefix}:inflight:{p}``; the MULTI that acks the entry deletes the field
-(consumer.commit, or :func:`clear` after a dead-letter move). A field that is still there
-when the entry comes round again is a writer that died while writing that entry alone —
-nothing else was in flight — so the count is exactly the deaths this entry caused, and
-the healthy entries of its original batch never gain any.
+after a restart, a lease takeover or a failed read), which it writes one at a time (one
+per process, whatever the partition). Before such an entry is written, :func:`mark`
+increments its field in the partition's hash ``{prefix}:inflight:{p}``; the MULTI that
+acks the entry deletes the field (consumer.commit, or :func:`clear` after a dead-letter
+move). A field that is still there when the entry comes round again is a writer that
+died while writing that entry alone — nothing else was marked — so the count is exactly
+the deaths this entry caused, and the healthy entries of its original batch (or of
+another partition) never gain any.
 
 The hash carries the partition's hash tag: on a Redis Cluster it lives on the slot of the
 stream it describes, so the ack and the clear are one MULTI there too.

@@ -164,6 +164,10 @@ class Reader:
     budget: Budget = field(init=False)
     main_task: asyncio.Task[None] | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _alone: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One marked write at a time in this process, whatever its partition: a death is
+    then charged to the one entry being written alone, never to a bystander of another
+    partition that happened to be marked at the same moment."""
 
     def __post_init__(self) -> None:
         self.states = [PartitionState(p) for p in range(self.settings.partitions)]
@@ -344,6 +348,10 @@ class Reader:
 
         The mark's count says how often the entry was being written alone when its writer
         died; at ``max_deliveries`` it is dead-lettered instead of written again."""
+        async with self._alone:
+            return await self._handle_alone(partition, entry)
+
+    async def _handle_alone(self, partition: int, entry: Entry) -> EntryCounts:
         entry_id = entry[0]
         state = self.states[partition]
         died = state.marked.get(entry_id)

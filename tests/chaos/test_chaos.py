@@ -33,8 +33,11 @@ async def test_consumer_sigkilled_five_times(
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     # bursts of 1,000 events keep the consumer busy for a good part of the time, and each
-    # kill is aimed at a moment it holds delivered, unacked entries (a batch in flight)
-    stack = make_stack(backend)
+    # kill is aimed at a moment it holds delivered, unacked entries (a batch in flight).
+    # 2 s writer leases: a restarted consumer takes its partitions back only once the dead
+    # one's leases expire, and with the default 15 s the later kills met a consumer that
+    # was still waiting, holding nothing.
+    stack = make_stack(backend, LEVIATHAN_CONSUMER_LEASE_S="2")
     load, kills_with_pending = await consumer_kills_under_load(
         stack, 5, lambda: rng.uniform(0.3, 2.0), lambda: rng.uniform(0.1, 1.0)
     )

@@ -311,3 +311,46 @@ async def test_killed_between_write_and_xack_is_reclaimed_and_stored_once(
     assert sorted(await stored_ids(ndjson_store)) == written_once  # nothing twice
     assert survivor.metrics.duplicates._value.get() == len(written_once)
     assert survivor.metrics.events_written._value.get() == 0
+
+
+class GatedStore(FlakyStore):
+    """Holds every write until ``gate`` opens, saying when one has started."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner, failures=0)
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def write_batch(self, partition: int, envelopes: Sequence[Envelope]) -> BatchResult:
+        self.started.set()
+        await self.gate.wait()
+        return await self.inner.write_batch(partition, envelopes)
+
+
+async def test_one_entry_is_written_alone_per_process_whatever_its_partition(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """Marked writes of two partitions never overlap: a death while one is written must be
+    charged to it alone, not also to the other partition's entry marked at that moment."""
+    settings = make_settings(tmp_path, consumer_name="recovering")
+    await ensure_group(redis_client, settings.layout)
+    gated = GatedStore(ndjson_store)
+    reader = Reader(redis_client, gated, settings, ConsumerMetrics())
+    layout = reader.layout
+    by_partition: dict[int, dict[str, object]] = {}
+    for raw in lifecycle(20):
+        by_partition.setdefault(layout.partition_of(str(raw["bundle_id"])), raw)
+    raws = [by_partition[0], by_partition[1]]
+    await add_bundles(redis_client, layout, raws)
+    entries = {p: (await reader.read_once(p))[0] for p in (0, 1)}
+    first = asyncio.create_task(reader.handle_alone(0, entries[0]))
+    await asyncio.wait_for(gated.started.wait(), 5)
+    second = asyncio.create_task(reader.handle_alone(1, entries[1]))
+    await asyncio.sleep(0.05)  # room for the second to mark its entry, were it not held
+    assert await crashes.deaths(redis_client, layout, 0) == {entries[0][0]: 1}
+    assert await crashes.deaths(redis_client, layout, 1) == {}
+    gated.gate.set()
+    await asyncio.gather(first, second)
+    for p in (0, 1):
+        assert await crashes.deaths(redis_client, layout, p) == {}
+        assert await pending(redis_client, layout.stream(p)) == 0
