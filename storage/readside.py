@@ -140,6 +140,20 @@ def attempt_summary(attempt_id: str, props: Mapping[str, Any]) -> AttemptSummary
     )
 
 
+def newest_first_key(attempt_id: str, last_seen: Any) -> tuple[str, str]:
+    """How a task's attempts are ordered, newest first (sorted with ``reverse=True``)."""
+    return (display_time(last_seen) or "", attempt_id)
+
+
+def latest_status(attempts: Sequence[tuple[str, Any, Any]]) -> str | None:
+    """The status of the newest of ``(attempt_id, status, last_seen)`` triples (raw node
+    properties): a task list needs no more of its attempts than this."""
+    if not attempts:
+        return None
+    newest = max(attempts, key=lambda a: newest_first_key(a[0], a[2]))
+    return _opt_str(newest[1])
+
+
 def task_summary(
     task_id: str,
     props: Mapping[str, Any],

@@ -22,8 +22,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -33,6 +34,9 @@ from storage.schema import format_timestamp
 # what every stored line holds; ``revision`` came later (lines without it are revision 1)
 # and the digest lives in the index, not in the line
 _FIELDS = tuple(f.name for f in fields(StoredEvent) if f.name not in ("revision", "digest"))
+_VALUES = itemgetter(*_FIELDS)  # in StoredEvent's field order: its positional arguments
+# what _VALUES gives, for the type checker (it cannot count an itemgetter's results)
+_Values = tuple[str, str, str, str | None, dict[str, Any], str, str, str, int, int, str, str]
 
 
 def partition_path(directory: Path, partition: int) -> Path:
@@ -174,13 +178,15 @@ def decode_line(line: bytes, digest: str = "") -> StoredEvent:
     data: Any = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
-    missing = [name for name in _FIELDS if name not in data]
-    if missing:
-        raise ValueError(f"line lacks {', '.join(missing)}")
+    try:
+        values = cast(_Values, _VALUES(data))
+    except KeyError:
+        missing = [name for name in _FIELDS if name not in data]
+        raise ValueError(f"line lacks {', '.join(missing)}") from None
     revision = data.get("revision", 1)
     if type(revision) is not int or revision < 1:
         raise ValueError("line has an invalid revision")
-    return StoredEvent(**{name: data[name] for name in _FIELDS}, revision=revision, digest=digest)
+    return StoredEvent(*values, revision=revision, digest=digest)
 
 
 def append(path: Path, data: bytes) -> tuple[int, int]:

@@ -268,6 +268,39 @@ async def test_tasks_with_dependencies(store: EventStore) -> None:
     assert [t.task_id for t in completed] == ["task-docs-1"]
 
 
+async def test_task_list_agrees_with_each_task(store: EventStore) -> None:
+    """A task list reads only two properties of each attempt; it must say what the task's
+    own page says, with several attempts per task and ties on the time."""
+    bodies = [
+        f.attempt_lifecycle("att-old", "task-multi", start=10),
+        f.attempt_lifecycle("att-new", "task-multi", outcome="failed", start=500),
+        f.attempt_lifecycle("att-tie-a", "task-tie", outcome="failed", start=900),
+        f.attempt_lifecycle("att-tie-b", "task-tie", start=900),
+        f.tasks_with_dependencies(),
+    ]
+    for task in ("task-multi", "task-tie"):
+        bodies.append(
+            f.body(
+                "leviathan-demo",
+                f"b-{task}",
+                [f.event("task.created", {"task_id": task, "target_id": "leviathan-demo"})],
+            )
+        )
+    for n, raw in enumerate(bodies):
+        await store.write_batch(n % 2, [env(raw, n)])
+    listed = (await store.list_tasks(limit=100)).items
+    assert {t.task_id for t in listed} >= {"task-multi", "task-tie", "task-docs-1"}
+    for summary in listed:
+        detail = await store.get_task(summary.task_id)
+        assert detail is not None
+        assert summary == detail.task, summary.task_id
+        newest = detail.attempts[0].status if detail.attempts else None
+        assert summary.latest_attempt_status == newest
+    by_id = {t.task_id: t for t in listed}
+    assert by_id["task-multi"].latest_attempt_status == "failed"
+    assert by_id["task-tie"].latest_attempt_status == "succeeded"  # same time: by attempt id
+
+
 async def test_event_paging_and_recent(store: EventStore) -> None:
     total = await seed(store)
     ids: list[str] = []
