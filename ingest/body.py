@@ -43,7 +43,14 @@ from ingest.upload import (
     read_body,
     too_large,
 )
-from storage.schema import NUL_ESCAPE, Bundle, nul_locations, validate_events
+from storage.schema import (
+    NUL_ESCAPE,
+    Bundle,
+    WireEvent,
+    check_roles,
+    nul_locations,
+    validate_events,
+)
 from webcore.errors import BadRequest, PayloadTooLarge, Unprocessable
 
 CHUNK_EVENTS = 1000
@@ -208,6 +215,7 @@ async def _validate_chunked(
     one-model path would; encoding stops at the first error.
     """
     errors: list[dict[str, Any]] = []
+    roles: list[dict[str, Any]] = []  # named only if nothing else failed, as for one model
     header: Bundle | None = None
     try:
         header = Bundle.model_validate({**obj, "events": []})
@@ -219,23 +227,25 @@ async def _validate_chunked(
     for start in range(0, count, CHUNK_EVENTS):
         part = events[start : start + CHUNK_EVENTS]
         events[start : start + CHUNK_EVENTS] = [None] * len(part)
+        models: list[WireEvent] = []
         try:
             models = validate_events(part)
+            check_roles(models)
         except ValidationError as exc:
-            errors.extend(_errors(exc, start))
+            # the role check runs on models that passed: its errors come alone
+            (roles if models else errors).extend(_errors(exc, start))
             writer = None
-        else:
-            if writer is not None and not errors:
-                for offset, model in enumerate(models):
-                    encoded = event_json(model, start + offset)
-                    if len(encoded) > max_event:
-                        raise event_too_large(start + offset, len(encoded), max_event)
-                    writer.add(encoded)
-            del models
+        if writer is not None and not errors:
+            for offset, model in enumerate(models):
+                encoded = event_json(model, start + offset)
+                if len(encoded) > max_event:
+                    raise event_too_large(start + offset, len(encoded), max_event)
+                writer.add(encoded)
+        del models
         del part
         await asyncio.sleep(0)  # other requests (and health probes) run between chunks
     if errors or header is None or writer is None:
-        raise _invalid(errors)
+        raise _invalid(errors or roles)
     return Prepared(header.bundle_id, count, 0, chunks=writer.finish())
 
 

@@ -30,7 +30,7 @@ fields only when nothing else failed, and then by the Python rules (:func:`roles
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -52,7 +52,7 @@ from pydantic import (
     with_config,
 )
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import CoreSchema, PydanticCustomError, SchemaValidator
+from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, SchemaValidator
 from pydantic_core import core_schema as cs
 from typing_extensions import TypedDict
 
@@ -464,6 +464,29 @@ def validate_events(items: Any) -> list[WireEvent]:
         return _EVENTS.validate_python(items)
     except ValidationError as exc:
         raise ValidationError.from_exception_data(exc.title, _exact_errors(exc)) from None
+
+
+def check_roles(events: Sequence[WireEvent]) -> None:
+    """The role-field bounds of a chunk of events :func:`validate_events` accepted (which
+    leaves them out, as ``Bundle`` does when it validates events alone); a failure names
+    each field as ``(i, "payload", key)``, ``i`` the event's index in the chunk."""
+    payloads = [ev.payload for ev in events]
+    if roles_ok(payloads):
+        return
+    try:
+        _ROLES.validate_python({"events": [{"payload": p} for p in payloads]})
+    except ValidationError as exc:
+        # every role error is a PydanticCustomError (role_id, role_text); the loc loses the
+        # wrapper's "events": (i, "payload", key)
+        errors: list[InitErrorDetails] = [
+            {
+                "type": PydanticCustomError(e["type"], e["msg"]),
+                "loc": e["loc"][1:],
+                "input": e["input"],
+            }
+            for e in exc.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
 
 
 def bundle_attempt(bundle: Bundle) -> str | None:

@@ -116,6 +116,38 @@ async def test_one_event_over_the_limit_is_a_413_naming_it(
     assert resp.status == 202
 
 
+@pytest.mark.parametrize("events", [3, CHUNK_EVENTS + 5, 2 * CHUNK_EVENTS + 5])
+async def test_role_fields_are_checked_on_both_paths_alike(
+    aiohttp_client: ClientFactory, events: int
+) -> None:
+    """A big bundle is validated a chunk at a time; its role fields get the same bounds,
+    named with their place in the whole bundle, and nothing of it is queued."""
+    redis = FakeAsyncRedis()
+    client = await client_for(aiohttp_client, make_settings(), redis)
+    obj = _one_event({}, events)
+    last = events - 1
+    obj["events"][1]["payload"] = {"attempt_id": "x" * 256}
+    obj["events"][last]["payload"] = {"pr_number": 2**63, "status": "s" * 256}
+    resp = await client.post(URL, data=raw(obj), headers=AUTH)
+    assert resp.status == 422, await resp.text()
+    answer = await resp.json()
+    assert answer["errors"] == [
+        {"loc": ["events", 1, "payload", "attempt_id"], "msg": "must be at most 255 characters"},
+        {
+            "loc": ["events", last, "payload", "pr_number"],
+            "msg": "integer must be within signed 64-bit",
+        },
+        {"loc": ["events", last, "payload", "status"], "msg": "must be at most 255 characters"},
+    ]
+    assert await stream_entries(redis) == []
+    # with another error in the bundle the role fields are not named, on either path
+    obj["events"][0]["timestamp"] = "not a time"
+    resp = await client.post(URL, data=raw(obj), headers=AUTH)
+    assert resp.status == 422
+    assert [e["loc"] for e in (await resp.json())["errors"]] == [["events", 0, "timestamp"]]
+    assert await stream_entries(redis) == []
+
+
 async def test_a_body_whose_parse_exceeds_the_share_is_a_413_naming_it(
     aiohttp_client: ClientFactory,
 ) -> None:
