@@ -23,11 +23,13 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
         default_factory=socket.gethostname, min_length=1, validation_alias="HOSTNAME"
     )
     """This process's consumer name in group ``writers`` (the pod or host name): it labels the
-    entries the process holds (its PEL) and its health key. A Kubernetes pod gets a new name
-    when it restarts, so a restarted pod does not resume its old PEL by name: another live
-    consumer XAUTOCLAIMs those entries once idle past LEVIATHAN_CONSUMER_CLAIM_IDLE_MS, and
-    the stale name is deleted from the group. On a host that keeps its name, the restarted
-    process reads its own pending entries first."""
+    entries the process holds (its PEL) and its health key. A pod that is replaced gets a
+    new name, so it does not resume its old PEL by name: another live consumer XAUTOCLAIMs
+    those entries once idle past LEVIATHAN_CONSUMER_CLAIM_IDLE_MS, and the stale name is
+    deleted from the group. A container restarted in its pod (or a process on a host) keeps
+    its name and reads its own pending entries first, once the writer leases its previous
+    run held have expired (LEVIATHAN_CONSUMER_LEASE_S). Live processes need distinct
+    names."""
     batch: int = Field(200, ge=1, le=10_000, validation_alias="LEVIATHAN_CONSUMER_BATCH")
     """Most entries per batch, i.e. bundles (or chunks of one) per ``write_batch`` call."""
     batch_bytes: int = Field(
