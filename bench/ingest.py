@@ -37,6 +37,7 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
+from bench.machine import cpu_seconds
 from ingest.app import HANDLER_ARGS, create_app, tune_gc
 from ingest.body import read_bundle
 from ingest.entry import entry_fields
@@ -226,16 +227,6 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.05)
     raise SystemExit("server did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # after the command name: state is field 3, utime 14 and stime 15 (1-based)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import shutil
 import socket
@@ -37,6 +38,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from bench.machine import cpu_seconds
 from bench.seeding import fill_with_bursts, write_grouped
 from query.app import mount
 from query.deps import QueryDeps
@@ -185,6 +187,15 @@ async def read_load(
     return samples
 
 
+def _cpu(servers: list[Any], writer: Any) -> dict[str, float]:
+    """CPU seconds used so far by the server processes, the writer and this client."""
+    return {
+        "servers": sum(cpu_seconds(p.pid) for p in servers),
+        "writer": cpu_seconds(writer.pid),
+        "client": cpu_seconds(os.getpid()),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -234,11 +245,13 @@ async def one_size(args: argparse.Namespace, size: int) -> None:
                     break
                 await asyncio.sleep(0.1)
             t0 = time.perf_counter()
+            cpu0 = _cpu(servers, writer)
             samples = await read_load(
                 f"http://127.0.0.1:{port.value}", endpoints(attempts, cursor),
                 args.readers, args.requests,
             )  # fmt: skip
             took = time.perf_counter() - t0
+            cpu = {n: v - cpu0[n] for n, v in _cpu(servers, writer).items()}
         finally:
             stop.set()
             for proc in (*servers, writer):
@@ -250,6 +263,10 @@ async def one_size(args: argparse.Namespace, size: int) -> None:
               f"process(es); the writer committed "
               f"{done.value:,} events during the {took:.1f}s of reads")  # fmt: skip
         n = sum(len(v) for v in samples.values())
+        # where the machine's time went: queueing behind CPU is what p99 measures here
+        print(f"CPU per request: servers {cpu['servers'] / n * 1e3:.2f} ms, writer "
+              f"{cpu['writer'] / n * 1e3:.2f} ms, this client {cpu['client'] / n * 1e3:.2f} ms; "
+              f"{sum(cpu.values()) / took:.2f} of {os.cpu_count()} cores busy")  # fmt: skip
         print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
         for name, values in samples.items():
             print(f"{name:32} {pct(values, 0.5):8.2f} {pct(values, 0.99):8.2f} "
