@@ -146,9 +146,15 @@ class StreamCluster(RedisCluster):
         return [self._client_of(node) for node in self.get_primaries()]
 
     async def refresh(self) -> None:
-        """Re-read the slot map from the nodes (after MOVED/ASK or a lost master)."""
+        """Re-read the slot map from the nodes (after MOVED/ASK or a lost master).
+
+        Through redis-py's own re-initialisation, which runs under the client's lock: the
+        nodes manager's ``initialize`` is not safe to run twice at once (two requests that
+        lost the same master re-read the map together, and one iterated the startup nodes
+        while the other changed them). Calls that meet a re-read in progress wait for it
+        and take its map."""
+        self._initialize = True
         await self.initialize()
-        await self.nodes_manager.initialize()
 
     async def aclose(self) -> None:
         clients, self._node_clients = list(self._node_clients.values()), {}

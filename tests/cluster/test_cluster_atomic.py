@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -73,3 +74,39 @@ async def test_atomic_step_on_a_single_node(redis_client: Redis) -> None:
     entry_id = await _pending(redis_client)
     assert as_cluster(redis_client) is None
     assert await atomic(redis_client, LAYOUT.stream(1), _ack_and_mark(entry_id)) == [1, True]
+
+
+async def test_concurrent_slot_map_refreshes_run_one_at_a_time(
+    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many requests that lost the same master refresh together; the nodes manager's
+    re-read is not reentrant, so they must never overlap (they did: a RuntimeError, a
+    500, during a failover)."""
+    client = StorageSettings(redis_url=cluster_url, redis_cluster=True).stream_redis(
+        socket_timeout=5
+    )
+    cluster = as_cluster(client)
+    assert cluster is not None
+    try:
+        await cluster.refresh()
+        manager_class = type(cluster.nodes_manager)  # slotted: patched on its class
+        reread = manager_class.initialize
+        running, most, calls = 0, 0, 0
+
+        async def counted(manager: Any) -> None:
+            nonlocal running, most, calls
+            running += 1
+            calls += 1
+            most = max(most, running)
+            try:
+                await reread(manager)
+            finally:
+                running -= 1
+
+        monkeypatch.setattr(manager_class, "initialize", counted)
+        await asyncio.gather(*(cluster.refresh() for _ in range(20)))
+        assert most == 1
+        assert 1 <= calls < 20  # those that met a re-read in progress took its map
+        assert await resolve(client.set(LAYOUT.stream(2) + ":probe", b"1", ex=5))
+    finally:
+        await client.aclose()
