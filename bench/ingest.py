@@ -38,12 +38,13 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bench.machine import cpu_seconds
-from ingest.app import HANDLER_ARGS, create_app, tune_gc
+from ingest.app import HANDLER_ARGS, create_app
 from ingest.body import read_bundle
 from ingest.entry import entry_fields
 from ingest.handlers import json_bytes
 from ingest.settings import IngestSettings
 from storage.queue import StreamLayout
+from webcore.serve import tune_gc
 
 TOKEN = "bench-token"
 PREFIX = "bench-ingest"
@@ -105,7 +106,7 @@ def serve(mode: str, port: int, redis_url: str) -> None:
     import uvloop
 
     app = _simple_app(mode, redis_url) if mode != "real" else create_app(_settings(redis_url))
-    # python -m ingest tunes the collector (ingest.app.tune_gc); every server here gets the
+    # python -m ingest tunes the collector (webcore.serve.tune_gc); every server here gets the
     # same tuning so the ratio compares handlers, not collector settings.
     tune_gc()
     uvloop.install()

@@ -47,6 +47,7 @@ from storage.config import StorageSettings, create_store
 from storage.queue import StreamLayout
 from storage.readside import encode_cursor, encode_event_cursor
 from tests.factories import attempt_lifecycle, envelope, event
+from webcore.serve import tune_gc
 from webcore.store_ctx import store_ctx
 
 LAYOUT = StreamLayout(partitions=8)
@@ -91,6 +92,7 @@ def _serve(settings: StorageSettings, port: Any, stop: EventType) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port.value, reuse_port=True)
         await site.start()
+        tune_gc()  # as the serving tiers do once started
         await asyncio.to_thread(stop.wait)
         await runner.cleanup()
 

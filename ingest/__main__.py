@@ -14,7 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
-from ingest.app import HANDLER_ARGS, RUNTIME_KEY, ReadApi, create_app, tune_gc, tune_malloc
+from ingest.app import HANDLER_ARGS, RUNTIME_KEY, ReadApi, create_app, tune_malloc
 from ingest.settings import IngestSettings
 from storage.config import settings_error_line
 from webcore.serve import run, serve
@@ -45,17 +45,13 @@ def main(argv: list[str] | None = None, read_api: ReadApi | None = None) -> int:
     def drain() -> None:
         rt.draining = True
 
-    def _tune() -> None:
-        tune_gc()  # what exists by then lives as long as the process
-        tune_malloc()
-
     return run(
         serve(
             app,
             settings,
             "ingest",
             on_drain=drain,
-            after_start=_tune,
+            after_start=tune_malloc,
             runner_args=HANDLER_ARGS,
         )
     )

@@ -14,7 +14,6 @@ imports the read tier.
 from __future__ import annotations
 
 import ctypes
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -45,20 +44,6 @@ log = logging.getLogger(__name__)
 # surfaced as a 500. Pass as keyword arguments to AppRunner or web.run_app
 # (both forward them to the request handler) or TestServer.start_server.
 HANDLER_ARGS: dict[str, Any] = {"auto_decompress": False}
-GC_GEN0_THRESHOLD = 20_000  # default 700: a 20-event bundle allocates thousands of objects
-
-
-def tune_gc() -> None:
-    """Process-wide collector tuning for a serving process; call once, after start-up.
-
-    What exists by then (modules, app, settings) lives as long as the process: freezing it
-    keeps it out of every later cyclic scan, and a larger young generation means fewer
-    collections per request. Measured with bench/ingest.py: real-app p99 43-55 ms → 16 ms.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
-
-
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 128 * 1024
 

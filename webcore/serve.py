@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -28,6 +29,23 @@ from webcore.auth import TokenSet
 from webcore.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+
+# default 700: a 20-event bundle, or a page of events, allocates thousands of objects
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Process-wide collector tuning for a serving process; :func:`serve` calls it once,
+    after start-up.
+
+    What exists by then (modules, app, settings) lives as long as the process: freezing it
+    keeps it out of every later cyclic scan, and a larger young generation means fewer
+    collections per request. Measured: ingest p99 43-55 ms → 16 ms (bench.ingest); reads
+    with 16 concurrent readers, p99 ~90 → ~40 ms (bench.query --load), where a page of 200
+    events allocates thousands of objects too.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
 def no_token_line(settings: ApiSettings, tier: str) -> str | None:
@@ -91,6 +109,7 @@ async def serve(
         )
         await runner.cleanup()
         return 1
+    tune_gc()  # what exists by then lives as long as the process
     after_start()
     log.info("%s listening on %s:%d", tier, settings.host, settings.port)
     stop = asyncio.Event()
