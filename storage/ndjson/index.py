@@ -200,14 +200,18 @@ def backfill_counts(con: sqlite3.Connection) -> None:
         raise
 
 
-def connect_reader(directory: Path) -> sqlite3.Connection:
+def connect_reader(directory: Path, busy_ms: int = 30_000) -> sqlite3.Connection:
     """A connection that only reads (the query API's): the file exists and is migrated
-    (:func:`connect` ran first), WAL is the file's own mode, so nothing is written here."""
+    (:func:`connect` ran first), WAL is the file's own mode, so nothing is written here.
+    ``busy_ms``: how long a read waits when it cannot start (0: it fails at once)."""
     con = sqlite3.connect(
-        directory / INDEX_FILE, isolation_level=None, check_same_thread=False, timeout=30.0
+        directory / INDEX_FILE,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=busy_ms / 1000,
     )
     con.execute("PRAGMA query_only=1")
-    con.execute("PRAGMA busy_timeout=30000")
+    con.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     # pages mapped, not copied into each reader's cache: the readers share the OS's
     con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
     return con

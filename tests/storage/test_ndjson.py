@@ -15,9 +15,10 @@ import orjson
 import pytest
 from filelock import FileLock
 
-from storage.base import StorageCorrupt, StorageDataError, StoredEvent
+from storage.base import StorageCorrupt, StorageDataError, StorageUnavailable, StoredEvent
 from storage.config import StorageSettings, create_store
 from storage.ndjson import index as ndjson_index
+from storage.ndjson import read as ndjson_read
 from storage.ndjson import write as ndjson_write
 from storage.ndjson.log import partition_path
 from storage.ndjson.store import NdjsonStore
@@ -213,6 +214,73 @@ async def test_write_on_loop_waits_for_a_held_lock_off_the_loop(tmp_path: Path) 
         if other.is_locked:
             other.release()
         await store.close()
+
+
+def _recording_threads(
+    monkeypatch: pytest.MonkeyPatch, name: str, busy_on_loop: bool = False
+) -> list[int]:
+    """Wrap ``storage.ndjson.read.<name>`` to record the thread of each call; with
+    ``busy_on_loop`` the call on the loop fails as SQLite does when a read cannot start."""
+    threads: list[int] = []
+    real = getattr(ndjson_read, name)
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        if busy_on_loop and threading.current_thread() is threading.main_thread():
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = sqlite3.SQLITE_BUSY_RECOVERY
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ndjson_read, name, traced)
+    return threads
+
+
+async def test_query_reads_run_on_the_loop_and_bulk_reads_in_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opened(tmp_path)
+    try:
+        await store.write_batch(0, [lifecycle(1)])
+        threads = _recording_threads(monkeypatch, "list_events")
+        loaded = _recording_threads(monkeypatch, "load_events")
+        assert len((await store.list_events(limit=10)).items) == 5
+        assert threads == [threading.get_ident()]
+        assert loaded == [threading.get_ident()]
+        loaded.clear()
+        assert len([e async for e in store.iter_events()]) == 5  # an export: off the loop
+        assert loaded
+        assert threading.get_ident() not in loaded
+    finally:
+        await store.close()
+
+
+async def test_a_query_read_that_cannot_start_is_retried_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's reader never waits for SQLite's locks; a read that could not start
+    (WAL recovery by another process, say) is run again where waiting is harmless."""
+    store = await opened(tmp_path)
+    try:
+        await store.write_batch(0, [lifecycle(1)])
+        threads = _recording_threads(monkeypatch, "list_events", busy_on_loop=True)
+        assert len((await store.list_events(limit=10)).items) == 5
+        assert threads[0] == threading.get_ident()
+        assert len(threads) == 2
+        assert threads[1] != threading.get_ident()
+        # any other failure of the loop's read is the store's usual answer
+        monkeypatch.setattr(ndjson_read, "list_events", _raises(sqlite3.DatabaseError("bad")))
+        with pytest.raises(StorageUnavailable, match="NDJSON index unusable"):
+            await store.list_events(limit=10)
+    finally:
+        await store.close()
+
+
+def _raises(exc: BaseException) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return call
 
 
 def page_size(directory: Path) -> int:

@@ -113,8 +113,8 @@ async def test_ndjson_reads_are_index_searches(
     logged: list[str] = []
     connect = ndjson_index.connect_reader
 
-    def traced(directory: Path) -> sqlite3.Connection:
-        con = connect(directory)
+    def traced(directory: Path, busy_ms: int = 30_000) -> sqlite3.Connection:
+        con = connect(directory, busy_ms)
         con.set_trace_callback(logged.append)
         return con
 
