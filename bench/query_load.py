@@ -38,7 +38,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from bench.machine import cpu_seconds
+from bench.machine import cpu_seconds, cpu_seconds_named
 from bench.seeding import fill_with_bursts, write_grouped
 from query.app import mount
 from query.deps import QueryDeps
@@ -195,6 +195,7 @@ def _cpu(servers: list[Any], writer: Any) -> dict[str, float]:
         "servers": sum(cpu_seconds(p.pid) for p in servers),
         "writer": cpu_seconds(writer.pid),
         "client": cpu_seconds(os.getpid()),
+        "postgres": cpu_seconds_named("postgres"),  # 0 on NDJSON (a quiet server's own)
     }
 
 
@@ -266,8 +267,9 @@ async def one_size(args: argparse.Namespace, size: int) -> None:
               f"{done.value:,} events during the {took:.1f}s of reads")  # fmt: skip
         n = sum(len(v) for v in samples.values())
         # where the machine's time went: queueing behind CPU is what p99 measures here
-        print(f"CPU per request: servers {cpu['servers'] / n * 1e3:.2f} ms, writer "
-              f"{cpu['writer'] / n * 1e3:.2f} ms, this client {cpu['client'] / n * 1e3:.2f} ms; "
+        print(f"CPU per request: servers {cpu['servers'] / n * 1e3:.2f} ms, PostgreSQL "
+              f"{cpu['postgres'] / n * 1e3:.2f} ms, writer {cpu['writer'] / n * 1e3:.2f} ms, "
+              f"this client {cpu['client'] / n * 1e3:.2f} ms; "
               f"{sum(cpu.values()) / took:.2f} of {os.cpu_count()} cores busy")  # fmt: skip
         print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
         for name, values in samples.items():

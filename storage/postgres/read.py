@@ -7,13 +7,12 @@ so both backends present identical shapes; listings use keyset pagination, never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from storage.base import StoredEvent
-from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, LAST_SEEN, PRODUCED, TASK
+from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, PRODUCED, TASK
 from storage.readside import (
     FAILURE_TYPES_SQL,
     advance,
@@ -220,82 +219,46 @@ async def list_events(
     return Page[EventView](items=items, next_cursor=more, position=moved)
 
 
-@dataclass(slots=True)
-class _Links:
-    depends_on: list[str] = field(default_factory=list)
-    dependents: list[str] = field(default_factory=list)
-    attempts: list[str] = field(default_factory=list)
+# Tasks with their links in one statement: the page of task nodes (a range of the
+# ``(type, …, nid)`` indexes), then per task three probes of the edge indexes — its
+# dependencies (primary key), its dependents and its attempts (``edges_dst_idx``) — with
+# each attempt's node by primary key. Under load every round trip of a read waits its turn
+# on the event loop again: four statements made the task list the slowest read.
+TASKS_PAGE = """
+WITH page AS (
+    SELECT id, vals, nid FROM nodes WHERE {where} ORDER BY nid DESC LIMIT {limit}
+)
+SELECT p.id, p.vals, p.nid,
+    ARRAY(SELECT e.dst FROM edges e WHERE e.type = '{dep}' AND e.src_type = '{task}'
+          AND e.src = p.id AND e.dst_type = '{task}') AS depends_on,
+    ARRAY(SELECT e.src FROM edges e WHERE e.type = '{dep}' AND e.dst_type = '{task}'
+          AND e.dst = p.id AND e.src_type = '{task}') AS dependents,
+    ARRAY(SELECT jsonb_build_array(a.id, {attempt}) FROM edges e
+          JOIN nodes a ON a.type = '{attempt_type}' AND a.id = e.src
+          WHERE e.type = '{dep}' AND e.dst_type = '{task}' AND e.dst = p.id
+          AND e.src_type = '{attempt_type}') AS attempts
+FROM page p ORDER BY p.nid DESC
+"""
+# what of each attempt a list shows (its latest status), and what a task's page shows
+_LATEST = "a.vals->'status', a.vals->'last_seen'"
+_WHOLE = "a.vals"
 
 
-async def _task_links(con: asyncpg.Connection, task_ids: list[str]) -> dict[str, _Links]:
-    """Dependencies, dependents and attempts of many tasks in two queries."""
-    links = {t: _Links() for t in task_ids}
-    out = await con.fetch(
-        "SELECT src, dst FROM edges WHERE type = $1 AND src_type = $2 AND dst_type = $2 "
-        "AND src = ANY($3::text[])",
-        DEPENDS_ON, TASK, task_ids,
+def _tasks_sql(where: str, limit: int, attempt: str) -> str:
+    return TASKS_PAGE.format(
+        where=where, limit=int(limit), attempt=attempt,
+        dep=DEPENDS_ON, task=TASK, attempt_type=ATTEMPT,
     )  # fmt: skip
-    for r in out:
-        links[r["src"]].depends_on.append(r["dst"])
-    incoming = await con.fetch(
-        "SELECT src_type, src, dst FROM edges WHERE type = $1 AND dst_type = $2 "
-        "AND dst = ANY($3::text[]) AND src_type IN ($2, $4)",
-        DEPENDS_ON, TASK, task_ids, ATTEMPT,
-    )  # fmt: skip
-    for r in incoming:
-        link = links[r["dst"]]
-        (link.dependents if r["src_type"] == TASK else link.attempts).append(r["src"])
-    return links
 
 
-async def _attempts(con: asyncpg.Connection, ids: list[str]) -> list[AttemptSummary]:
-    rows = await con.fetch(
-        "SELECT id, vals FROM nodes WHERE type = $1 AND id = ANY($2::text[])", ATTEMPT, ids
+def _summary(r: asyncpg.Record, latest: str | None) -> TaskSummary:
+    return task_summary(
+        r["id"],
+        r["vals"],
+        depends_on=r["depends_on"],
+        dependents=r["dependents"],
+        latest_attempt_status=latest,
     )
-    summaries = [attempt_summary(r["id"], r["vals"]) for r in rows]
-    return sorted(summaries, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
-
-
-async def _latest_statuses(
-    con: asyncpg.Connection, links: dict[str, _Links]
-) -> dict[str, str | None]:
-    """Each task's latest attempt status from two properties of its attempts (a list
-    shows no more of them: decoding and modelling whole attempts cost ten times this)."""
-    ids = list(dict.fromkeys(a for link in links.values() for a in link.attempts))
-    rows = await con.fetch(
-        "SELECT id, vals->'status' AS status, vals->$3 AS seen FROM nodes "
-        "WHERE type = $1 AND id = ANY($2::text[])",
-        ATTEMPT, ids, LAST_SEEN,
-    )  # fmt: skip
-    props = {r["id"]: (r["status"], r["seen"]) for r in rows}
-    return {
-        task_id: latest_status([(a, *props[a]) for a in link.attempts if a in props])
-        for task_id, link in links.items()
-    }
-
-
-async def task_summaries(
-    con: asyncpg.Connection, tasks: list[tuple[str, dict[str, Any]]]
-) -> list[tuple[TaskSummary, list[AttemptSummary]]]:
-    """Summaries (and attempts, newest first) of ``(task_id, props)`` pairs: four queries in
-    all, whatever their number."""
-    links = await _task_links(con, [t for t, _ in tasks])
-    every = await _attempts(con, [a for link in links.values() for a in link.attempts])
-    by_id = {a.attempt_id: a for a in every}
-    out = []
-    for task_id, props in tasks:
-        link = links[task_id]
-        mine = [by_id[a] for a in link.attempts if a in by_id]
-        mine.sort(key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
-        summary = task_summary(
-            task_id,
-            props,
-            depends_on=link.depends_on,
-            dependents=link.dependents,
-            latest_attempt_status=mine[0].status if mine else None,
-        )
-        out.append((summary, mine))
-    return out
 
 
 async def list_tasks(
@@ -305,28 +268,31 @@ async def list_tasks(
     limit: int,
     cursor: str | None = None,
 ) -> Page[TaskSummary]:
-    rows, next_cursor = await _newest_nodes(con, TASK, target, status, limit, cursor)
-    links = await _task_links(con, [r["id"] for r in rows])
-    latest = await _latest_statuses(con, links)
+    """Tasks newest first by ``nid`` (as attempts), each with its latest attempt's status."""
+    where, args = _node_filters(TASK, target, status)
+    if cursor is not None:
+        args.append(decode_key_cursor(cursor))
+        where += f" AND nid < ${len(args)}"
+    rows = await con.fetch(_tasks_sql(where, limit + 1, _LATEST), *args)
+    next_cursor = encode_cursor([rows[limit - 1]["nid"]]) if len(rows) > limit else None
     items = [
-        task_summary(
-            r["id"],
-            r["vals"],
-            depends_on=links[r["id"]].depends_on,
-            dependents=links[r["id"]].dependents,
-            latest_attempt_status=latest[r["id"]],
-        )
-        for r in rows
+        _summary(r, latest_status([(a[0], a[1], a[2]) for a in r["attempts"]]))
+        for r in rows[:limit]
     ]
     return Page[TaskSummary](items=items, next_cursor=next_cursor)
 
 
 async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:
-    props = await node_props(con, TASK, task_id)
-    if props is None:
+    row = await con.fetchrow(_tasks_sql("type = $1 AND id = $2", 1, _WHOLE), TASK, task_id)
+    if row is None:
         return None
-    [(summary, attempts)] = await task_summaries(con, [(task_id, props)])
-    return TaskDetail(task=summary, task_node=node_view(TASK, task_id, props), attempts=attempts)
+    attempts = [attempt_summary(a[0], a[1]) for a in row["attempts"]]
+    attempts.sort(key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+    return TaskDetail(
+        task=_summary(row, attempts[0].status if attempts else None),
+        task_node=node_view(TASK, task_id, row["vals"]),
+        attempts=attempts,
+    )
 
 
 async def graph_summary(con: asyncpg.Connection, recent: int) -> GraphSummary:

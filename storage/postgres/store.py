@@ -31,7 +31,7 @@ from storage.postgres import read as rd
 from storage.postgres import retain as ret
 from storage.postgres import topology as pg_topology
 from storage.postgres import write as wr
-from storage.postgres.codecs import init_connection
+from storage.postgres.codecs import init_connection, keep_session
 from storage.postgres.errors import classify
 from storage.postgres.migrate import CONNECTION_ERRORS, apply, migrate, unavailable
 from storage.projection import ATTEMPT, Edge, Graph, fold, props_from_json
@@ -91,7 +91,11 @@ class PostgresStore:
             return
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_size, max_size=self.max_size, init=init_connection
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                init=init_connection,
+                reset=keep_session,
             )
         except CONNECTION_ERRORS as exc:
             raise unavailable(exc) from exc
