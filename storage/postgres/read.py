@@ -99,31 +99,36 @@ async def list_attempts(
     return Page[AttemptSummary](items=items, next_cursor=next_cursor)
 
 
+# An attempt node with its artifacts — the artifact nodes it produced, the bundle
+# artifacts that name it — in one statement (primary-key probes and index ranges).
+ATTEMPT_NODE = f"""
+SELECT n.vals,
+    ARRAY(SELECT jsonb_build_array(p.id, p.vals) FROM edges e
+          JOIN nodes p ON p.type = e.dst_type AND p.id = e.dst
+          WHERE e.type = '{PRODUCED}' AND e.src_type = '{ATTEMPT}' AND e.src = n.id
+          AND e.dst_type = '{ARTIFACT}' ORDER BY p.id) AS produced,
+    ARRAY(SELECT jsonb_build_array(artifact_id, sha256, kind, uri, size, bundle_id)
+          FROM artifacts WHERE attempt_id = n.id ORDER BY rid) AS bundled
+FROM nodes n WHERE n.type = '{ATTEMPT}' AND n.id = $1
+"""
+_BUNDLED = ("artifact_id", "sha256", "kind", "uri", "size", "bundle_id")
+
+
 async def get_attempt(con: asyncpg.Connection, attempt_id: str) -> AttemptDetail | None:
-    props = await node_props(con, ATTEMPT, attempt_id)
-    if props is None:
+    node = await con.fetchrow(ATTEMPT_NODE, attempt_id)
+    if node is None:
         return None
     rows = await con.fetch(
         f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = $1 ORDER BY gid", attempt_id
     )
     events = [to_event(r) for r in rows]
-    produced = await con.fetch(
-        "SELECT n.id, n.vals FROM edges e JOIN nodes n ON n.type = e.dst_type AND n.id = e.dst "
-        "WHERE e.type = $1 AND e.src_type = $2 AND e.src = $3 AND e.dst_type = $4 ORDER BY n.id",
-        PRODUCED, ATTEMPT, attempt_id, ARTIFACT,
-    )  # fmt: skip
     bundle_rows = [
-        {**dict(a), "attempt_id": attempt_id}
-        for a in await con.fetch(
-            "SELECT artifact_id, sha256, kind, uri, size, bundle_id FROM artifacts "
-            "WHERE attempt_id = $1 ORDER BY rid",
-            attempt_id,
-        )
+        {**dict(zip(_BUNDLED, a, strict=True)), "attempt_id": attempt_id} for a in node["bundled"]
     ]
     return AttemptDetail(
-        attempt_node=attempt_node(attempt_id, props, events),
+        attempt_node=attempt_node(attempt_id, node["vals"], events),
         events=[e.view() for e in events],
-        artifacts=artifact_nodes([(r["id"], r["vals"]) for r in produced], bundle_rows),
+        artifacts=artifact_nodes([(p[0], p[1]) for p in node["produced"]], bundle_rows),
     )
 
 
