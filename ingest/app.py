@@ -158,8 +158,10 @@ def create_app(
         settings.max_inflight_bytes,
         settings.inflight_wait_seconds,
         settings.retry_after_seconds,
-        metrics.inflight_bytes.set,
     )
+    # read at each scrape: a set() on every acquire and release cost two locked updates
+    # per request
+    metrics.inflight_bytes.set_function(lambda: budget.used)
     waiters = Waiters(client, settings.layout)
     rt = Runtime(settings, client, metrics, publisher, lag, waiters, budget)
     app = web.Application(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -57,13 +56,11 @@ class Budget:
         total: int,
         wait: float,
         retry_after: int,
-        on_change: Callable[[int], None] | None = None,
     ) -> None:
         self.total = total
         self.used = 0
         self._wait = wait
         self._retry_after = retry_after
-        self._on_change = on_change
         self._waiters: deque[_Waiter] = deque()
 
     def reserve(self, nbytes: int = 0) -> Grant:
@@ -106,14 +103,10 @@ class Budget:
 
     def release(self, nbytes: int) -> None:
         self.used -= nbytes
-        if self._on_change is not None:
-            self._on_change(self.used)
         self._wake()
 
     def _take(self, nbytes: int) -> None:
         self.used += nbytes
-        if self._on_change is not None:
-            self._on_change(self.used)
 
     def _wake(self) -> None:
         while self._waiters:

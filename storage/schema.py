@@ -386,12 +386,20 @@ class Bundle(BaseModel):
             return _refused(data, exc)
 
 
+_PLAIN = frozenset({dict})
+
+
 def _plain_events(data: Any) -> Any:
     """A bundle built in Python from :class:`WireEvent` objects (benchmarks, tools), with
     the events as the mappings the role check reads; anything else as it is."""
     if isinstance(data, dict):
         events = data.get("events")
-        if isinstance(events, list) and any(isinstance(ev, WireEvent) for ev in events):
+        if (
+            isinstance(events, list)
+            # parsed JSON holds plain dicts only: one pass in C, not a generator per event
+            and not _PLAIN.issuperset(map(type, events))
+            and any(isinstance(ev, WireEvent) for ev in events)
+        ):
             plain = [ev.model_dump() if isinstance(ev, WireEvent) else ev for ev in events]
             return {**data, "events": plain}
     return data
