@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -140,17 +140,18 @@ def attempt_summary(attempt_id: str, props: Mapping[str, Any]) -> AttemptSummary
     )
 
 
-def newest_first_key(attempt_id: str, last_seen: Any) -> tuple[str, str]:
-    """How a task's attempts are ordered, newest first (sorted with ``reverse=True``)."""
-    return (display_time(last_seen) or "", attempt_id)
+def newest_first(attempts: Iterable[AttemptSummary]) -> list[AttemptSummary]:
+    """A task's attempts as both backends list them: latest activity first, then by id."""
+    return sorted(attempts, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
 
 
-def latest_status(attempts: Sequence[tuple[str, Any, Any]]) -> str | None:
-    """The status of the newest of ``(attempt_id, status, last_seen)`` triples (raw node
-    properties): a task list needs no more of its attempts than this."""
+def latest_status(attempts: Sequence[Sequence[Any]]) -> str | None:
+    """The status of the first attempt :func:`newest_first` would list, from
+    ``(attempt_id, status, last_seen)`` raw node properties: a task list needs no more of
+    its attempts than this."""
     if not attempts:
         return None
-    newest = max(attempts, key=lambda a: newest_first_key(a[0], a[2]))
+    newest = max(attempts, key=lambda a: (display_time(a[2]) or "", a[0]))
     return _opt_str(newest[1])
 
 

@@ -32,6 +32,7 @@ from storage.readside import (
     encode_cursor,
     failure_view,
     latest_status,
+    newest_first,
     node_view,
     task_summary,
     topology_page,
@@ -265,22 +266,19 @@ def _attempts(con: sqlite3.Connection, ids: Sequence[str]) -> dict[str, AttemptS
     return {node_id: attempt_summary(node_id, orjson.loads(vals)) for node_id, vals in rows}
 
 
-def _newest(attempts: Sequence[AttemptSummary]) -> list[AttemptSummary]:
-    return sorted(attempts, key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
-
-
 def _latest_statuses(con: sqlite3.Connection, links: dict[str, Links]) -> dict[str, str | None]:
     """Each task's latest attempt status from two properties of its attempts (a list
     shows no more of them: decoding and modelling whole attempts cost ten times this)."""
     ids = orjson.dumps(list(dict.fromkeys(a for link in links.values() for a in link[2])))
-    props: dict[str, tuple[Any, Any]] = {}
-    for node_id, pair in con.execute(
-        # two paths: one parse of the properties, the values as a JSON array
-        f"SELECT id, json_extract(vals, '$.status', ?) FROM nodes WHERE type = ? AND id IN {_EACH}",
-        (f"$.{LAST_SEEN}", ATTEMPT, ids.decode()),
-    ):
-        status, seen = orjson.loads(pair)
-        props[node_id] = (status, seen)
+    # two paths: one parse of the properties, [status, last_seen] as a JSON array
+    props = {
+        node_id: orjson.loads(pair)
+        for node_id, pair in con.execute(
+            f"SELECT id, json_extract(vals, '$.status', ?) FROM nodes "
+            f"WHERE type = ? AND id IN {_EACH}",
+            (f"$.{LAST_SEEN}", ATTEMPT, ids.decode()),
+        )
+    }
     return {
         task_id: latest_status([(a, *props[a]) for a in link[2] if a in props])
         for task_id, link in links.items()
@@ -297,7 +295,7 @@ def task_summaries(
     out = []
     for task_id, props in tasks:
         deps, dependents, attempt_ids = links[task_id]
-        mine = _newest([by_id[a] for a in attempt_ids if a in by_id])
+        mine = newest_first(by_id[a] for a in attempt_ids if a in by_id)
         summary = task_summary(
             task_id,
             props,

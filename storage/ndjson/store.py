@@ -109,8 +109,13 @@ class NdjsonStore:
             raise StorageUnavailable("NDJSON store is not open")
         try:
             return fn(con)
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise _unavailable(exc) from exc
+        except (OSError, sqlite3.OperationalError) as exc:
+            # disk full, I/O error, "database is locked", a vanished directory: transient
+            raise StorageUnavailable(f"NDJSON store: {describe(exc)}") from exc
+        except sqlite3.DatabaseError as exc:
+            # the index file cannot be used as it is (e.g. malformed): retried, never
+            # blamed on a batch; an operator rebuilds it from the logs
+            raise StorageUnavailable(f"NDJSON index unusable: {describe(exc)}") from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -171,12 +176,14 @@ class NdjsonStore:
         start at once (SQLite recovering the WAL after a crash, say), it is run in a
         worker thread, which waits as long as any read may, and the loop goes on."""
         try:
-            return _in_transaction(fn)(self._loop_reader())
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in _BUSY:  # the primary code of an extended one
-                raise _unavailable(exc) from exc
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise _unavailable(exc) from exc
+            return self._call(_in_transaction(fn), self._loop_reader())
+        except StorageUnavailable as exc:
+            cause = exc.__cause__
+            busy = isinstance(cause, sqlite3.OperationalError) and (
+                cause.sqlite_errorcode & 0xFF in _BUSY  # the primary code of an extended one
+            )
+            if not busy:
+                raise
         return await self._read(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -497,15 +504,6 @@ class NdjsonStore:
 
 
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _unavailable(exc: OSError | sqlite3.DatabaseError) -> StorageUnavailable:
-    if isinstance(exc, OSError | sqlite3.OperationalError):
-        # disk full, I/O error, "database is locked", a vanished directory: transient
-        return StorageUnavailable(f"NDJSON store: {describe(exc)}")
-    # the index file cannot be used as it is (e.g. malformed): retried, never blamed on a
-    # batch; an operator rebuilds it from the logs
-    return StorageUnavailable(f"NDJSON index unusable: {describe(exc)}")
 
 
 def _in_transaction(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:

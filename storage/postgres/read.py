@@ -25,6 +25,7 @@ from storage.readside import (
     encode_event_cursor,
     failure_view,
     latest_status,
+    newest_first,
     node_view,
     recent_event,
     task_summary,
@@ -280,10 +281,7 @@ async def list_tasks(
         where += f" AND nid < ${len(args)}"
     rows = await con.fetch(_tasks_sql(where, limit + 1, _LATEST), *args)
     next_cursor = encode_cursor([rows[limit - 1]["nid"]]) if len(rows) > limit else None
-    items = [
-        _summary(r, latest_status([(a[0], a[1], a[2]) for a in r["attempts"]]))
-        for r in rows[:limit]
-    ]
+    items = [_summary(r, latest_status(r["attempts"])) for r in rows[:limit]]
     return Page[TaskSummary](items=items, next_cursor=next_cursor)
 
 
@@ -291,8 +289,7 @@ async def get_task(con: asyncpg.Connection, task_id: str) -> TaskDetail | None:
     row = await con.fetchrow(_tasks_sql("type = $1 AND id = $2", 1, _WHOLE), TASK, task_id)
     if row is None:
         return None
-    attempts = [attempt_summary(a[0], a[1]) for a in row["attempts"]]
-    attempts.sort(key=lambda s: (s.timestamp or "", s.attempt_id), reverse=True)
+    attempts = newest_first(attempt_summary(a[0], a[1]) for a in row["attempts"])
     return TaskDetail(
         task=_summary(row, attempts[0].status if attempts else None),
         task_node=node_view(TASK, task_id, row["vals"]),
