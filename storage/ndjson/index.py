@@ -11,18 +11,18 @@ callers run it in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from storage.chain import Checkpoint
-from storage.ndjson.read import EVENT_COLS, LISTED_TYPES, NODE_STATUS, NODE_TARGET, load_events
-from storage.projection import Edge, Graph, NodeKey, Prop, merge_props, props_from_json
+from storage.ndjson import graph, spans
+from storage.ndjson.read import EVENT_COLS, LISTED_COLUMNS, LISTED_TYPES, load_events
 from storage.readside import FAILURE_TYPES_SQL
 from storage.revisions import Known, known_from
-from storage.topology import MAX_ITEM_BYTES, TOPOLOGY_TYPES, TopoRow, rows_of_events
+from storage.topology import MAX_ITEM_BYTES, TOPOLOGY_TYPES, rows_of_events
 
 # events.gid is a plain rowid, not AUTOINCREMENT: rows are never deleted (a failed batch
 # rolls back), so it only grows either way, and AUTOINCREMENT's bookkeeping cost each
@@ -53,9 +53,9 @@ EVENT_INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id)",
     "CREATE INDEX IF NOT EXISTS events_task ON events(task_id)",
     "CREATE INDEX IF NOT EXISTS events_type ON events(event_type)",
-    # every filter of /v1/events has its index; each entry ends in the rowid (gid), so
-    # ``column = ? AND gid > ? ORDER BY gid`` is one range of it
-    "CREATE INDEX IF NOT EXISTS events_target ON events(target)",
+    # every other filter of /v1/events has its index (the target has its spans); each
+    # entry ends in the rowid (gid), so ``column = ? AND gid > ? ORDER BY gid`` is one
+    # range of it
     # /v1/failures, newest first: only failure events have an entry
     f"CREATE INDEX IF NOT EXISTS events_failures ON events(gid) WHERE {FAILURE_TYPES_SQL}",
 )
@@ -81,11 +81,14 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     received_at TEXT NOT NULL,
     offset INTEGER NOT NULL
 );
+-- target and status: what the listings filter on, for listed types only (graph.py)
 CREATE TABLE IF NOT EXISTS nodes (
     type TEXT NOT NULL,
     id TEXT NOT NULL,
     vals TEXT NOT NULL,
     vers TEXT NOT NULL,
+    target TEXT,
+    status TEXT,
     PRIMARY KEY (type, id)
 );
 CREATE TABLE IF NOT EXISTS edges (
@@ -106,15 +109,23 @@ CREATE TABLE IF NOT EXISTS graph_counts (
     PRIMARY KEY (kind, type)
 ) WITHOUT ROWID;
 """
-    # the listings' filters, one partial index per listed type: a merge into any other
-    # node (artifacts, targets, pull requests: most of them) evaluates no expression
+    # the listings' filters, one partial index per listed type: other nodes (artifacts,
+    # targets, pull requests: most of them) have no entry
     + "".join(
-        f"CREATE INDEX IF NOT EXISTS nodes_{t.lower()}_{name} ON nodes({expr}) "
+        f"CREATE INDEX IF NOT EXISTS nodes_{t.lower()}_by_{column} ON nodes({column}) "
         f"WHERE type = '{t}';\n"
         for t in LISTED_TYPES
-        for name, expr in (("target", NODE_TARGET), ("status", NODE_STATUS))
+        for column in LISTED_COLUMNS
     )
     + """
+-- /v1/events?target=: each run of a batch's events with one target (consecutive gids)
+-- is one row, where an index of events(target) took an entry per event
+CREATE TABLE IF NOT EXISTS target_spans (
+    target TEXT NOT NULL,
+    last_gid INTEGER NOT NULL,
+    first_gid INTEGER NOT NULL,
+    PRIMARY KEY (target, last_gid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS artifacts (
     rid INTEGER PRIMARY KEY AUTOINCREMENT,
     bundle_id TEXT NOT NULL,
@@ -144,7 +155,6 @@ INDEX_FILE = "index.sqlite3"
 PAGE_SIZE = 16384
 CACHE_KIB = 65536
 READER_MMAP_BYTES = 1 << 30
-CHUNK = 500  # keeps IN (...) lists under SQLite's host-parameter limit
 
 
 def connect(directory: Path) -> sqlite3.Connection:
@@ -167,8 +177,12 @@ def connect(directory: Path) -> sqlite3.Connection:
     con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     had_topology = _has_table(con, "topology")
     had_counts = _has_table(con, "graph_counts")
+    had_spans = _has_table(con, "target_spans")
     migrate_revisions(con)
+    migrate_listed_columns(con)
     con.executescript(SCHEMA)
+    if had_spans is None or _has_index(con, "events_target"):
+        rebuild_target_spans(con)
     if had_topology is None:
         backfill_topology(con, directory)
     rekey_topology(con, directory)
@@ -180,6 +194,12 @@ def connect(directory: Path) -> sqlite3.Connection:
 def _has_table(con: sqlite3.Connection, name: str) -> Any:
     return con.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+
+
+def _has_index(con: sqlite3.Connection, name: str) -> Any:
+    return con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
     ).fetchone()
 
 
@@ -258,15 +278,65 @@ def migrate_revisions(con: sqlite3.Connection) -> bool:
     return True
 
 
-def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
+def _needs_listed_columns(con: sqlite3.Connection) -> bool:
+    columns = {row[1] for row in con.execute("PRAGMA table_info(nodes)")}
+    return bool(columns) and "target" not in columns
+
+
+def migrate_listed_columns(con: sqlite3.Connection) -> bool:
+    """Give an index file made before the listed columns existed its nodes' ``target``
+    and ``status`` columns, filled from their properties, in place of the expression
+    indexes over the properties; True if it did. One transaction: a crash midway leaves
+    the old file as it was."""
+    if not _needs_listed_columns(con):  # the usual open: no write lock taken
+        return False
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if not _needs_listed_columns(con):  # another process migrated it meanwhile
+            con.execute("ROLLBACK")
+            return False
+        for column in LISTED_COLUMNS:
+            con.execute(f"ALTER TABLE nodes ADD COLUMN {column} TEXT")
+        for node_type in LISTED_TYPES:
+            for column in LISTED_COLUMNS:
+                con.execute(f'DROP INDEX IF EXISTS "nodes_{node_type.lower()}_{column}"')
+            rows = con.execute("SELECT id, vals FROM nodes WHERE type = ?", (node_type,))
+            con.executemany(
+                "UPDATE nodes SET target = ?, status = ? WHERE type = ? AND id = ?",
+                [
+                    (*graph.listed_columns(node_type, orjson.loads(vals)), node_type, node_id)
+                    for node_id, vals in rows.fetchall()
+                ],
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
+
+
+def rebuild_target_spans(con: sqlite3.Connection) -> None:
+    """Spans of every stored event, for an index file made before spans existed (it has
+    the per-event ``events(target)`` index, dropped here) or one a writer without spans
+    wrote to since (it made that index again)."""
+    if con.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
+        con.execute("DROP INDEX IF EXISTS events_target")
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("DELETE FROM target_spans")
+        con.execute(spans.FROM_EVENTS)
+        con.execute("DROP INDEX IF EXISTS events_target")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def stored_digests(con: sqlite3.Connection, event_ids: Sequence[str]) -> Known:
     """What is stored under ``event_ids`` (every revision), as the planners read it."""
     found: list[tuple[str, str, int]] = []
-    for part in chunks(event_ids):
+    for part in graph.chunks(event_ids):
         marks = ",".join("?" * len(part))
         found += con.execute(
             f"SELECT event_id, digest, revision FROM events WHERE event_id IN ({marks})",
@@ -308,101 +378,6 @@ def set_checkpoint(con: sqlite3.Connection, partition: int, point: Checkpoint, o
     )
 
 
-def load_nodes(con: sqlite3.Connection, keys: Sequence[NodeKey]) -> dict[NodeKey, dict[str, Prop]]:
-    # one query per type and chunk of ids (not one per node: a batch touches hundreds)
-    by_type: dict[str, list[str]] = {}
-    for node_type, node_id in keys:
-        by_type.setdefault(node_type, []).append(node_id)
-    found: dict[NodeKey, dict[str, Prop]] = {}
-    loads = orjson.loads
-    for node_type, ids in by_type.items():
-        for part in chunks(ids):
-            marks = ",".join("?" * len(part))
-            rows = con.execute(
-                f"SELECT id, vals, vers FROM nodes WHERE type = ? AND id IN ({marks})",
-                (node_type, *part),
-            )
-            for node_id, vals, vers in rows:
-                found[(node_type, node_id)] = props_from_json(loads(vals), loads(vers))
-    return found
-
-
-def _node_row(key: NodeKey, props: dict[str, Prop]) -> tuple[str, str, str, str]:
-    vals = {name: p.value for name, p in props.items()}
-    vers = {name: list(p.version) for name, p in props.items()}
-    return (key[0], key[1], orjson.dumps(vals).decode(), orjson.dumps(vers).decode())
-
-
-def merge_graph(con: sqlite3.Connection, delta: Graph) -> None:
-    """Join ``delta`` into the stored graph (inside the caller's transaction), counting
-    the nodes and edges it adds in ``graph_counts`` (what the graph summary reads)."""
-    keys = list(delta.nodes)
-    stored = load_nodes(con, keys)
-    rows = [_node_row(k, merge_props(stored.get(k), delta.nodes[k])) for k in keys]
-    con.executemany(
-        "INSERT INTO nodes(type, id, vals, vers) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(type, id) DO UPDATE SET vals = excluded.vals, vers = excluded.vers",
-        rows,
-    )
-    added: dict[tuple[str, str], int] = {}
-    for key in keys:
-        if key not in stored:
-            added[("node", key[0])] = added.get(("node", key[0]), 0) + 1
-    by_type: dict[str, list[tuple[str, str, str, str, str]]] = {}
-    for e in delta.edges:
-        by_type.setdefault(e.type, []).append((e.type, e.src_type, e.src, e.dst_type, e.dst))
-    for edge_type, edges in by_type.items():
-        cur = con.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, ?)", edges)
-        if cur.rowcount > 0:
-            added[("edge", edge_type)] = cur.rowcount
-    if added:
-        con.executemany(
-            "INSERT INTO graph_counts(kind, type, n) VALUES (?, ?, ?) "
-            "ON CONFLICT(kind, type) DO UPDATE SET n = n + excluded.n",
-            [(kind, type_, n) for (kind, type_), n in added.items()],
-        )
-
-
-def replace_graph(con: sqlite3.Connection, graph: Graph) -> None:
-    con.execute("DELETE FROM nodes")
-    con.execute("DELETE FROM edges")
-    con.execute("DELETE FROM graph_counts")
-    merge_graph(con, graph)
-
-
-def read_graph(con: sqlite3.Connection) -> Graph:
-    graph = Graph()
-    for node_type, node_id, vals, vers in con.execute("SELECT type, id, vals, vers FROM nodes"):
-        graph.nodes[(node_type, node_id)] = props_from_json(orjson.loads(vals), orjson.loads(vers))
-    for row in con.execute("SELECT type, src_type, src, dst_type, dst FROM edges"):
-        graph.edges.add(Edge(*row))
-    return graph
-
-
-# SQLite compares TEXT bytewise (BINARY), i.e. by code point like Python: the same order
-# as storage.topology's versions, so the row kept is the one TopoRow.version picks.
-_UPSERT_TOPOLOGY = """
-INSERT INTO topology(target, kind, item, version_ts, event_id, digest, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(target, kind, item) DO UPDATE SET
-    version_ts = excluded.version_ts, event_id = excluded.event_id,
-    digest = excluded.digest, payload = excluded.payload
-WHERE (excluded.version_ts, excluded.event_id, excluded.digest)
-    > (topology.version_ts, topology.event_id, topology.digest)
-"""
-
-
-def merge_topology(con: sqlite3.Connection, rows: Sequence[TopoRow]) -> None:
-    """Keep, per topology item, the newest of the stored row and ``rows`` (in the
-    caller's transaction)."""
-    if rows:
-        con.executemany(
-            _UPSERT_TOPOLOGY,
-            [(r.target, r.kind, r.item, r.version_ts, r.event_id, r.digest,
-              orjson.dumps(r.payload).decode()) for r in rows],
-        )  # fmt: skip
-
-
 def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
     """Index the topo events an older index already holds (once, when the table is new).
 
@@ -418,7 +393,7 @@ def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
         return
     con.execute("BEGIN IMMEDIATE")
     try:
-        merge_topology(con, rows_of_events(load_events(directory, rows)))
+        graph.merge_topology(con, rows_of_events(load_events(directory, rows)))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -447,7 +422,7 @@ def rekey_topology(con: sqlite3.Connection, directory: Path) -> bool:
                 f"SELECT {EVENT_COLS} FROM events WHERE event_type IN ({marks}) ORDER BY gid",
                 tuple(sorted(TOPOLOGY_TYPES)),
             ).fetchall()
-            merge_topology(con, rows_of_events(load_events(directory, rows)))
+            graph.merge_topology(con, rows_of_events(load_events(directory, rows)))
         con.execute(f"PRAGMA user_version = {TOPOLOGY_KEYS_VERSION}")
         con.execute("COMMIT")
     except BaseException:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from storage.base import StoredEvent
-from storage.ndjson import log
+from storage.ndjson import log, spans
 from storage.projection import ARTIFACT, ATTEMPT, DEPENDS_ON, LAST_SEEN, PRODUCED, TASK
 from storage.readside import (
     FAILURE_TYPES_SQL,
@@ -50,10 +50,8 @@ from storage.views import (
 )
 
 EVENT_COLS = "gid, partition, offset, length, digest"
-# The node columns the listings filter on, spelt as the index expressions of
-# storage.ndjson.index (SQLite uses an expression index only for the same expression).
-NODE_TARGET = "COALESCE(json_extract(vals, '$.target'), json_extract(vals, '$.target_id'))"
-NODE_STATUS = "json_extract(vals, '$.status')"
+# The node columns the listings filter on (storage.ndjson.graph fills them)
+LISTED_COLUMNS = ("target", "status")
 # Node types the API lists (newest first, filtered by target and status): each has its
 # partial indexes, which SQLite uses only when the query names the type as a literal.
 LISTED_TYPES = (ATTEMPT, TASK)
@@ -96,10 +94,10 @@ def _newest_nodes(
     where: list[str] = [f"type = '{node_type}'"]
     args: list[Any] = []
     if target is not None:
-        where.append(f"{NODE_TARGET} = ?")
+        where.append("target = ?")
         args.append(target)
     if status is not None:
-        where.append(f"{NODE_STATUS} = ?")
+        where.append("status = ?")
         args.append(status)
     if cursor is not None:
         where.append("rowid < ?")
@@ -210,14 +208,17 @@ def list_events(
         if not isinstance(decoded, int):  # a position vector: PostgreSQL issued it
             raise InvalidCursor("cursor is not one this store issued")
         args[0] = decoded
-    for column, value in filters.items():
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    rows = con.execute(
-        f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY gid LIMIT ?",
-        (*args, limit + 1),
-    ).fetchall()
+    given = {column: value for column, value in filters.items() if value is not None}
+    target = given.get("target")
+    if target is not None and not given.keys() & _NARROWER:
+        del given["target"]
+        sql = spans.events_sql(EVENT_COLS, list(given))
+        args = [target, args[0], args[0], *given.values()]
+    else:
+        where += [f"{column} = ?" for column in given]
+        args += given.values()
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY gid LIMIT ?"
+    rows = con.execute(sql, (*args, limit + 1)).fetchall()
     page = rows[:limit]
     if not page:
         return Page[EventView](items=[], next_cursor=None, position=after or encode_cursor([0]))
@@ -226,6 +227,10 @@ def list_events(
     return Page[EventView](
         items=items, next_cursor=here if len(rows) > limit else None, position=here
     )
+
+
+# filters with an index that holds fewer events than a target's spans
+_NARROWER = frozenset({"task_id", "attempt_id"})
 
 
 # A list of ids as one JSON parameter: one statement whatever their number (no

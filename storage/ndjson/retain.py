@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from storage.base import LogStat, Retained
 from storage.chain import Checkpoint
 from storage.ndjson import index as idx
-from storage.ndjson import log
+from storage.ndjson import log, spans
 from storage.ndjson import read as rd
 from storage.retention import arrival, prefix_end, retain_partition
 
@@ -90,6 +90,7 @@ async def _step(
                 "DELETE FROM events WHERE partition = ? AND seq > ? AND seq <= ?",
                 (partition, after, point.seq),
             )
+            spans.forget_before(con)
             idx.set_checkpoint(con, partition, point, end)
             con.execute("COMMIT")
             return True

@@ -38,8 +38,8 @@ from storage.chain import (
     walk_start,
 )
 from storage.envelope import Envelope
+from storage.ndjson import graph, log
 from storage.ndjson import index as idx
-from storage.ndjson import log
 from storage.ndjson import read as rd
 from storage.ndjson import retain as ret
 from storage.ndjson import write as wr
@@ -479,16 +479,16 @@ class NdjsonStore:
             last = rows[-1][5]
 
     async def graph(self) -> Graph:
-        return await self._read(idx.read_graph)
+        return await self._read(graph.read_graph)
 
     async def rebuild_graph(self) -> int:
         events = [ev async for ev in self.iter_events()]
-        graph = fold(events)
+        folded = fold(events)
 
         def swap(con: sqlite3.Connection) -> None:
             con.execute("BEGIN IMMEDIATE")
             try:
-                idx.replace_graph(con, graph)
+                graph.replace_graph(con, folded)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -23,8 +23,8 @@ from storage import topology
 from storage.base import BatchResult, StorageCorrupt, StoredEvent
 from storage.chain import GENESIS_HASH, content_digest, digest_of, link_of
 from storage.envelope import Envelope
+from storage.ndjson import graph, log, spans
 from storage.ndjson import index as idx
-from storage.ndjson import log
 from storage.projection import PROJECTED_TYPES, fold
 from storage.revisions import Tally, sort_event
 from storage.schema import artifact_id_of, bundle_attempt
@@ -135,6 +135,7 @@ def _insert_events(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
             con.execute(sql, flat[start : start + width])
     if whole < len(rows):
         con.executemany(_INSERT_EVENTS + _EVENT_ROW, rows[whole:])
+    spans.record(con, rows)
 
 
 def _store_artifacts(con: sqlite3.Connection, envelopes: Sequence[Envelope]) -> None:
@@ -194,8 +195,8 @@ def recover(con: sqlite3.Connection, directory: Path, partition: int) -> None:
             seq, prev, size = ev.seq, ev.hash, offset + len(line)
     if events:
         _insert_events(con, rows)
-        idx.merge_graph(con, fold(events))
-        idx.merge_topology(con, topology.rows_of_events(events))
+        graph.merge_graph(con, fold(events))
+        graph.merge_topology(con, topology.rows_of_events(events))
         idx.set_head(con, partition, seq, prev, size)
 
 
@@ -225,10 +226,10 @@ def write_batch(
             if start != plan.start:  # offsets were planned from the indexed size
                 raise StorageCorrupt(f"{path.name} ends at {start}, the index says {plan.start}")
             _insert_events(con, plan.rows)
-            idx.merge_graph(con, fold(plan.projected))
+            graph.merge_graph(con, fold(plan.projected))
             idx.set_head(con, partition, plan.seq, plan.prev, size)
         _store_artifacts(con, envelopes)
-        idx.merge_topology(con, topology.rows_of_envelopes(envelopes))
+        graph.merge_topology(con, topology.rows_of_envelopes(envelopes))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

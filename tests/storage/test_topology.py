@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage.base import EventStore
+from storage.ndjson import graph as ndjson_graph
 from storage.ndjson import index as ndjson_index
 from storage.ndjson import read as ndjson_read
 from storage.ndjson.store import NdjsonStore
@@ -300,7 +301,7 @@ def test_sqlite_compares_versions_as_python_does(tmp_path: Path) -> None:
         for eid in ids:
             row = TopoRow("t", AREA, "i", "2026-01-01T00:00:00.000000Z", eid, "d", {"e": eid})
             con.execute("BEGIN")
-            ndjson_index.merge_topology(con, [row])
+            ndjson_graph.merge_topology(con, [row])
             con.execute("COMMIT")
         stored = con.execute("SELECT event_id FROM topology").fetchone()
         assert stored == (max(ids),)
