@@ -303,7 +303,7 @@ async def read_prepared(
     cost = estimate(raw)
     if cost.total > limits.share:
         raise _over_share(cost, limits.share)
-    if grant is not None:
+    if grant is not None and not grant.try_grow(cost.total):
         await grant.grow(cost.total)
     box = [raw]
     del raw
