@@ -35,7 +35,7 @@ from ingest.waiters import Waiters
 from storage.queue import ensure_partition_count
 from storage.redisconn import as_cluster
 from webcore.auth import TokenSet
-from webcore.middlewares import auth_middleware, error_middleware
+from webcore.middlewares import error_middleware
 from webcore.store_ctx import store_ctx
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,9 @@ def create_app(
     app = web.Application(
         client_max_size=settings.max_body_bytes + RAW_SLACK,
         middlewares=[
-            error_middleware(metrics, settings.retry_after_seconds),
-            auth_middleware(TokenSet.from_settings(settings)),
+            error_middleware(
+                metrics, settings.retry_after_seconds, TokenSet.from_settings(settings)
+            ),
         ],
     )
     app[RUNTIME_KEY] = rt

@@ -6,10 +6,12 @@ here, read and inflated by :mod:`ingest.upload`. JSON is parsed once by orjson.
 
 Memory: the body is read from the stream without aiohttp's cached copy (``request.read()``
 would keep it for the request's whole life, ``?wait=`` included) and dropped once parsed.
-A bundle of up to :data:`CHUNK_EVENTS` events is validated as one model, the common case
-and the fast path; a larger one is validated :data:`CHUNK_EVENTS` events at a time, each
-chunk's models encoded into entry JSON (:class:`ingest.entry.ChunkWriter`) and dropped
-before the next, with a yield to the event loop in between. Its peak memory is then the
+A bundle of up to :data:`CHUNK_EVENTS` events is validated in one pass, the common case
+and the fast path: into plain dicts (:mod:`ingest.plain`), or as one model when those
+refuse it (the model then names the errors); a larger one is validated
+:data:`CHUNK_EVENTS` events at a time, each chunk's models encoded into entry JSON
+(:class:`ingest.entry.ChunkWriter`) and dropped before the next, with a yield to the event
+loop in between. Its peak memory is then the
 body's parsed values plus one chunk of models plus the encoded entries, not a whole
 bundle of models (about 14 times the body). Error locations stay those of the whole
 bundle (``["events", 41327, "timestamp"]``).
@@ -23,6 +25,7 @@ whose normalised JSON exceeds ``LEVIATHAN_MAX_EVENT_BYTES`` is a 413 naming its 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ from pydantic import ValidationError
 from ingest.budget import Grant
 from ingest.cost import Cost, estimate
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
+from ingest.plain import PlainBundle, validate_plain
 from ingest.upload import (
     GZIP_MAGIC,
     RAW_SLACK,
@@ -79,7 +83,7 @@ class Prepared:
     bundle_id: str
     count: int
     size: int
-    bundle: Bundle | None = None
+    bundle: Bundle | PlainBundle | None = None
     chunks: list[bytes] | None = None
 
     def entries(
@@ -116,8 +120,9 @@ def event_too_large(index: int, size: int, max_event: int) -> PayloadTooLarge:
     )
 
 
-def _check_events(bundle: Bundle, max_event: int) -> None:
-    for index, event in enumerate(bundle.events):
+def _check_events(bundle: Bundle | PlainBundle, max_event: int) -> None:
+    events: Sequence[WireEvent | dict[str, Any]] = bundle.events
+    for index, event in enumerate(events):
         size = len(event_json(event, index))
         if size > max_event:
             raise event_too_large(index, size, max_event)
@@ -262,7 +267,8 @@ async def prepare(box: list[bytes | bytearray], limits: Limits) -> Prepared:
     size = len(body)
     del body  # the caller holds no reference: parsed, the text is no longer needed
     if events is None or len(events) <= CHUNK_EVENTS:
-        bundle = _validate(obj)
+        # the model decides whatever the plain validator does not accept
+        bundle = validate_plain(obj) or _validate(obj)
         return Prepared(bundle.bundle_id, len(bundle.events), size, bundle=bundle)
     prepared = await _validate_chunked(obj, events, limits.entry_max, limits.max_event)
     prepared.size = size
@@ -297,7 +303,7 @@ async def read_prepared(
     cost = estimate(raw)
     if cost.total > limits.share:
         raise _over_share(cost, limits.share)
-    if grant is not None:
+    if grant is not None and not grant.try_grow(cost.total):
         await grant.grow(cost.total)
     box = [raw]
     del raw

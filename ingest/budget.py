@@ -64,7 +64,11 @@ class Budget:
         self._waiters: deque[_Waiter] = deque()
 
     def reserve(self, nbytes: int = 0) -> Grant:
-        """``async with budget.reserve(n) as grant:`` — the bytes are held inside the block."""
+        """``async with budget.reserve(n) as grant:`` — the bytes are held inside the block.
+
+        A grant of no bytes holds nothing until it grows, so a caller may skip the ``async
+        with`` and :meth:`Grant.release` it in a ``finally`` instead (the ingest handler).
+        """
         return Grant(self, nbytes)
 
     async def acquire(self, nbytes: int, held: int = 0) -> int:
@@ -163,6 +167,20 @@ class Grant:
         nbytes = min(nbytes, self._budget.total)
         if nbytes > self.held:
             self.held += await self._budget.acquire(nbytes - self.held, self.held)
+
+    def try_grow(self, nbytes: int) -> bool:
+        """:meth:`grow` when it would not wait (nobody waits and the bytes fit), else False
+        and nothing taken: the usual request skips a coroutine per step."""
+        budget = self._budget
+        nbytes = min(nbytes, budget.total)
+        more = nbytes - self.held
+        if more <= 0:
+            return True
+        if budget._waiters or budget.used + more > budget.total:
+            return False
+        budget.used += more
+        self.held = nbytes
+        return True
 
     def release(self) -> None:
         if self.held:

@@ -20,9 +20,12 @@ a slice of the events (the artifacts on the first) plus the chunk fields of
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
+from ingest.plain import PlainBundle
 from storage.envelope import CHUNKED_VERSION, ENVELOPE_VERSION
 from storage.schema import Bundle, WireArtifact, WireEvent
 from webcore.errors import Unprocessable
@@ -43,24 +46,28 @@ def _model_fields(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def bundle_json(bundle: Bundle) -> bytes:
+def bundle_json(bundle: Bundle | PlainBundle) -> bytes:
     """The normalised bundle as JSON bytes, identical to ``bundle.model_dump_json()``.
 
     The events go to orjson as their ``__dict__`` list: one list comprehension instead of
-    a fallback call per event (``role_fields``, never serialised, is left out).
+    a fallback call per event (``role_fields``, never serialised, is left out); a
+    :class:`PlainBundle`'s events are those dicts already.
     """
-    fields = bundle.__dict__
+    if type(bundle) is PlainBundle:
+        events: list[dict[str, Any]] = bundle.events
+    else:
+        events = [ev.__dict__ for ev in bundle.events]
     data = {
-        "target": fields["target"],
-        "bundle_id": fields["bundle_id"],
-        "events": [ev.__dict__ for ev in fields["events"]],
-        "artifacts": fields["artifacts"],
+        "target": bundle.target,
+        "bundle_id": bundle.bundle_id,
+        "events": events,
+        "artifacts": bundle.artifacts,
     }
     return orjson.dumps(data, default=_model_fields, option=_OPTIONS)
 
 
 def entry_fields(
-    bundle: Bundle, token_label: str, received_at: float | None = None
+    bundle: Bundle | PlainBundle, token_label: str, received_at: float | None = None
 ) -> dict[bytes, bytes]:
     """The XADD field map of one bundle; same fields and bytes as ``storage.envelope.encode``."""
     try:
@@ -81,10 +88,12 @@ def entry_fields(
     }
 
 
-def event_json(event: WireEvent, index: int) -> bytes:
-    """One validated event as it appears inside :func:`bundle_json`'s ``events`` array."""
+def event_json(event: WireEvent | dict[str, Any], index: int) -> bytes:
+    """One validated event (a model, or a :class:`PlainBundle`'s dict) as it appears inside
+    :func:`bundle_json`'s ``events`` array."""
+    fields = event if type(event) is dict else event.__dict__
     try:
-        return orjson.dumps(event.__dict__, option=_OPTIONS)
+        return orjson.dumps(fields, option=_OPTIONS)
     except orjson.JSONEncodeError:
         raise Unprocessable(
             "Bundle is nested too deeply to be stored.",
@@ -102,7 +111,7 @@ class ChunkWriter:
     of its own.
     """
 
-    def __init__(self, header: Bundle, entry_max: int) -> None:
+    def __init__(self, header: Bundle | PlainBundle, entry_max: int) -> None:
         self._head = orjson.dumps({"target": header.target, "bundle_id": header.bundle_id})
         self._head = self._head[:-1] + b',"events":['
         artifacts = header.artifacts
@@ -130,10 +139,11 @@ class ChunkWriter:
         self._parts, self._size = [], 0
 
 
-def split_bundle(bundle: Bundle, entry_max: int) -> list[bytes]:
+def split_bundle(bundle: Bundle | PlainBundle, entry_max: int) -> list[bytes]:
     """The chunks of an already validated bundle (a few events that are large)."""
     writer = ChunkWriter(bundle, entry_max)
-    for index, event in enumerate(bundle.events):
+    events: Sequence[WireEvent | dict[str, Any]] = bundle.events
+    for index, event in enumerate(events):
         writer.add(event_json(event, index))
     return writer.finish()
 

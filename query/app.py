@@ -28,7 +28,7 @@ from query.routes import query_routes
 from query.settings import QuerySettings
 from storage.queue import resolve
 from webcore.auth import TokenSet
-from webcore.middlewares import auth_middleware, error_middleware
+from webcore.middlewares import error_middleware
 from webcore.store_ctx import STORE_OPEN_KEY, store_ctx
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,9 @@ def create_app(settings: QuerySettings, redis: Redis | None = None) -> web.Appli
     metrics = QueryMetrics()
     app = web.Application(
         middlewares=[
-            error_middleware(metrics, settings.retry_after_seconds),
-            auth_middleware(TokenSet.from_settings(settings)),
+            error_middleware(
+                metrics, settings.retry_after_seconds, TokenSet.from_settings(settings)
+            ),
         ],
     )
     app[SETTINGS_KEY] = settings

@@ -1,17 +1,18 @@
 """Error, metrics and auth middlewares of both HTTP tiers (docs/operations.md).
 
-Pipeline position: every request passes errors → auth → handler. Auth checks the bearer
-token and then the role the matched route requires (:func:`webcore.roles.required_role`). The
-error middleware is the only place a client error becomes a response: ``{"detail",
-"errors"}`` JSON with the right status and headers; an unexpected exception is logged and
-answered with a generic 500 that reveals nothing. It also records every request's final
-status and latency.
+Pipeline position: every request passes errors → auth → handler, errors and auth being one
+middleware. Auth checks the bearer token and then the role the matched route requires
+(:func:`webcore.roles.required_role`). The error middleware is the only place a client
+error becomes a response: ``{"detail", "errors"}`` JSON with the right status and headers;
+an unexpected exception is logged and answered with a generic 500 that reveals nothing. It
+also records every request's final status and latency.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -111,15 +112,20 @@ def _http_error(metrics: RequestMetrics, exc: web.HTTPException) -> web.Response
     return response
 
 
-def error_middleware(metrics: RequestMetrics, retry_after: int = 1) -> Middleware:
-    """Client errors → JSON responses; every request's final status and latency recorded.
+def error_middleware(
+    metrics: RequestMetrics, retry_after: int = 1, tokens: TokenSet | None = None
+) -> Middleware:
+    """Client errors → JSON responses; every request's final status and latency recorded;
+    with ``tokens``, the auth of :func:`auth_middleware` too, inside the error handling.
 
-    One middleware for both because the status worth counting is the one this middleware
-    decides (an error's response), and each middleware level is a coroutine frame on every
-    request (bench.ingest: ~1% of the ingest's CPU per level). Storage that cannot be
-    reached (the read API's database down) is a 503 with ``Retry-After``, not a 500.
+    One middleware for all of it because the status worth counting is the one this
+    middleware decides (an error's response), and each middleware level is a coroutine
+    frame and a wrapper call on every request (callgrind, ingest: ~1% of its instructions
+    per level). Storage that cannot be reached (the read API's database down) is a 503 with
+    ``Retry-After``, not a 500.
     """
     record = _Recorder(metrics)
+    authorize = _authorizer(tokens) if tokens is not None else None
 
     def failed(request: web.Request, exc: Exception) -> web.Response:
         if isinstance(exc, IngestError):
@@ -135,6 +141,8 @@ def error_middleware(metrics: RequestMetrics, retry_after: int = 1) -> Middlewar
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            if authorize is not None:
+                authorize(request)
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -152,12 +160,14 @@ def error_middleware(metrics: RequestMetrics, retry_after: int = 1) -> Middlewar
     return errors
 
 
-def auth_middleware(tokens: TokenSet) -> Middleware:
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _authorizer(tokens: TokenSet) -> Callable[[web.Request], None]:
+    """The bearer token and the route's role, or Unauthorized/Forbidden; the token's label
+    goes on the request (:data:`TOKEN_LABEL`)."""
+
+    def authorize(request: web.Request) -> None:
         path = request.path
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return await handler(request)
+            return
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         presented = presented.strip()
         if not presented or scheme.lower() != "bearer":
@@ -175,6 +185,18 @@ def auth_middleware(tokens: TokenSet) -> Middleware:
                     f"that {request.method} {_route(request)} requires."
                 )
         request[TOKEN_LABEL] = grant.label
+
+    return authorize
+
+
+def auth_middleware(tokens: TokenSet) -> Middleware:
+    """The auth alone, as its own middleware (the apps pass ``tokens`` to
+    :func:`error_middleware` instead, one level less)."""
+    authorize = _authorizer(tokens)
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        authorize(request)
         return await handler(request)
 
     return auth

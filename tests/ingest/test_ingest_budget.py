@@ -89,6 +89,31 @@ async def test_grow_waits_for_the_difference_only() -> None:
     assert budget.used == 0
 
 
+async def test_try_grow_takes_only_what_fits_without_a_wait() -> None:
+    budget = Budget(100, wait=0.2, retry_after=1)
+    grant = budget.reserve()
+    assert grant.try_grow(60)
+    assert (grant.held, budget.used) == (60, 60)
+    assert grant.try_grow(10)  # never shrinks
+    assert grant.try_grow(1000)  # clamped to the budget: the 40 left
+    assert (grant.held, budget.used) == (100, 100)
+    grant.release()
+    other = budget.reserve()
+    assert other.try_grow(70)
+    assert not grant.try_grow(50)  # does not fit: nothing taken
+    assert (grant.held, budget.used) == (0, 70)
+    waiting = asyncio.create_task(grant.grow(50))
+    await asyncio.sleep(0)
+    third = budget.reserve()
+    assert not third.try_grow(1)  # fits, but someone waits first
+    assert (third.held, budget.used) == (0, 70)
+    other.release()
+    await waiting
+    assert (grant.held, budget.used) == (50, 50)
+    grant.release()
+    assert budget.used == 0
+
+
 async def test_a_slow_upload_holds_what_it_sent_and_a_full_budget_means_503(
     aiohttp_client: ClientFactory,
 ) -> None:
