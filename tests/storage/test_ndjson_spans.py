@@ -208,7 +208,8 @@ async def test_an_index_from_before_spans_is_migrated_at_open(tmp_path: Path) ->
     try:
         assert {t: await _pages(store, 3, target=t) for t in TARGETS} == before
         again = await store.list_attempts(target="repo-b", status="failed", limit=100)
-        assert again.items == attempts.items and attempts.items
+        assert attempts.items
+        assert again.items == attempts.items
         await _write(store, [(2, [("repo-a", 40, "failed")])])  # and it takes new batches
         await _check_target_reads(store, 2)
         await _check_listings(store)
