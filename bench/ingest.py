@@ -8,7 +8,7 @@ each, round by round (a, b, c alternate so a slow spell of a shared machine hits
 three), with the server process's CPU time per request during the load (from /proc),
 then medians and the ratios c/a and b/a:
 
-  (a) validate-only: the same body parsing/validation, no Redis;
+  (a) validate-only: the real handler's body reading, parsing and validation, no Redis;
   (b) naive: one XADD round trip per request;
   (c) the real ingest app (auth, metrics, backpressure, group-commit publisher).
 
@@ -39,8 +39,7 @@ from redis.asyncio import Redis
 
 from bench.machine import cpu_seconds
 from ingest.app import HANDLER_ARGS, create_app
-from ingest.body import read_bundle
-from ingest.entry import entry_fields
+from ingest.body import Limits, read_prepared
 from ingest.handlers import json_bytes
 from ingest.settings import IngestSettings
 from storage.queue import StreamLayout
@@ -87,13 +86,16 @@ def _settings(redis_url: str) -> IngestSettings:
 def _simple_app(mode: str, redis_url: str) -> web.Application:
     layout = StreamLayout(prefix=PREFIX, partitions=PARTITIONS)
     redis = Redis.from_url(redis_url)
+    limits = Limits.of(_settings(redis_url))
 
     async def handle(request: web.Request) -> web.Response:
-        parsed, _ = await read_bundle(request, MAX + 65536, MAX, 10_000)
+        # the real handler's read, parse and validation (no budget)
+        prepared = await read_prepared(request, limits)
         if mode == "naive":
-            stream = layout.stream(layout.partition_of(parsed.bundle_id))
-            await redis.xadd(stream, entry_fields(parsed, "tok-bench"))
-        body = {"status": "accepted", "bundle_id": parsed.bundle_id, "ingested": len(parsed.events)}
+            stream = layout.stream(layout.partition_of(prepared.bundle_id))
+            for fields in prepared.entries("tok-bench", limits.entry_max, limits.max_event):
+                await redis.xadd(stream, fields)
+        body = {"status": "accepted", "bundle_id": prepared.bundle_id, "ingested": prepared.count}
         return json_bytes(body, status=202)  # the real handler's response, same cost
 
     app = web.Application(client_max_size=MAX + 65536)

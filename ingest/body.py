@@ -37,6 +37,7 @@ from ingest.budget import Grant
 from ingest.cost import Cost, estimate
 from ingest.entry import ChunkWriter, chunk_fields, entry_fields, event_json, split_bundle
 from ingest.plain import PlainBundle, validate_plain
+from ingest.settings import IngestSettings
 from ingest.upload import (
     GZIP_MAGIC,
     RAW_SLACK,
@@ -74,6 +75,17 @@ class Limits:
     @property
     def max_raw(self) -> int:
         return self.max_body + RAW_SLACK
+
+    @classmethod
+    def of(cls, settings: IngestSettings) -> Limits:
+        return cls(
+            settings.max_body_bytes,
+            settings.max_events,
+            settings.entry_max_bytes,
+            settings.body_timeout_seconds,
+            settings.max_event_bytes,
+            settings.request_share,
+        )
 
 
 @dataclass(slots=True)

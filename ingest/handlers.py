@@ -160,14 +160,7 @@ def ingest_routes(rt: Runtime) -> web.RouteTableDef:
     settings = rt.settings
     layout = settings.layout  # a property that builds a new StreamLayout on every access
     streams = layout.streams()
-    limits = Limits(
-        settings.max_body_bytes,
-        settings.max_events,
-        settings.entry_max_bytes,
-        settings.body_timeout_seconds,
-        settings.max_event_bytes,
-        settings.request_share,
-    )
+    limits = Limits.of(settings)
 
     @routes.post("/v1/events/ingest")
     @requires(Role.INGEST)
