@@ -50,12 +50,9 @@ CREATE TABLE IF NOT EXISTS events (
 EVENT_INDEXES = (
     "CREATE UNIQUE INDEX IF NOT EXISTS events_revision ON events(event_id, revision)",
     "CREATE UNIQUE INDEX IF NOT EXISTS events_pseq ON events(partition, seq)",
-    "CREATE INDEX IF NOT EXISTS events_attempt ON events(attempt_id)",
-    "CREATE INDEX IF NOT EXISTS events_task ON events(task_id)",
+    # the type filter of /v1/events (target, task and attempt have spans); each entry ends
+    # in the rowid (gid), so ``event_type = ? AND gid > ? ORDER BY gid`` is one range of it
     "CREATE INDEX IF NOT EXISTS events_type ON events(event_type)",
-    # every other filter of /v1/events has its index (the target has its spans); each
-    # entry ends in the rowid (gid), so ``column = ? AND gid > ? ORDER BY gid`` is one
-    # range of it
     # /v1/failures, newest first: only failure events have an entry
     f"CREATE INDEX IF NOT EXISTS events_failures ON events(gid) WHERE {FAILURE_TYPES_SQL}",
 )
@@ -118,13 +115,14 @@ CREATE TABLE IF NOT EXISTS graph_counts (
         for column in LISTED_COLUMNS
     )
     + """
--- /v1/events?target=: each run of a batch's events with one target (consecutive gids)
--- is one row, where an index of events(target) took an entry per event
-CREATE TABLE IF NOT EXISTS target_spans (
-    target TEXT NOT NULL,
+-- where the events of a target, task or attempt lie: each run of a batch's events with
+-- one value (consecutive gids) is one row, where an index took an entry per event (spans.py)
+CREATE TABLE IF NOT EXISTS event_spans (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
     last_gid INTEGER NOT NULL,
     first_gid INTEGER NOT NULL,
-    PRIMARY KEY (target, last_gid)
+    PRIMARY KEY (kind, value, last_gid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS artifacts (
     rid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -150,6 +148,9 @@ CREATE TABLE IF NOT EXISTS topology (
 ) WITHOUT ROWID;
 """
 )
+
+# per-event indexes of index files made before spans replaced them
+SPANNED_INDEXES = ("events_target", "events_task", "events_attempt")
 
 INDEX_FILE = "index.sqlite3"
 PAGE_SIZE = 16384
@@ -177,12 +178,12 @@ def connect(directory: Path) -> sqlite3.Connection:
     con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     had_topology = _has_table(con, "topology")
     had_counts = _has_table(con, "graph_counts")
-    had_spans = _has_table(con, "target_spans")
+    had_spans = _has_table(con, "event_spans")
     migrate_revisions(con)
     migrate_listed_columns(con)
     con.executescript(SCHEMA)
-    if had_spans is None or _has_index(con, "events_target"):
-        rebuild_target_spans(con)
+    if had_spans is None or any(_has_index(con, name) for name in SPANNED_INDEXES):
+        rebuild_spans(con)
     if had_topology is None:
         backfill_topology(con, directory)
     rekey_topology(con, directory)
@@ -315,18 +316,21 @@ def migrate_listed_columns(con: sqlite3.Connection) -> bool:
     return True
 
 
-def rebuild_target_spans(con: sqlite3.Connection) -> None:
+def rebuild_spans(con: sqlite3.Connection) -> None:
     """Spans of every stored event, for an index file made before spans existed (it has
-    the per-event ``events(target)`` index, dropped here) or one a writer without spans
-    wrote to since (it made that index again)."""
+    per-event indexes of the spanned columns, dropped here) or one a writer without spans
+    wrote to since (it made those indexes again)."""
     if con.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None:
-        con.execute("DROP INDEX IF EXISTS events_target")
+        for name in SPANNED_INDEXES:
+            con.execute(f"DROP INDEX IF EXISTS {name}")
         return
     con.execute("BEGIN IMMEDIATE")
     try:
-        con.execute("DELETE FROM target_spans")
-        con.execute(spans.FROM_EVENTS)
-        con.execute("DROP INDEX IF EXISTS events_target")
+        con.execute("DELETE FROM event_spans")
+        for kind in spans.KINDS:
+            con.execute(spans.from_events(kind))
+        for name in SPANNED_INDEXES:
+            con.execute(f"DROP INDEX IF EXISTS {name}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

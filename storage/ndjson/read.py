@@ -137,7 +137,7 @@ def get_attempt(con: sqlite3.Connection, directory: Path, attempt_id: str) -> At
     if props is None:
         return None
     rows = con.execute(
-        f"SELECT {EVENT_COLS} FROM events WHERE attempt_id = ? ORDER BY gid", (attempt_id,)
+        spans.events_sql(EVENT_COLS, "attempt_id", [], limit=False), (attempt_id, 0, 0)
     ).fetchall()
     events = load_events(directory, rows)
     bundle_rows = [
@@ -209,11 +209,11 @@ def list_events(
             raise InvalidCursor("cursor is not one this store issued")
         args[0] = decoded
     given = {column: value for column, value in filters.items() if value is not None}
-    target = given.get("target")
-    if target is not None and not given.keys() & _NARROWER:
-        del given["target"]
-        sql = spans.events_sql(EVENT_COLS, list(given))
-        args = [target, args[0], args[0], *given.values()]
+    kind = next((k for k in spans.KINDS if k in given), None)
+    if kind is not None:  # the most selective spanned filter's spans
+        value = given.pop(kind)
+        sql = spans.events_sql(EVENT_COLS, kind, list(given))
+        args = [value, args[0], args[0], *given.values()]
     else:
         where += [f"{column} = ?" for column in given]
         args += given.values()
@@ -227,10 +227,6 @@ def list_events(
     return Page[EventView](
         items=items, next_cursor=here if len(rows) > limit else None, position=here
     )
-
-
-# filters with an index that holds fewer events than a target's spans
-_NARROWER = frozenset({"task_id", "attempt_id"})
 
 
 # A list of ids as one JSON parameter: one statement whatever their number (no

@@ -490,7 +490,7 @@ async def test_index_file_from_before_revisions_is_migrated_in_place(tmp_path: P
         indexes = {r[1] for r in con.execute("PRAGMA index_list(events)")}
         con.close()
         assert "revision" in columns
-        assert {"events_revision", "events_pseq", "events_attempt", "events_task"} <= indexes
+        assert {"events_revision", "events_pseq", "events_type"} <= indexes
         events = [e async for e in store.iter_events()]
         assert [(e.seq, e.revision) for e in events] == [(i, 1) for i in range(1, 6)]
         assert all(e.digest for e in events)

@@ -1,10 +1,11 @@
-"""NDJSON target spans and listed node columns: what ``?target=`` and the listings read.
+"""NDJSON event spans and listed node columns: what the reads by target, task and attempt
+and the listings read.
 
-A target's events are found through one span per run of a batch's events with that target,
-and attempts and tasks are filtered on plain ``target``/``status`` columns kept by each
-merge. These tests check both against the stored events and properties themselves, after
-writes in any order with repeated ids, after retention, and on an index file made before
-either existed (migrated at open).
+The events of a target, task or attempt are found through one span per run of a batch's
+events with that value, and attempts and tasks are filtered on plain ``target``/``status``
+columns kept by each merge. These tests check both against the stored events and
+properties themselves, after writes in any order with repeated ids, after retention,
+and on an index file made before either existed (migrated at open).
 """
 
 from __future__ import annotations
@@ -77,14 +78,41 @@ def _key(e: EventView) -> tuple[str, int]:
     return (e.event_id, e.revision)
 
 
+def _payload_id(e: EventView, name: str) -> Any:
+    value = e.payload.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _matches(e: EventView, given: dict[str, str]) -> bool:
+    """What the index stores: the bundle's target and the event's type; a payload's task
+    and attempt ids when they are strings."""
+    for name, value in given.items():
+        actual = getattr(e, name) if name in ("target", "event_type") else _payload_id(e, name)
+        if actual != value:
+            return False
+    return True
+
+
 async def _check_target_reads(store: NdjsonStore, limit: int) -> None:
+    """Every spanned filter, alone and with the others, pages exactly the matching events
+    in log order; an attempt's page lists its events in the same order."""
     every = await _pages(store, 1000)
-    for target in TARGETS:
-        expected = [_key(e) for e in every if e.target == target]
-        assert [_key(e) for e in await _pages(store, limit, target=target)] == expected
-        failed = [_key(e) for e in every if e.target == target and e.event_type == "attempt.failed"]
-        got = await _pages(store, limit, target=target, event_type="attempt.failed")
-        assert [_key(e) for e in got] == failed
+    tasks = sorted({t for e in every if (t := _payload_id(e, "task_id"))})
+    attempts = sorted({a for e in every if (a := _payload_id(e, "attempt_id"))})
+    filters: list[dict[str, str]] = [{"target": t} for t in TARGETS]
+    filters += [{"target": t, "event_type": "attempt.failed"} for t in TARGETS]
+    filters += [{"task_id": t} for t in tasks[:3]]
+    filters += [{"attempt_id": a} for a in attempts[:3]]
+    filters += [{"attempt_id": a, "target": TARGETS[0], "task_id": "task-1"} for a in attempts[:3]]
+    for chosen in filters:
+        expected = [_key(e) for e in every if _matches(e, chosen)]
+        got = await _pages(store, limit, **chosen)
+        assert [_key(e) for e in got] == expected, chosen
+    for attempt_id in attempts[:3]:
+        detail = await store.get_attempt(attempt_id)
+        assert detail is not None
+        mine = [_key(e) for e in every if _payload_id(e, "attempt_id") == attempt_id]
+        assert [_key(e) for e in detail.events] == mine
 
 
 def _check_listed_columns(directory: Path) -> None:
@@ -147,9 +175,9 @@ async def test_spans_below_the_oldest_kept_event_go_with_retention(tmp_path: Pat
     try:
         oldest = con.execute("SELECT min(gid) FROM events").fetchone()[0]
         assert con.execute(
-            "SELECT count(*) FROM target_spans WHERE last_gid < ?", (oldest,)
+            "SELECT count(*) FROM event_spans WHERE last_gid < ?", (oldest,)
         ).fetchone() == (0,)
-        assert con.execute("SELECT count(*) FROM target_spans").fetchone()[0] > 0
+        assert con.execute("SELECT count(*) FROM event_spans").fetchone()[0] > 0
     finally:
         con.close()
 
@@ -163,7 +191,7 @@ _OLD_STATUS = "json_extract(vals, '$.status')"
 def _as_before_spans(directory: Path) -> None:
     con = sqlite3.connect(directory / ndjson_index.INDEX_FILE, isolation_level=None)
     try:
-        con.execute("DROP TABLE target_spans")
+        con.execute("DROP TABLE event_spans")
         for t in ("attempt", "task"):
             for column in ("target", "status"):
                 con.execute(f"DROP INDEX nodes_{t}_by_{column}")
@@ -174,7 +202,8 @@ def _as_before_spans(directory: Path) -> None:
                 con.execute(
                     f"CREATE INDEX nodes_{t.lower()}_{column} ON nodes({expr}) WHERE type = '{t}'"
                 )
-        con.execute("CREATE INDEX events_target ON events(target)")
+        for column in ("target", "task_id", "attempt_id"):
+            con.execute(f"CREATE INDEX events_{column.removesuffix('_id')} ON events({column})")
     finally:
         con.close()
 
@@ -216,7 +245,7 @@ async def test_an_index_from_before_spans_is_migrated_at_open(tmp_path: Path) ->
     finally:
         await store.close()
     names = _indexes(tmp_path)
-    assert "events_target" not in names
+    assert not {"events_target", "events_task", "events_attempt"} & names
     assert not {"nodes_attempt_target", "nodes_attempt_status", "nodes_task_target"} & names
     assert {"nodes_attempt_by_target", "nodes_task_by_status"} <= names
     _check_listed_columns(tmp_path)
