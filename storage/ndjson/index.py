@@ -11,7 +11,8 @@ callers run it in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,19 @@ def connect(directory: Path) -> sqlite3.Connection:
     return con
 
 
+@contextmanager
+def immediate(con: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction taken at once (``BEGIN IMMEDIATE``): committed when the block
+    ends, a return included, and rolled back on any exception."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def _has_table(con: sqlite3.Connection, name: str) -> Any:
     return con.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
@@ -207,18 +221,13 @@ def _has_index(con: sqlite3.Connection, name: str) -> Any:
 def backfill_counts(con: sqlite3.Connection) -> None:
     """Count the graph an index made before ``graph_counts`` holds (once, when the table
     is new; a second process doing it at the same time writes the same numbers)."""
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         con.execute("DELETE FROM graph_counts")
         con.execute(
             "INSERT INTO graph_counts(kind, type, n) "
             "SELECT 'node', type, count(*) FROM nodes GROUP BY type "
             "UNION ALL SELECT 'edge', type, count(*) FROM edges GROUP BY type"
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def connect_reader(directory: Path, busy_ms: int = 30_000) -> sqlite3.Connection:
@@ -253,10 +262,8 @@ def migrate_revisions(con: sqlite3.Connection) -> bool:
     """
     if not _needs_revisions(con):  # the usual open: no write lock taken
         return False
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         if not _needs_revisions(con):  # another process migrated it meanwhile
-            con.execute("ROLLBACK")
             return False
         con.execute("ALTER TABLE events RENAME TO events_v1")
         for (name,) in con.execute(
@@ -272,10 +279,6 @@ def migrate_revisions(con: sqlite3.Connection) -> bool:
         con.execute("DROP TABLE events_v1")
         for statement in EVENT_INDEXES:
             con.execute(statement)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return True
 
 
@@ -291,10 +294,8 @@ def migrate_listed_columns(con: sqlite3.Connection) -> bool:
     the old file as it was."""
     if not _needs_listed_columns(con):  # the usual open: no write lock taken
         return False
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         if not _needs_listed_columns(con):  # another process migrated it meanwhile
-            con.execute("ROLLBACK")
             return False
         for column in LISTED_COLUMNS:
             con.execute(f"ALTER TABLE nodes ADD COLUMN {column} TEXT")
@@ -309,10 +310,6 @@ def migrate_listed_columns(con: sqlite3.Connection) -> bool:
                     for node_id, vals in rows.fetchall()
                 ],
             )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return True
 
 
@@ -324,17 +321,12 @@ def rebuild_spans(con: sqlite3.Connection) -> None:
         for name in SPANNED_INDEXES:
             con.execute(f"DROP INDEX IF EXISTS {name}")
         return
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         con.execute("DELETE FROM event_spans")
         for kind in spans.KINDS:
             con.execute(spans.from_events(kind))
         for name in SPANNED_INDEXES:
             con.execute(f"DROP INDEX IF EXISTS {name}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def stored_digests(con: sqlite3.Connection, event_ids: Sequence[str]) -> Known:
@@ -395,13 +387,8 @@ def backfill_topology(con: sqlite3.Connection, directory: Path) -> None:
     ).fetchall()
     if not rows:
         return
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         graph.merge_topology(con, rows_of_events(load_events(directory, rows)))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 # PRAGMA user_version of an index whose topology items are bounded in bytes
@@ -415,8 +402,7 @@ def rekey_topology(con: sqlite3.Connection, directory: Path) -> bool:
     does. True if the file needed it."""
     if con.execute("PRAGMA user_version").fetchone()[0] >= TOPOLOGY_KEYS_VERSION:
         return False  # the usual open: no write lock taken
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(con):
         over = con.execute(
             "DELETE FROM topology WHERE length(CAST(item AS BLOB)) > ?", (MAX_ITEM_BYTES,)
         ).rowcount
@@ -428,8 +414,4 @@ def rekey_topology(con: sqlite3.Connection, directory: Path) -> bool:
             ).fetchall()
             graph.merge_topology(con, rows_of_events(load_events(directory, rows)))
         con.execute(f"PRAGMA user_version = {TOPOLOGY_KEYS_VERSION}")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return True

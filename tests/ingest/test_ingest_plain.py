@@ -19,7 +19,7 @@ from ingest.entry import bundle_json, event_json
 from ingest.plain import validate_plain
 from storage.schema import Bundle
 from tests.storage.test_schema_edges import _bundle
-from tests.storage.test_schema_equivalence import EQUIVALENCE, _roles, _stamps
+from tests.storage.test_schema_equivalence import EQUIVALENCE, _roles, _stamps, dressed
 
 
 def _model(obj: Any) -> Bundle | None:
@@ -34,11 +34,7 @@ def _model(obj: Any) -> Bundle | None:
 def test_plain_accepts_as_the_model_does_with_the_same_bytes(
     raw: dict[str, Any], roles: list[dict[str, Any]], stamps: list[Any]
 ) -> None:
-    events = raw["events"]
-    for i, extra in enumerate(roles):
-        events[i % len(events)]["payload"].update(extra)
-    for i, stamp in enumerate(stamps[: len(events)]):
-        events[i]["timestamp"] = stamp
+    dressed(raw, roles, stamps)
     try:
         body = orjson.dumps(raw)
     except TypeError:  # an integer past 64 bits: no body parses into one

@@ -100,6 +100,15 @@ def _as_body(raw: dict[str, Any]) -> bytes | None:
         return None
 
 
+def dressed(raw: dict[str, Any], roles: list[dict[str, Any]], stamps: list[Any]) -> None:
+    """``raw``'s events given the role fields (round robin) and timestamps drawn."""
+    events = raw["events"]
+    for i, extra in enumerate(roles):
+        events[i % len(events)]["payload"].update(extra)
+    for i, stamp in enumerate(stamps[: len(events)]):
+        events[i]["timestamp"] = stamp
+
+
 @EQUIVALENCE
 @given(raw=_bundle)
 def test_edge_bundles_validate_as_the_reference_does(raw: dict[str, Any]) -> None:
@@ -111,11 +120,7 @@ def test_edge_bundles_validate_as_the_reference_does(raw: dict[str, Any]) -> Non
 def test_role_fields_and_timestamps_validate_as_the_reference_does(
     raw: dict[str, Any], roles: list[dict[str, Any]], stamps: list[Any]
 ) -> None:
-    events = raw["events"]
-    for i, extra in enumerate(roles):
-        events[i % len(events)]["payload"].update(extra)
-    for i, stamp in enumerate(stamps[: len(events)]):
-        events[i]["timestamp"] = stamp
+    dressed(raw, roles, stamps)
     _same(raw)
     body = _as_body(raw)
     if body is not None:
