@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -177,18 +176,18 @@ def connect(directory: Path) -> sqlite3.Connection:
     # from the OS that the previous one had just written (drain +5% with 64 MB). Pages
     # are cached as they are read, so a small index uses no more than its size.
     con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    had_topology = _has_table(con, "topology")
-    had_counts = _has_table(con, "graph_counts")
-    had_spans = _has_table(con, "event_spans")
+    had_topology = _has(con, "table", "topology")
+    had_counts = _has(con, "table", "graph_counts")
+    had_spans = _has(con, "table", "event_spans")
     migrate_revisions(con)
     migrate_listed_columns(con)
     con.executescript(SCHEMA)
-    if had_spans is None or any(_has_index(con, name) for name in SPANNED_INDEXES):
+    if not had_spans or any(_has(con, "index", name) for name in SPANNED_INDEXES):
         rebuild_spans(con)
-    if had_topology is None:
+    if not had_topology:
         backfill_topology(con, directory)
     rekey_topology(con, directory)
-    if had_counts is None:
+    if not had_counts:
         backfill_counts(con)
     return con
 
@@ -206,16 +205,12 @@ def immediate(con: sqlite3.Connection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
-def _has_table(con: sqlite3.Connection, name: str) -> Any:
-    return con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+def _has(con: sqlite3.Connection, kind: str, name: str) -> bool:
+    """Whether the file has the table or index (``kind``) of that name."""
+    found = con.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?", (kind, name)
     ).fetchone()
-
-
-def _has_index(con: sqlite3.Connection, name: str) -> Any:
-    return con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
-    ).fetchone()
+    return found is not None
 
 
 def backfill_counts(con: sqlite3.Connection) -> None:

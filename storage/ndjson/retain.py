@@ -80,23 +80,17 @@ async def _step(
     end = int(row[2]) + int(row[3])
 
     def apply(con: sqlite3.Connection) -> bool:
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with idx.immediate(con):
             found = idx.checkpoint(con, partition)
             if (found[0].seq if found else 0) != after:  # another retain ran meanwhile
-                con.execute("ROLLBACK")
-                return False
+                return False  # nothing written: the empty transaction commits
             con.execute(
                 "DELETE FROM events WHERE partition = ? AND seq > ? AND seq <= ?",
                 (partition, after, point.seq),
             )
             spans.forget_before(con)
             idx.set_checkpoint(con, partition, point, end)
-            con.execute("COMMIT")
             return True
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     if not await store._run(store._locked(apply)):
         return None

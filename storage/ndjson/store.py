@@ -211,15 +211,10 @@ class NdjsonStore:
 
     def _run_sync_recovery(self) -> None:
         def recover_all(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with idx.immediate(con):
                 found = {log.partition_of_path(p) for p in self.directory.glob("events-*.ndjson")}
                 for partition in sorted(p for p in found if p is not None):
                     wr.recover(con, self.directory, partition)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
         with self._mu:
             assert self._con is not None
@@ -486,13 +481,8 @@ class NdjsonStore:
         folded = fold(events)
 
         def swap(con: sqlite3.Connection) -> None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with idx.immediate(con):
                 graph.replace_graph(con, folded)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
         await self._run(self._locked(swap))
         return len(events)
