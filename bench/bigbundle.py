@@ -39,7 +39,8 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from bench.stack import _wait_http, free_port, peak_rss_mib
+from bench.stack import _wait_http, peak_rss_mib
+from leviathan_cp.ports import free_port
 from storage.queue import GROUP, StreamLayout
 
 TOKEN = "bench-token"

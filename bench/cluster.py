@@ -35,9 +35,10 @@ import orjson
 from bench.consumer import drain
 from bench.streams import EVENTS_PER_BUNDLE, bundle
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from storage.config import StorageSettings
 from tests.cluster_support import RedisClusterServers
-from tests.consumer.process_support import ROOT, free_port
+from tests.consumer.process_support import ROOT
 
 TOKEN = "bench-cluster-token-0123456789"
 TOPOLOGIES = ("single", "cluster")

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,11 @@ import aiohttp
 from redis.asyncio import Redis
 
 from bench.streams import EVENTS_PER_BUNDLE, backlog, bundle
+from leviathan_cp.ports import free_port
 from storage.queue import StreamLayout
 
 TOKEN = "bench-token-0123456789abcdef"
 P99_TARGET_MS = 250
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -123,7 +117,7 @@ async def _phases(api: str, redis: Redis, layout: StreamLayout, burst: int, seco
 async def run(redis_url: str, burst: int = 2000, seconds: float = 5.0) -> None:
     prefix = f"bench:e2e:{uuid.uuid4().hex[:8]}"
     layout = StreamLayout(prefix=prefix, partitions=8)
-    api_port = _port()
+    api_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIATHAN_", "POSTGRES_"))}
         env.update(
@@ -135,7 +129,7 @@ async def run(redis_url: str, burst: int = 2000, seconds: float = 5.0) -> None:
             LEVIATHAN_CONTROL_PLANE_TOKEN=TOKEN,
             LEVIATHAN_API_HOST="127.0.0.1",
             LEVIATHAN_API_PORT=str(api_port),
-            LEVIATHAN_CONSUMER_PORT=str(_port()),
+            LEVIATHAN_CONSUMER_PORT=str(free_port()),
             LEVIATHAN_CONSUMER_HOST="127.0.0.1",
         )
         procs = [_start(m, env, Path(tmp) / f"{m}.log") for m in ("ingest", "consumer")]

@@ -37,6 +37,7 @@ from consumer.forwarder.settings import SpiderSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from storage.config import create_store
 from storage.queue import StreamLayout
 
@@ -51,12 +52,6 @@ def serve_sink(port: int) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/events/ingest", ingest)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def spider_backlog(redis: Redis, layout: StreamLayout) -> int:

@@ -42,6 +42,7 @@ from ingest.app import HANDLER_ARGS, create_app
 from ingest.body import Limits, read_prepared
 from ingest.handlers import json_bytes
 from ingest.settings import IngestSettings
+from leviathan_cp.ports import free_port
 from storage.queue import StreamLayout
 from webcore.serve import tune_gc
 
@@ -214,13 +215,6 @@ async def _clean(redis_url: str) -> None:
         await redis.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -237,7 +231,7 @@ def measure(
 ) -> tuple[float, float, float, float]:
     """events/s, p50 ms, p99 ms, and the server's CPU µs per request during the load."""
     asyncio.run(_clean(redis_url))
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "bench.ingest", "--serve", mode, "--port", str(port)]
     proc = subprocess.Popen(cmd, env={**os.environ, "LEVIATHAN_BENCH_REDIS_URL": redis_url})
     try:

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from aiohttp import web
 
 from bench.machine import cpu_seconds, cpu_seconds_named
 from bench.seeding import fill_with_bursts, write_grouped
+from leviathan_cp.ports import free_port
 from query.app import mount
 from query.deps import QueryDeps
 from storage.base import EventStore
@@ -200,12 +200,6 @@ def _cpu(servers: list[Any], writer: Any) -> dict[str, float]:
         "client": cpu_seconds(os.getpid()),
         "postgres": cpu_seconds_named("postgres"),  # 0 on NDJSON (a quiet server's own)
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _answers(base: str) -> bool:

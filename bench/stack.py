@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,11 +24,7 @@ from types import TracebackType
 import aiohttp
 import asyncpg
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from leviathan_cp.ports import free_port
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -37,7 +37,8 @@ import orjson
 from filelock import FileLock, Timeout
 
 from leviathan_cp import devpostgres, devstate
-from leviathan_cp.devqueue import DevQueue, QueueError, free_port, redact, start_queue, wait_drained
+from leviathan_cp.devqueue import DevQueue, QueueError, redact, start_queue, wait_drained
+from leviathan_cp.ports import free_port
 from storage.queue import DEFAULT_PREFIX, GROUP, StreamLayout
 
 STOP_TIMEOUT_S = 60.0

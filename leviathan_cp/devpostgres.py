@@ -26,7 +26,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from leviathan_cp.devqueue import QueueError, free_port, wait_for_port
+from leviathan_cp.devqueue import QueueError, wait_for_port
+from leviathan_cp.ports import free_port
 
 SERVICE_USER = "postgres"
 

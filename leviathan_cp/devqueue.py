@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from leviathan_cp.ports import free_port
+
 AOF_MANIFEST = Path("appendonlydir") / "appendonly.aof.manifest"
 
 
@@ -93,13 +95,6 @@ def _refuse_leftover(pidfile: Path, redis_dir: Path) -> None:
             f"a redis-server left by an earlier dev (pid {pid}) still uses {redis_dir}: "
             f"stop it (kill {pid}) and start dev again"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(

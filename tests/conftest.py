@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis.asyncio as aioredis
 
+from leviathan_cp.ports import free_port
 from tests.cluster_support import RedisClusterServers
 from tests.topology import QueueTopology, on_cluster, single_node
 
@@ -82,7 +83,7 @@ def test_redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.chaos.chaos_support import Child, wait_port
 
     workdir = tmp_path_factory.mktemp("test-redis")
-    port = _free_port()
+    port = free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
     argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
     child = Child(f"test-redis-{port}", argv, workdir / "redis.log", dict(os.environ))
@@ -92,12 +93,6 @@ def test_redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         child.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

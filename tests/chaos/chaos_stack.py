@@ -22,9 +22,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from storage.queue import GROUP, StreamLayout, resolve
 from tests.chaos.chaos_support import Child, tier_argv
-from tests.consumer.process_support import backlog, free_port
+from tests.consumer.process_support import backlog
 from tests.topology import QueueTopology
 
 TOKEN = "chaos-token-0123456789abcdef"

@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.consumer.process_support import ROOT, free_port
+from leviathan_cp.ports import free_port
+from tests.consumer.process_support import ROOT
 
 _PR_SET_PDEATHSIG = 1
 

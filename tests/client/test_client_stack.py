@@ -30,10 +30,11 @@ from leviathan_client.retry import Backoff
 from leviathan_client.spool import pending_files
 from leviathan_client.transport import Answer
 
+from leviathan_cp.ports import free_port
 from storage.config import create_store
 from tests.client.worker import EVENTS_PER_BUNDLE, TOKEN, expected_ids, make_bundle
 from tests.consumer.conftest import make_settings
-from tests.consumer.process_support import ROOT, consumer_env, free_port, start_consumer
+from tests.consumer.process_support import ROOT, consumer_env, start_consumer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

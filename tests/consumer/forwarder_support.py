@@ -22,8 +22,9 @@ from consumer.forwarder.forward import Forwarder
 from consumer.forwarder.http import ENTRY_HEADER
 from consumer.forwarder.metrics import SpiderMetrics
 from consumer.forwarder.settings import SpiderSettings
+from leviathan_cp.ports import free_port
 from storage.queue import StreamLayout, resolve
-from tests.consumer.process_support import free_port, wait_for
+from tests.consumer.process_support import wait_for
 
 
 @dataclass

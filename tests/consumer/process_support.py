@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from storage.envelope import encode
 from storage.queue import GROUP, StreamLayout, resolve
 from storage.schema import Bundle
 from tests import factories as f
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def consumer_env(settings: ConsumerSettings, redis_url: str, **extra: str) -> dict[str, str]:

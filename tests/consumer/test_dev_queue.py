@@ -17,6 +17,7 @@ import pytest
 from fakeredis import TcpFakeServer
 from redis.asyncio import Redis
 
+from leviathan_cp.ports import free_port
 from storage.config import create_store
 from tests.consumer.conftest import make_settings
 from tests.consumer.process_support import (
@@ -24,7 +25,6 @@ from tests.consumer.process_support import (
     bundles,
     consumer_env,
     event_ids,
-    free_port,
     prefill,
     start_consumer,
     wait_for,

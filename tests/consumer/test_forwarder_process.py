@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from leviathan_cp.ports import free_port
 from storage.config import create_store
 from storage.queue import resolve
 from tests.consumer.conftest import make_settings
@@ -29,7 +30,6 @@ from tests.consumer.process_support import (
     bundles,
     consumer_env,
     event_ids,
-    free_port,
     prefill,
     start_consumer,
     wait_for,

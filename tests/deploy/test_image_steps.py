@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from leviathan_cp.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # The Dockerfile's pip steps with the builder's paths (WORKDIR /src, /wheels); the test runs
@@ -47,13 +48,6 @@ def test_the_dockerfile_runs_the_steps_this_test_replays() -> None:
     assert any(f"/opt/venv/bin/pip {' '.join(INSTALL)}" in line for line in lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _healthz(port: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +73,7 @@ def test_wheel_installs_into_fresh_venv_and_both_tiers_are_healthy(
     venv_pip = [str(venv / "bin" / "pip"), "-q"]
     subprocess.run([*venv_pip, *_in_builder(INSTALL, wheels)], check=True)
     entry = str(venv / "bin" / "leviathan-cp")
-    api_port, health_port = _free_port(), _free_port()
+    api_port, health_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIATHAN_", "PYTHON"))}
     env.update(
         {

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from tests.consumer.conftest import make_settings
 from tests.consumer.process_support import (
     ROOT,
     consumer_env,
-    free_port,
     start_consumer,
 )
 

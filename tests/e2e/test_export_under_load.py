@@ -21,13 +21,13 @@ import pytest
 from redis.asyncio import Redis
 
 from consumer.settings import ConsumerSettings
+from leviathan_cp.ports import free_port
 from storage.config import create_store
 from tests import factories as f
 from tests.consumer.process_support import (
     ROOT,
     backlog,
     consumer_env,
-    free_port,
     prefill,
     start_consumer,
     wait_for,

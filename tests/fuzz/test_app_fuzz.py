@@ -25,21 +25,16 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from leviathan_cp.ports import free_port
 from tests.fuzz.conftest import FUZZ
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "fuzz-Secret-Token-9f8e7d6c5b4a"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Ingest:
     def __init__(self, tmp: Path) -> None:
-        self.redis_port, self.port = _port(), _port()
+        self.redis_port, self.port = free_port(), free_port()
         self.log = tmp / "ingest.log"
         self.redis = subprocess.Popen(
             [

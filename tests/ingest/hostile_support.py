@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from leviathan_cp.ports import free_port
 from storage.queue import StreamLayout
 from tests.chaos.chaos_support import Child
-from tests.consumer.process_support import free_port
 from tests.factories import body, event
 
 TOKEN = "hostile-token"

@@ -14,19 +14,13 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from leviathan_cp.ports import free_port
 from storage.envelope import decode
 from storage.queue import StreamLayout, resolve
 from tests.ingest.ingest_support import AUTH, TOKEN, bundle_body, raw
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = StreamLayout(prefix="ingest-proc-test", partitions=4)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -123,7 +117,7 @@ async def _wait_up(
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_sigterm_mid_burst_keeps_every_accepted_bundle(redis_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = _env(
         LEVIATHAN_CONTROL_PLANE_TOKEN=TOKEN,
         LEVIATHAN_REDIS_URL=redis_url,

@@ -20,14 +20,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from leviathan_cp.ports import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _post(url: str, body: bytes, token: str) -> tuple[int, bytes]:
@@ -106,7 +101,7 @@ def test_dev_stores_posted_bundle_and_exits_cleanly(tmp_path: Path, queue: str) 
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     env = _env(home, port)
     if queue == "fakeredis":
         env["PATH"] = _path_without_redis(tmp_path)
@@ -195,7 +190,7 @@ def test_second_dev_in_the_folder_refuses_and_tools_use_the_state_file(tmp_path:
     home, work, other = tmp_path / "home", tmp_path / "work", tmp_path / "other"
     for d in (home, work, other):
         d.mkdir()
-    port = _free_port()
+    port = free_port()
     env = _env(home, port)
     first = _start_dev(work, env)
     try:
@@ -208,7 +203,7 @@ def test_second_dev_in_the_folder_refuses_and_tools_use_the_state_file(tmp_path:
         assert state["data_dir"] == str((work / ".leviathan" / "data").resolve())
 
         # same folder, another port: refused at once, before a second queue touches the AOF
-        again = _cli(work, _env(home, _free_port()), "dev")
+        again = _cli(work, _env(home, free_port()), "dev")
         assert again.returncode == 2
         assert again.stdout == ""
         assert again.stderr == (
@@ -263,7 +258,7 @@ def test_a_damaged_queue_file_is_one_line_naming_the_fix(
     from leviathan_cp.dev import run
 
     monkeypatch.delenv("LEVIATHAN_REDIS_URL", raising=False)
-    monkeypatch.setenv("LEVIATHAN_API_PORT", str(_free_port()))
+    monkeypatch.setenv("LEVIATHAN_API_PORT", str(free_port()))
     base = tmp_path / "work" / ".leviathan"
     manifest = _damaged_aof(base / "redis")
     assert run(base, tmp_path) == 2
@@ -278,9 +273,9 @@ def test_an_unreachable_redis_url_is_one_line_naming_it(
 ) -> None:
     from leviathan_cp.dev import run
 
-    closed = _free_port()
+    closed = free_port()
     monkeypatch.setenv("LEVIATHAN_REDIS_URL", f"redis://:hunter2@127.0.0.1:{closed}/0")
-    monkeypatch.setenv("LEVIATHAN_API_PORT", str(_free_port()))
+    monkeypatch.setenv("LEVIATHAN_API_PORT", str(free_port()))
     assert run(tmp_path / "work" / ".leviathan", tmp_path) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -322,7 +317,7 @@ def test_a_leftover_redis_server_on_the_queue_files_is_refused(
     redis_dir.mkdir(parents=True)
     pidfile = redis_dir / "redis.pid"
     leftover = subprocess.Popen(
-        [binary, "--port", str(_free_port()), "--bind", "127.0.0.1", "--dir", str(redis_dir),
+        [binary, "--port", str(free_port()), "--bind", "127.0.0.1", "--dir", str(redis_dir),
          "--pidfile", str(pidfile), "--appendonly", "yes", "--save", ""],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -332,7 +327,7 @@ def test_a_leftover_redis_server_on_the_queue_files_is_refused(
         while not pidfile.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         monkeypatch.delenv("LEVIATHAN_REDIS_URL", raising=False)
-        monkeypatch.setenv("LEVIATHAN_API_PORT", str(_free_port()))
+        monkeypatch.setenv("LEVIATHAN_API_PORT", str(free_port()))
         assert run(base, tmp_path) == 2
     finally:
         leftover.terminate()

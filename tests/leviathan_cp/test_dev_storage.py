@@ -23,8 +23,9 @@ import pytest
 from redis.asyncio import Redis
 
 from leviathan_cp import devpostgres
+from leviathan_cp.ports import free_port
 from storage.queue import GROUP, StreamLayout
-from tests.leviathan_cp.test_dev import _end, _env, _free_port, _post, _start_dev, _wait_banner
+from tests.leviathan_cp.test_dev import _end, _env, _post, _start_dev, _wait_banner
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +63,7 @@ def test_dev_with_the_postgres_backend_stores_in_postgres(
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     env = _env(home, port)
     env.update({"LEVIATHAN_CONTROL_PLANE_BACKEND": "postgres", "POSTGRES_DSN": postgres_url})
     proc = _start_dev(work, env)
@@ -93,7 +94,7 @@ def test_dev_postgres_runs_a_private_cluster_in_the_folder() -> None:
         home, work = root / "home", root / "work"
         home.mkdir()
         work.mkdir()
-        port = _free_port()
+        port = free_port()
         proc = _start_dev(work, _env(home, port), "--postgres")
         try:
             banner = _wait_banner(proc, 120)
@@ -128,7 +129,7 @@ def test_dev_postgres_as_root_in_a_closed_folder_is_one_line(
     from leviathan_cp.dev import run
 
     monkeypatch.delenv("LEVIATHAN_REDIS_URL", raising=False)
-    monkeypatch.setenv("LEVIATHAN_API_PORT", str(_free_port()))
+    monkeypatch.setenv("LEVIATHAN_API_PORT", str(free_port()))
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     assert run(closed / "work" / ".leviathan", tmp_path, private_postgres=True) == 2
@@ -163,7 +164,7 @@ def test_ctrl_c_with_a_phantom_lag_returns_at_once_and_says_nothing_is_queued(
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = _start_dev(work, _env(home, port))
     try:
         _wait_banner(proc, 60)

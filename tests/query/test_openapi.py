@@ -7,7 +7,6 @@ synchronously (requests); each API operation gets a bounded number of generated 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from pytest_aiohttp import AiohttpClient
 from schemathesis import checks
 from schemathesis.generation.case import Case
 
+from leviathan_cp.ports import free_port
 from query.openapi import build_document
 from storage.config import StorageSettings, create_store
 from tests.query.query_support import AUTH, PARTITIONS, query_app, seed
@@ -60,16 +60,10 @@ async def test_document_is_served_without_auth(
         await client.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, test_redis_base: str) -> Iterator[str]:
     """A seeded NDJSON-backed app served on a real port from a background thread."""
-    port = _free_port()
+    port = free_port()
     started = threading.Event()
     loop = asyncio.new_event_loop()
     stop = loop.create_future()

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from leviathan_cp.ports import free_port
 from storage.config import StorageSettings, create_store
 from tests.ingest.ingest_support import bundle_body, raw
 from tests.query.query_support import LAYOUT, seed
@@ -28,14 +29,6 @@ TOKEN = "query-process-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(redis_url: str, data: Path, port: int, **extra: str) -> dict[str, str]:
@@ -109,7 +102,7 @@ async def _serve(command: str, env: dict[str, str], log: Path) -> AsyncIterator[
 @pytest.fixture
 async def query_url(tmp_path: Path, redis_url: str) -> AsyncIterator[str]:
     data = await _seeded(tmp_path)
-    env = _env(redis_url, data, _free_port())
+    env = _env(redis_url, data, free_port())
     async for base in _serve("query", env, tmp_path / "query.log"):
         yield base
 
@@ -153,7 +146,7 @@ async def test_query_tier_refuses_every_write(query_url: str) -> None:
 
 async def test_ingest_without_reads_serves_writes_only(tmp_path: Path, redis_url: str) -> None:
     data = await _seeded(tmp_path)
-    env = _env(redis_url, data, _free_port(), LEVIATHAN_INGEST_SERVE_READS="false")
+    env = _env(redis_url, data, free_port(), LEVIATHAN_INGEST_SERVE_READS="false")
     async for base in _serve("ingest", env, tmp_path / "ingest.log"):
         async with aiohttp.ClientSession() as session:
             body = raw(bundle_body("writes-only", n=2))
