@@ -51,17 +51,26 @@ def _bindable(port: int, host: str) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port on ``host`` that nothing listens on, outside the ephemeral range if it can be."""
-    ranges = candidate_ranges(ephemeral_range())
-    if ranges:
+def free_port(host: str = "127.0.0.1", *, paired: int = 0) -> int:
+    """A port on ``host`` that nothing listens on, outside the ephemeral range if it can be.
+
+    With ``paired``, ``port + paired`` is free and outside that range too (a Redis Cluster
+    node listens on its port and on its bus port, 10000 above).
+    """
+    outside = candidate_ranges(ephemeral_range())
+    if outside:
         pick = random.SystemRandom()
         for _ in range(ATTEMPTS):
-            port = pick.choice(ranges[0])
-            if _bindable(port, host):
+            port = pick.choice(outside[0])
+            if paired and not any(port + paired in r for r in outside):
+                continue
+            if _bindable(port, host) and (not paired or _bindable(port + paired, host)):
                 return port
     # A kernel whose ephemeral range covers every port: take what it hands out.
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        found: int = sock.getsockname()[1]
-        return found
+    for _ in range(ATTEMPTS):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            found: int = sock.getsockname()[1]
+        if not paired or (found + paired < 65536 and _bindable(found + paired, host)):
+            return found
+    raise RuntimeError(f"no free port on {host} with a free port {paired} above it")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+from leviathan_cp.ports import free_port
 from tests.chaos.chaos_support import Child, wait_port
 
 MASTERS = 3
@@ -23,28 +23,11 @@ REPLICAS_PER_MASTER = 1
 NODE_TIMEOUT_MS = 2000  # a failed master is replaced by its replica within a few seconds
 
 
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free as well."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + 10000 >= 65536:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
 class ClusterNode:
     """One ``redis-server`` in cluster mode; restartable on the same port and dir."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_cluster_port()
+        self.port = free_port(paired=10000)
         self.dir = workdir / str(self.port)
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]

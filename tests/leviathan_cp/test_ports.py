@@ -37,6 +37,16 @@ def test_free_port_is_outside_the_ephemeral_range_and_bindable() -> None:
             sock.bind(("127.0.0.1", port))
 
 
+def test_a_paired_port_has_its_partner_free_and_outside_the_range_too() -> None:
+    low, high = ports.ephemeral_range()
+    for _ in range(20):
+        port = ports.free_port(paired=10000)
+        for each in (port, port + 10000):
+            assert not low <= each <= high
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", each))
+
+
 def test_a_port_something_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -60,3 +70,5 @@ def test_a_kernel_with_no_port_outside_its_range_still_gets_one(
     monkeypatch.setattr(ports, "ephemeral_range", lambda: (1024, 65535))
     port = ports.free_port()
     assert 1024 <= port <= 65535
+    paired = ports.free_port(paired=10000)
+    assert paired + 10000 <= 65535
