@@ -24,7 +24,6 @@ from storage.readside import (
     encode_cursor,
     encode_event_cursor,
     failure_view,
-    latest_status,
     newest_first,
     node_view,
     recent_event,
@@ -239,22 +238,29 @@ SELECT p.id, p.vals, p.nid,
           AND e.src = p.id AND e.dst_type = '{task}') AS depends_on,
     ARRAY(SELECT e.src FROM edges e WHERE e.type = '{dep}' AND e.dst_type = '{task}'
           AND e.dst = p.id AND e.src_type = '{task}') AS dependents,
-    ARRAY(SELECT jsonb_build_array(a.id, {attempt}) FROM edges e
-          JOIN nodes a ON a.type = '{attempt_type}' AND a.id = e.src
-          WHERE e.type = '{dep}' AND e.dst_type = '{task}' AND e.dst = p.id
-          AND e.src_type = '{attempt_type}') AS attempts
+    {attempts}
 FROM page p ORDER BY p.nid DESC
 """
-# what of each attempt a list shows (its latest status), and what a task's page shows
-_LATEST = "a.vals->'status', a.vals->'last_seen'"
-_WHOLE = "a.vals"
+_ATTEMPTS_OF_TASK = f"""FROM edges e JOIN nodes a ON a.type = '{ATTEMPT}' AND a.id = e.src
+          WHERE e.type = '{DEPENDS_ON}' AND e.dst_type = '{TASK}' AND e.dst = p.id
+          AND e.src_type = '{ATTEMPT}'"""
+# A task's page shows its attempts whole.
+_WHOLE = f"ARRAY(SELECT jsonb_build_array(a.id, a.vals) {_ATTEMPTS_OF_TASK}) AS attempts"
+# A list shows each task's latest attempt status only: chosen here, in the order
+# readside.newest_first lists attempts (the shown time, short form when the microseconds
+# are zero, then the id; code point order like Python's, whatever the database's
+# collation), from the node's status and last_seen columns, which the merge keeps equal
+# to its properties. Reading five attempts' JSON per task and choosing in Python was
+# half of the list's time.
+_LATEST = f"""(SELECT a.status {_ATTEMPTS_OF_TASK}
+          ORDER BY replace(a.last_seen, '.000000Z', 'Z') COLLATE "C" DESC,
+                   a.id COLLATE "C" DESC LIMIT 1) AS latest"""
 
 
-def _tasks_sql(where: str, limit: int, attempt: str) -> str:
+def _tasks_sql(where: str, limit: int, attempts: str) -> str:
     return TASKS_PAGE.format(
-        where=where, limit=int(limit), attempt=attempt,
-        dep=DEPENDS_ON, task=TASK, attempt_type=ATTEMPT,
-    )  # fmt: skip
+        where=where, limit=int(limit), attempts=attempts, dep=DEPENDS_ON, task=TASK
+    )
 
 
 def _summary(r: asyncpg.Record, latest: str | None) -> TaskSummary:
@@ -281,7 +287,7 @@ async def list_tasks(
         where += f" AND nid < ${len(args)}"
     rows = await con.fetch(_tasks_sql(where, limit + 1, _LATEST), *args)
     next_cursor = encode_cursor([rows[limit - 1]["nid"]]) if len(rows) > limit else None
-    items = [_summary(r, latest_status(r["attempts"])) for r in rows[:limit]]
+    items = [_summary(r, r["latest"]) for r in rows[:limit]]
     return Page[TaskSummary](items=items, next_cursor=next_cursor)
 
 

@@ -276,9 +276,12 @@ async def test_task_list_agrees_with_each_task(store: EventStore) -> None:
         f.attempt_lifecycle("att-new", "task-multi", outcome="failed", start=500),
         f.attempt_lifecycle("att-tie-a", "task-tie", outcome="failed", start=900),
         f.attempt_lifecycle("att-tie-b", "task-tie", start=900),
+        # last seen in the same second, one on the whole second (shown without microseconds)
+        f.attempt_lifecycle("att-frac-a", "task-frac", outcome="failed", start=1037.25),
+        f.attempt_lifecycle("att-frac-b", "task-frac", start=1000),
         f.tasks_with_dependencies(),
     ]
-    for task in ("task-multi", "task-tie"):
+    for task in ("task-multi", "task-tie", "task-frac"):
         bodies.append(
             f.body(
                 "leviathan-demo",
@@ -289,7 +292,7 @@ async def test_task_list_agrees_with_each_task(store: EventStore) -> None:
     for n, raw in enumerate(bodies):
         await store.write_batch(n % 2, [env(raw, n)])
     listed = (await store.list_tasks(limit=100)).items
-    assert {t.task_id for t in listed} >= {"task-multi", "task-tie", "task-docs-1"}
+    assert {t.task_id for t in listed} >= {"task-multi", "task-tie", "task-frac", "task-docs-1"}
     for summary in listed:
         detail = await store.get_task(summary.task_id)
         assert detail is not None
