@@ -8,7 +8,8 @@ HTTP on localhost over either backend, while another process writes through
 
 For each size the store is seeded from scratch: attempt lifecycles (up to ``--attempts``,
 at most a tenth of the size, each with its task's ``task.created``) over 20 targets,
-then bootstrap bursts of ``file.discovered`` events up to the size. Then ``--readers``
+then bootstrap bursts of ``file.discovered`` events up to the size; a PostgreSQL store is
+then vacuumed and read into the OS cache (:func:`settle`). Then ``--readers``
 clients issue ``--requests`` requests each, round robin over every read endpoint (random
 attempts, tasks, targets and cursors), while the writer commits a 20-bundle batch of new
 attempts every ``--write-interval`` seconds; p50/p99/mean per endpoint are printed, with
@@ -124,6 +125,35 @@ def _write(settings: StorageSettings, interval: float, stop: EventType, done: An
 # -- the readers ---------------------------------------------------------------------
 
 
+async def settle(dsn: str) -> None:
+    """Bring the freshly seeded database to the state a live one of its size is in.
+
+    VACUUM (ANALYZE) does what autovacuum does after a bulk load (on a server that runs it,
+    it would otherwise start in the middle of the measurement; on one that does not, the
+    readers would walk the seed's dead row versions). The tables and indexes are then read
+    into the operating system's cache (pg_prewarm): a store that has been serving has its
+    working set in memory, and a read that waits for the disk measures the disk.
+    """
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute("VACUUM (ANALYZE)")
+        try:
+            await con.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        except asyncpg.PostgresError as exc:
+            print(f"not warmed (pg_prewarm: {exc}); the first reads go to the disk")
+            return
+        blocks = await con.fetchval(
+            "SELECT sum(pg_prewarm(c.oid, 'read')) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i')"
+        )
+        size = await con.fetchval("SELECT current_setting('block_size')::bigint")
+        print(f"vacuumed; {int(blocks or 0) * size / 2**20:,.0f} MiB of tables and indexes "
+              "read into the OS cache", flush=True)  # fmt: skip
+    finally:
+        await con.close()
+
+
 async def _positions(settings: StorageSettings, store: EventStore) -> Draw:
     """A random ``/v1/events`` cursor of the backend's kind."""
     if settings.backend == "postgres":
@@ -229,9 +259,7 @@ async def one_size(args: argparse.Namespace, size: int) -> None:
             await store.close()
         if settings.backend == "postgres":
             assert settings.postgres_dsn is not None
-            con = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
-            await con.execute("ANALYZE")
-            await con.close()
+            await settle(settings.postgres_dsn.get_secret_value())
         ctx = multiprocessing.get_context("spawn")
         stop, port, done = ctx.Event(), ctx.Value("i", free_port()), ctx.Value("q", 0)
         servers = [ctx.Process(target=_serve, args=(settings, port, stop))
