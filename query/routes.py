@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from query.autonomy import handle_autonomy_status
 from query.chaincheck import PREFIXES_KEY
@@ -25,6 +25,7 @@ from query.deps import DEPS_KEY
 from query.stats import handle_stats
 from query.topology import topology_routes
 from storage.views import EventView
+from webcore.fastjson import dumps, dumps_list
 from webcore.params import bad_param, int_param, limit_param, not_found, page_of, str_param
 from webcore.responses import (
     AttemptErrorList,
@@ -57,9 +58,13 @@ def _json_bytes(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
+def _model(body: BaseModel) -> web.Response:
+    return _json_bytes(dumps(body))
+
+
 async def graph_summary(request: web.Request) -> web.Response:
     summary = await request.app[STORE_KEY].graph_summary(SUMMARY_RECENT)
-    return _json(summary.model_dump_json())
+    return _model(summary)
 
 
 async def list_attempts(request: web.Request) -> web.Response:
@@ -77,9 +82,9 @@ async def list_attempts(request: web.Request) -> web.Response:
     if include == "error":
         items = [AttemptWithError(**a.model_dump(), error=a.error) for a in page.items]
         full = AttemptErrorList(attempts=items, count=len(items), next_cursor=page.next_cursor)
-        return _json(full.model_dump_json())
+        return _model(full)
     body = AttemptList(attempts=page.items, count=len(page.items), next_cursor=page.next_cursor)
-    return _json(body.model_dump_json())
+    return _model(body)
 
 
 async def get_attempt(request: web.Request) -> web.Response:
@@ -87,7 +92,7 @@ async def get_attempt(request: web.Request) -> web.Response:
     detail = await request.app[STORE_KEY].get_attempt(attempt_id)
     if detail is None:
         not_found("attempt", attempt_id)
-    return _json(detail.model_dump_json())
+    return _model(detail)
 
 
 async def list_failures(request: web.Request) -> web.Response:
@@ -99,7 +104,7 @@ async def list_failures(request: web.Request) -> web.Response:
         )
     )
     body = FailureList(failures=page.items, count=len(page.items), next_cursor=page.next_cursor)
-    return _json(body.model_dump_json())
+    return _model(body)
 
 
 async def recent_events(request: web.Request) -> web.Response:
@@ -107,7 +112,7 @@ async def recent_events(request: web.Request) -> web.Response:
     limit = limit_param(request, default=default, maximum=maximum)
     events = await request.app[STORE_KEY].recent_events(limit)
     # the events as /v1/events writes them, in one call into pydantic-core
-    return _json_bytes(EVENT_LIST.dump_json(events))
+    return _json_bytes(dumps_list(events, EVENT_LIST))
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -120,7 +125,7 @@ async def list_events(request: web.Request) -> web.Response:
     )
     # never null: at the end of the log, where it stands (a caught-up client polls on)
     cursor = page.next_cursor or page.position
-    return _json(EventPage(events=page.items, next_cursor=cursor).model_dump_json())
+    return _model(EventPage(events=page.items, next_cursor=cursor))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -133,7 +138,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         )
     )
     body = TaskList(tasks=page.items, count=len(page.items), next_cursor=page.next_cursor)
-    return _json(body.model_dump_json())
+    return _model(body)
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -141,7 +146,7 @@ async def get_task(request: web.Request) -> web.Response:
     detail = await request.app[STORE_KEY].get_task(task_id)
     if detail is None:
         not_found("task", task_id)
-    return _json(detail.model_dump_json())
+    return _model(detail)
 
 
 async def verify_chain(request: web.Request) -> web.Response:
@@ -155,7 +160,7 @@ async def verify_chain(request: web.Request) -> web.Response:
         return _json(orjson.dumps([s.model_dump(mode="json") for s in statuses]).decode())
     partitions = request.app[DEPS_KEY].layout.partitions
     partition = int_param(request, "partition", default=None, lo=0, hi=partitions - 1)
-    return _json((await prefixes.check(store, partition)).model_dump_json())
+    return _model(await prefixes.check(store, partition))
 
 
 def query_routes() -> list[web.RouteDef]:
