@@ -9,7 +9,8 @@ HTTP on localhost over either backend, while another process writes through
 For each size the store is seeded from scratch: attempt lifecycles (up to ``--attempts``,
 at most a tenth of the size, each with its task's ``task.created``) over 20 targets,
 then bootstrap bursts of ``file.discovered`` events up to the size; a PostgreSQL store is
-then vacuumed and read into the OS cache (:func:`settle`). Then ``--readers``
+then vacuumed and read into the OS cache (:func:`settle`), an NDJSON store's files are read
+into it (:func:`warm_files`). Then ``--readers``
 clients issue ``--requests`` requests each, round robin over every read endpoint (random
 attempts, tasks, targets and cursors), while the writer commits a 20-bundle batch of new
 attempts every ``--write-interval`` seconds; p50/p99/mean per endpoint are printed, with
@@ -154,6 +155,17 @@ async def settle(dsn: str) -> None:
         await con.close()
 
 
+def warm_files(directory: Path) -> None:
+    """Read an NDJSON store's files (logs and index) once, into the OS cache, as
+    :func:`settle` does for PostgreSQL: a store that has been serving has them there."""
+    total = 0
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    print(f"{total / 2**20:,.0f} MiB of log and index files read into the OS cache", flush=True)
+
+
 async def _positions(settings: StorageSettings, store: EventStore) -> Draw:
     """A random ``/v1/events`` cursor of the backend's kind."""
     if settings.backend == "postgres":
@@ -260,6 +272,9 @@ async def one_size(args: argparse.Namespace, size: int) -> None:
         if settings.backend == "postgres":
             assert settings.postgres_dsn is not None
             await settle(settings.postgres_dsn.get_secret_value())
+        else:
+            assert settings.ndjson_dir is not None
+            warm_files(settings.ndjson_dir)
         ctx = multiprocessing.get_context("spawn")
         stop, port, done = ctx.Event(), ctx.Value("i", free_port()), ctx.Value("q", 0)
         servers = [ctx.Process(target=_serve, args=(settings, port, stop))
