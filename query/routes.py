@@ -80,7 +80,7 @@ async def list_attempts(request: web.Request) -> web.Response:
         )
     )
     if include == "error":
-        items = [AttemptWithError(**a.model_dump(), error=a.error) for a in page.items]
+        items = [AttemptWithError(**a.__dict__) for a in page.items]  # error included
         full = AttemptErrorList(attempts=items, count=len(items), next_cursor=page.next_cursor)
         return _model(full)
     body = AttemptList(attempts=page.items, count=len(page.items), next_cursor=page.next_cursor)
