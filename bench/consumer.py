@@ -18,13 +18,11 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from bench import consumer_e2e
+from bench.scratchdb import scratch_database
 from bench.streams import EVENTS_PER_BUNDLE, backlog, prefill
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
@@ -67,21 +65,6 @@ async def drain(settings: ConsumerSettings, bundles: int) -> float:
         await redis.aclose()
 
 
-@asynccontextmanager
-async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
-    import asyncpg  # bench only; the product imports asyncpg in storage.postgres.store alone
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(admin_dsn)
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, "", ""))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def main(args: argparse.Namespace) -> None:
     prefix = f"bench:consumer:{uuid.uuid4().hex[:8]}"
     common: dict[str, Any] = {
@@ -102,7 +85,7 @@ async def main(args: argparse.Namespace) -> None:
     for round_ in range(1, args.rounds + 1):
         # backends alternate round by round: a shared host's slow spell hits both alike
         if not args.skip_postgres:
-            async with fresh_database(args.postgres_admin) as dsn:
+            async with scratch_database(args.postgres_admin, "consumer") as dsn:
                 settings = ConsumerSettings(backend="postgres", postgres_dsn=dsn, **common)
                 seconds = await drain(settings, args.bundles)
             rates["postgres"].append(total / seconds)

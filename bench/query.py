@@ -8,7 +8,8 @@ Seeding goes through ``PostgresStore.write_batch`` (the consumer's path: chain h
 dedup, projection) with big batches — 200 attempt bundles (1,000 events) per call, and
 bootstrap bursts of 1,000 events per call for the rest — into a fresh database
 ``leviathan_bench_query`` (kept between runs when it already holds the requested data;
-``--fresh`` drops it). Then p50/p99 of ``/v1/graph/summary``, ``/v1/attempts?limit=50``,
+``--fresh`` drops it; ``--scratch`` seeds a database of the run's own and drops it after,
+as the test suite's quick run does). Then p50/p99 of ``/v1/graph/summary``, ``/v1/attempts?limit=50``,
 ``/v1/attempts/{id}`` (random ids) and ``/v1/events?limit=100&after=<random cursor>`` are
 printed, followed by EXPLAIN (ANALYZE, BUFFERS) of the SQL those endpoints run (the same
 statements as storage/postgres/read.py and storage/postgres/store.py, repeated here to be
@@ -34,6 +35,7 @@ import asyncpg
 from aiohttp import web
 
 from bench import query_load, query_topology
+from bench.scratchdb import scratch_database
 from bench.seeding import fill_with_bursts, write_grouped
 from query.app import mount
 from query.deps import QueryDeps
@@ -182,6 +184,9 @@ async def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="drop and re-seed the database")
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database", default=DB, help="the seeded database (kept between runs)")
+    parser.add_argument(
+        "--scratch", action="store_true", help="seed a database of this run's own, dropped after"
+    )
     parser.add_argument("--topology", action="store_true", help="time the topology endpoints")
     parser.add_argument("--backend", choices=["ndjson", "postgres"], default="ndjson")
     parser.add_argument("--sizes", default="1000,1000000", help="log sizes (--topology, --load)")
@@ -199,11 +204,17 @@ async def main() -> None:
         await query_load.run(args)
         return
 
+    if args.scratch:
+        async with scratch_database(args.admin_dsn, "query") as db_dsn:
+            await single_reader(args, db_dsn)
+        return
     await prepare_db(args.admin_dsn, args.database, args.fresh)
+    await single_reader(args, dsn(args.admin_dsn, args.database))
+
+
+async def single_reader(args: argparse.Namespace, db_dsn: str) -> None:
     settings = StorageSettings(
-        backend="postgres",
-        postgres_dsn=dsn(args.admin_dsn, args.database),
-        partitions=LAYOUT.partitions,
+        backend="postgres", postgres_dsn=db_dsn, partitions=LAYOUT.partitions
     )
     store = create_store(settings)
     await store.open()
@@ -211,12 +222,13 @@ async def main() -> None:
         have = await store.count_events()
         if have < args.events:
             if have:
-                raise SystemExit(f"{args.database} holds {have:,} events; re-run with --fresh")
+                name = db_dsn.rsplit("/", 1)[-1]
+                raise SystemExit(f"{name} holds {have:,} events; re-run with --fresh")
             await seed(store, args.events, args.attempts)
         print(f"store holds {await store.count_events():,} events")
     finally:
         await store.close()
-    con = await asyncpg.connect(dsn(args.admin_dsn, args.database))
+    con = await asyncpg.connect(db_dsn)
     try:
         sample = "SELECT id FROM nodes WHERE type = $1 ORDER BY random() LIMIT 1000"
         ids = [r[0] for r in await con.fetch(sample, ATTEMPT)]
@@ -226,7 +238,7 @@ async def main() -> None:
     finally:
         await con.close()
     await measure(settings, args.requests, ids, heads)
-    await explain(dsn(args.admin_dsn, args.database), ids[0], max_gid // 2)
+    await explain(db_dsn, ids[0], max_gid // 2)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import asyncpg
 from aiohttp import web
 
 from bench.machine import cpu_seconds, cpu_seconds_named
+from bench.scratchdb import scratch_database
 from bench.seeding import fill_with_bursts, write_grouped
 from leviathan_cp.ports import free_port
 from query.app import mount
@@ -53,7 +54,6 @@ from webcore.serve import tune_gc
 from webcore.store_ctx import store_ctx
 
 LAYOUT = StreamLayout(partitions=8)
-DB = "leviathan_bench_query_load"
 TARGETS = 20
 
 Draw = Callable[[random.Random], str]  # a random path (or cursor) of one kind
@@ -260,76 +260,75 @@ def pct(values: list[float], q: float) -> float:
 async def one_size(args: argparse.Namespace, size: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lvt-query-load-"))
     try:
-        settings = await _settings(args, tmp)
-        store = create_store(settings)
-        await store.open()
-        attempts = attempts_for(size, args.attempts)
-        try:
-            written = await seed(store, size, attempts)
-            cursor = await _positions(settings, store)
-        finally:
-            await store.close()
-        if settings.backend == "postgres":
-            assert settings.postgres_dsn is not None
-            await settle(settings.postgres_dsn.get_secret_value())
-        else:
-            assert settings.ndjson_dir is not None
-            warm_files(settings.ndjson_dir)
-        ctx = multiprocessing.get_context("spawn")
-        stop, port, done = ctx.Event(), ctx.Value("i", free_port()), ctx.Value("q", 0)
-        servers = [ctx.Process(target=_serve, args=(settings, port, stop))
-                   for _ in range(args.servers)]  # fmt: skip
-        writer = ctx.Process(target=_write, args=(settings, args.write_interval, stop, done))
-        for proc in (*servers, writer):
-            proc.start()
-        try:
-            for _ in range(1200):  # the servers answer and the writer has committed
-                if done.value and await _answers(f"http://127.0.0.1:{port.value}"):
-                    break
-                await asyncio.sleep(0.1)
-            t0 = time.perf_counter()
-            cpu0 = _cpu(servers, writer)
-            samples = await read_load(
-                f"http://127.0.0.1:{port.value}", endpoints(attempts, cursor),
-                args.readers, args.requests,
-            )  # fmt: skip
-            took = time.perf_counter() - t0
-            cpu = {n: v - cpu0[n] for n, v in _cpu(servers, writer).items()}
-        finally:
-            stop.set()
-            for proc in (*servers, writer):
-                proc.join(60)
-                if proc.is_alive():
-                    proc.kill()
-        print(f"\n== {settings.backend}, {written:,} events in the log")
-        print(f"{attempts:,} attempts; {args.readers} readers, {args.servers} server "
-              f"process(es); the writer committed "
-              f"{done.value:,} events during the {took:.1f}s of reads")  # fmt: skip
-        n = sum(len(v) for v in samples.values())
-        # where the machine's time went: queueing behind CPU is what p99 measures here
-        print(f"CPU per request: servers {cpu['servers'] / n * 1e3:.2f} ms, PostgreSQL "
-              f"{cpu['postgres'] / n * 1e3:.2f} ms, writer {cpu['writer'] / n * 1e3:.2f} ms, "
-              f"this client {cpu['client'] / n * 1e3:.2f} ms; "
-              f"{sum(cpu.values()) / took:.2f} of {os.cpu_count()} cores busy")  # fmt: skip
-        print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
-        for name, values in samples.items():
-            print(f"{name:32} {pct(values, 0.5):8.2f} {pct(values, 0.99):8.2f} "
-                  f"{statistics.fmean(values):8.2f}")  # fmt: skip
+        if args.backend == "ndjson":
+            await measure_size(
+                args, size, StorageSettings(backend="ndjson", ndjson_dir=tmp / "log")
+            )
+        else:  # a million rows on a shared server: a database of this run's, not kept
+            async with scratch_database(args.admin_dsn, "query_load") as dsn:
+                settings = StorageSettings(
+                    backend="postgres", postgres_dsn=dsn, partitions=LAYOUT.partitions
+                )
+                await measure_size(args, size, settings)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _settings(args: argparse.Namespace, tmp: Path) -> StorageSettings:
-    if args.backend == "ndjson":
-        return StorageSettings(backend="ndjson", ndjson_dir=tmp / "log")
-    con = await asyncpg.connect(args.admin_dsn)
+async def measure_size(args: argparse.Namespace, size: int, settings: StorageSettings) -> None:
+    store = create_store(settings)
+    await store.open()
+    attempts = attempts_for(size, args.attempts)
     try:
-        await con.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        await con.execute(f'CREATE DATABASE "{DB}"')
+        written = await seed(store, size, attempts)
+        cursor = await _positions(settings, store)
     finally:
-        await con.close()
-    dsn = args.admin_dsn.rsplit("/", 1)[0] + "/" + DB
-    return StorageSettings(backend="postgres", postgres_dsn=dsn, partitions=LAYOUT.partitions)
+        await store.close()
+    if settings.backend == "postgres":
+        assert settings.postgres_dsn is not None
+        await settle(settings.postgres_dsn.get_secret_value())
+    else:
+        assert settings.ndjson_dir is not None
+        warm_files(settings.ndjson_dir)
+    ctx = multiprocessing.get_context("spawn")
+    stop, port, done = ctx.Event(), ctx.Value("i", free_port()), ctx.Value("q", 0)
+    servers = [ctx.Process(target=_serve, args=(settings, port, stop))
+               for _ in range(args.servers)]  # fmt: skip
+    writer = ctx.Process(target=_write, args=(settings, args.write_interval, stop, done))
+    for proc in (*servers, writer):
+        proc.start()
+    try:
+        for _ in range(1200):  # the servers answer and the writer has committed
+            if done.value and await _answers(f"http://127.0.0.1:{port.value}"):
+                break
+            await asyncio.sleep(0.1)
+        t0 = time.perf_counter()
+        cpu0 = _cpu(servers, writer)
+        samples = await read_load(
+            f"http://127.0.0.1:{port.value}", endpoints(attempts, cursor),
+            args.readers, args.requests,
+        )  # fmt: skip
+        took = time.perf_counter() - t0
+        cpu = {n: v - cpu0[n] for n, v in _cpu(servers, writer).items()}
+    finally:
+        stop.set()
+        for proc in (*servers, writer):
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+    print(f"\n== {settings.backend}, {written:,} events in the log")
+    print(f"{attempts:,} attempts; {args.readers} readers, {args.servers} server "
+          f"process(es); the writer committed "
+          f"{done.value:,} events during the {took:.1f}s of reads")  # fmt: skip
+    n = sum(len(v) for v in samples.values())
+    # where the machine's time went: queueing behind CPU is what p99 measures here
+    print(f"CPU per request: servers {cpu['servers'] / n * 1e3:.2f} ms, PostgreSQL "
+          f"{cpu['postgres'] / n * 1e3:.2f} ms, writer {cpu['writer'] / n * 1e3:.2f} ms, "
+          f"this client {cpu['client'] / n * 1e3:.2f} ms; "
+          f"{sum(cpu.values()) / took:.2f} of {os.cpu_count()} cores busy")  # fmt: skip
+    print(f"{'endpoint':32} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}  (n={n})")
+    for name, values in samples.items():
+        print(f"{name:32} {pct(values, 0.5):8.2f} {pct(values, 0.99):8.2f} "
+              f"{statistics.fmean(values):8.2f}")  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> None:

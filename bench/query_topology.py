@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.scratchdb import scratch_database
 from bench.seeding import fill_with_bursts
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
@@ -34,7 +35,6 @@ from tests.factories import envelope, topology_run
 
 LAYOUT = StreamLayout(partitions=8)
 TARGETS = 50
-DB = "leviathan_bench_topology"
 
 
 async def seed(store: EventStore, events: int) -> int:
@@ -92,37 +92,28 @@ async def explain_postgres(db_dsn: str) -> None:
 async def one_size(args: argparse.Namespace, size: int, measure: Any) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-topology-"))
     try:
-        if args.backend == "postgres":
-            admin = await asyncpg.connect(args.admin_dsn)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-                await admin.execute(f"CREATE DATABASE {DB}")
-            finally:
-                await admin.close()
-            db_dsn = args.admin_dsn.rsplit("/", 1)[0] + "/" + DB
-            settings = StorageSettings(backend="postgres", postgres_dsn=db_dsn, partitions=8)
+        if args.backend == "postgres":  # a million rows on a shared server: not kept
+            async with scratch_database(args.admin_dsn, "topology") as db_dsn:
+                settings = StorageSettings(backend="postgres", postgres_dsn=db_dsn, partitions=8)
+                await measure_size(settings, size, measure, args.requests)
+                await explain_postgres(db_dsn)
         else:
             settings = StorageSettings(backend="ndjson", ndjson_dir=tmp / "log", partitions=8)
-        store = create_store(settings)
-        await store.open()
-        try:
-            total = await seed(store, size)
-        finally:
-            await store.close()
-        print(f"\n== {args.backend}, {total:,} events in the log")
-        await measure(settings, paths(args.requests))
-        if args.backend == "postgres":
-            await explain_postgres(db_dsn)
-        else:
+            await measure_size(settings, size, measure, args.requests)
             explain_sqlite(tmp / "log")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if args.backend == "postgres":  # a million rows on a shared server: do not keep them
-            admin = await asyncpg.connect(args.admin_dsn)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-            finally:
-                await admin.close()
+
+
+async def measure_size(settings: StorageSettings, size: int, measure: Any, requests: int) -> None:
+    store = create_store(settings)
+    await store.open()
+    try:
+        total = await seed(store, size)
+    finally:
+        await store.close()
+    print(f"\n== {settings.backend}, {total:,} events in the log")
+    await measure(settings, paths(requests))
 
 
 async def run(args: argparse.Namespace, measure: Any) -> None:
