@@ -4,7 +4,7 @@ Pipeline position: measures the ``leviathan-cp export`` / ``import`` commands as
 runs them (each in its own process, so its peak RSS is its own, read with ``wait4``), over a
 synthetic export of N events (20-event worker bundles over 8 partitions). Run
 ``python -m bench.lifecycle [--events N] [--backend ndjson|postgres|both]
-[--admin-dsn DSN]``; PostgreSQL runs in a scratch ``lvt_bench_*`` database it drops after.
+[--admin-dsn DSN]``; PostgreSQL runs in a scratch ``lvt_lifecycle_*`` database it drops after.
 
 Per backend: import the file into an empty store, export it back (both must count N
 events), then the retention phase: a writer appends 500-event batches (the consumer's
@@ -23,14 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import orjson
 
+from bench import scratchdb
 from storage.base import EventStore
 from storage.config import StorageSettings, create_store
 from storage.envelope import Envelope
@@ -129,25 +127,6 @@ async def retention_phase(settings: StorageSettings, seconds: float) -> tuple[fl
     return statistics.median(alone), statistics.median(during) if during else 0.0, removed
 
 
-async def scratch(admin_dsn: str) -> str:
-    name = f"lvt_bench_{uuid.uuid4().hex[:8]}"
-    con = await asyncpg.connect(admin_dsn)
-    try:
-        await con.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await con.close()
-    parts = urlsplit(admin_dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-async def drop(admin_dsn: str, dsn: str) -> None:
-    con = await asyncpg.connect(admin_dsn)
-    try:
-        await con.execute(f'DROP DATABASE IF EXISTS "{urlsplit(dsn).path[1:]}" WITH (FORCE)')
-    finally:
-        await con.close()
-
-
 def one_backend(
     backend: str, source: Path, tmp: Path, events: int, dsn: str | None, seconds: float
 ) -> None:
@@ -194,12 +173,16 @@ def main(events: int, backends: list[str], admin_dsn: str, seconds: float) -> No
                 fh.write(line)
         print(f"source: {events:,} events, {source.stat().st_size / 1e6:.0f} MB")
         for backend in backends:
-            dsn = asyncio.run(scratch(admin_dsn)) if backend == "postgres" else None
+            dsn = (
+                asyncio.run(scratchdb.create(admin_dsn, "lifecycle"))
+                if backend == "postgres"
+                else None
+            )
             try:
                 one_backend(backend, source, tmp, events, dsn, seconds)
             finally:
                 if dsn is not None:
-                    asyncio.run(drop(admin_dsn, dsn))
+                    asyncio.run(scratchdb.drop(admin_dsn, dsn))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ dedup, projection) with big batches — 200 attempt bundles (1,000 events) per c
 bootstrap bursts of 1,000 events per call for the rest — into a fresh database
 ``leviathan_bench_query`` (kept between runs when it already holds the requested data;
 ``--fresh`` drops it; ``--scratch`` seeds a database of the run's own and drops it after,
-as the test suite's quick run does). Then p50/p99 of ``/v1/graph/summary``, ``/v1/attempts?limit=50``,
-``/v1/attempts/{id}`` (random ids) and ``/v1/events?limit=100&after=<random cursor>`` are
-printed, followed by EXPLAIN (ANALYZE, BUFFERS) of the SQL those endpoints run (the same
-statements as storage/postgres/read.py and storage/postgres/store.py, repeated here to be
-explained).
+as the test suite's quick run does). Then p50/p99 of ``/v1/graph/summary``,
+``/v1/attempts?limit=50``, ``/v1/attempts/{id}`` (random ids) and
+``/v1/events?limit=100&after=<random cursor>`` are printed, followed by EXPLAIN (ANALYZE,
+BUFFERS) of the SQL those endpoints run (the same statements as storage/postgres/read.py
+and storage/postgres/store.py, repeated here to be explained).
 
 ``--topology`` measures the topology endpoints instead, at each of ``--sizes`` on
 ``--backend`` (see :mod:`bench.query_topology`); ``--load`` measures every read endpoint

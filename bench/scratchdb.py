@@ -16,8 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 
-@asynccontextmanager
-async def scratch_database(admin_dsn: str, label: str = "bench") -> AsyncIterator[str]:
+async def create(admin_dsn: str, label: str = "bench") -> str:
     """The DSN of a new database ``lvt_<label>_<random>`` on ``admin_dsn``'s server."""
     name = f"lvt_{label}_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(admin_dsn)
@@ -26,11 +25,23 @@ async def scratch_database(admin_dsn: str, label: str = "bench") -> AsyncIterato
     finally:
         await admin.close()
     parts = urlsplit(admin_dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def drop(admin_dsn: str, dsn: str) -> None:
+    """Drop the database :func:`create` made for ``dsn``."""
+    admin = await asyncpg.connect(admin_dsn)
     try:
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(dsn).path[1:]}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@asynccontextmanager
+async def scratch_database(admin_dsn: str, label: str = "bench") -> AsyncIterator[str]:
+    """:func:`create`, then :func:`drop` however the block ends."""
+    dsn = await create(admin_dsn, label)
+    try:
+        yield dsn
+    finally:
+        await drop(admin_dsn, dsn)

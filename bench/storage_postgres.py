@@ -18,11 +18,10 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench import scratchdb
 from storage.chain import GENESIS_HASH
 from storage.envelope import Envelope
 from storage.postgres.codecs import init_connection
@@ -54,19 +53,14 @@ def bundle(n: int) -> Envelope:
     return Envelope(bundle=b, received_at=BASE + n, token_label="bench", entry_id=f"{n}-0")
 
 
-async def one_round(
-    admin: asyncpg.Connection, admin_dsn: str, events: int, slices: int
-) -> tuple[float, float]:
+async def one_round(admin_dsn: str, events: int, slices: int) -> tuple[float, float]:
     """Raw COPY and write_batch of the same events, slice by slice, in a fresh database.
 
     The two sides alternate every slice (and which goes first alternates too), so a change
     of the host's speed during the round weighs on both alike; each side's rate is its
     events over the sum of its own slices' times.
     """
-    name = f"lvt_bench_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(admin_dsn)
-    dsn = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = await scratchdb.create(admin_dsn, "storage")
     try:
         envelopes = [bundle(n) for n in range(events // BUNDLE)]
         await migrate(dsn)
@@ -105,23 +99,19 @@ async def one_round(
             await con.close()
         return len(rows) / copy_s, written / write_s
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await scratchdb.drop(admin_dsn, dsn)
 
 
 async def main(admin_dsn: str, events: int, rounds: int, slices: int) -> None:
-    admin = await asyncpg.connect(admin_dsn)
     results = []
-    try:
-        print(f"events: {events} per round ({BATCH}-event batches of {BUNDLE}-event bundles)")
-        for r in range(1, rounds + 1):
-            copy_rate, write_rate = await one_round(admin, admin_dsn, events, slices)
-            results.append((copy_rate, write_rate))
-            print(
-                f"round {r}: raw COPY {copy_rate:8.0f} rows/s  write_batch {write_rate:8.0f} "
-                f"events/s  ratio {write_rate / copy_rate:6.1%}"
-            )
-    finally:
-        await admin.close()
+    print(f"events: {events} per round ({BATCH}-event batches of {BUNDLE}-event bundles)")
+    for r in range(1, rounds + 1):
+        copy_rate, write_rate = await one_round(admin_dsn, events, slices)
+        results.append((copy_rate, write_rate))
+        print(
+            f"round {r}: raw COPY {copy_rate:8.0f} rows/s  write_batch {write_rate:8.0f} "
+            f"events/s  ratio {write_rate / copy_rate:6.1%}"
+        )
     ratios = sorted(w / c for c, w in results)
     print(f"raw COPY:     {statistics.median(c for c, _ in results):10.0f} rows/s (median)")
     print(f"write_batch:  {statistics.median(w for _, w in results):10.0f} events/s (median)")
