@@ -631,9 +631,32 @@ class Reader:
         if not self.ownership.holds(partition) or not state.resumed:
             return 0
         claimed = await self.take_over(partition, self.settings.claim_idle_ms)
-        if claimed:
+        if claimed or await self._forgotten(partition):
             state.reread, state.cursor = True, "0"
         return claimed
+
+    async def _forgotten(self, partition: int) -> bool:
+        """Whether our own pending list holds an entry idle past the claim time that no
+        task of ours is working on (not held): delivered to us, but its reply never reached
+        us without an error to say so (seen once while a Redis Cluster moved the stream's
+        slot). Re-reading the pending list writes it; nothing else would before a restart."""
+        state = self.states[partition]
+        rows = await resolve(
+            self.redis.xpending_range(
+                self.layout.stream(partition), GROUP, min="-", max="+", count=CLAIM_IDS,
+                consumername=self.settings.consumer_name, idle=self.settings.claim_idle_ms,
+            )
+        )  # fmt: skip
+        forgotten = [
+            _text(r["message_id"]) for r in rows if _text(r["message_id"]) not in state.held
+        ]
+        if forgotten:
+            logger.warning(
+                "partition %s: %d entries of ours pending for over %d ms and not in hand "
+                "(first %s); re-reading our pending list",
+                partition, len(forgotten), self.settings.claim_idle_ms, forgotten[0],
+            )  # fmt: skip
+        return bool(forgotten)
 
     async def reclaim_all(self) -> int:
         total = 0

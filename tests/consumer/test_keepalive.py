@@ -19,7 +19,9 @@ from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader, ensure_group
 from storage.base import EventStore
 from storage.config import create_store
+from storage.envelope import encode
 from storage.queue import GROUP, resolve
+from storage.schema import Bundle
 from tests import factories as f
 from tests.consumer.conftest import (
     FlakyStore,
@@ -82,6 +84,43 @@ async def test_entries_retried_through_an_outage_are_not_claimed_by_anyone(
         assert await deliveries(redis_client, stream) == {}
         assert await ndjson_store.count_events() == 15
         assert await resolve(redis_client.xlen(settings.layout.dead_stream(0))) == 0
+    finally:
+        live.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_an_entry_delivered_to_us_without_our_knowing_is_written_after_the_claim_time(
+    redis_client: Redis, ndjson_store: EventStore, tmp_path: Path
+) -> None:
+    """A read's reply can be lost without an error (seen once while a Redis Cluster moved
+    the stream's slot): the entry is pending under our name, yet no task of ours holds it.
+    The reclaim job finds it once idle past the claim time, and the partition task writes it."""
+    settings = make_settings(
+        tmp_path, partitions=1, consumer_name="live", claim_idle_ms=CLAIM_IDLE_MS
+    )
+    live = Reader(redis_client, ndjson_store, settings, ConsumerMetrics())
+    stream = settings.layout.stream(0)
+    await ensure_group(redis_client, settings.layout)
+    task = live.start()
+    try:
+        await until(lambda: live.states[0].resumed, 5)
+        bundle = Bundle.model_validate(f.attempt_lifecycle("lost", "t"))
+        async with redis_client.pipeline(transaction=True) as pipe:
+            # delivered to "live" in the XADD's own transaction: the reader's blocked read
+            # never sees it, as if the reply had been lost on the way
+            pipe.xadd(stream, encode(bundle, "test"))  # type: ignore[arg-type]
+            pipe.xreadgroup(GROUP, "live", {stream: ">"}, count=1)
+            await pipe.execute()
+        await asyncio.sleep(2 * CLAIM_IDLE_MS / 1000)
+        assert set((await deliveries(redis_client, stream)).values()) == {("live", 1)}
+        assert await ndjson_store.count_events() == 0  # nothing would write it before a restart
+        assert await live.reclaim(0) == 0  # nothing claimed from anyone: it is ours
+        for _ in range(100):
+            if not await deliveries(redis_client, stream):
+                break
+            await asyncio.sleep(0.05)
+        assert await deliveries(redis_client, stream) == {}
+        assert await ndjson_store.count_events() == 5
     finally:
         live.stop()
         await asyncio.wait_for(task, 5)
