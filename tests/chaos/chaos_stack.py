@@ -25,7 +25,7 @@ from consumer.settings import ConsumerSettings
 from leviathan_cp.ports import free_port
 from storage.queue import GROUP, StreamLayout, resolve
 from tests.chaos.chaos_support import Child, tier_argv
-from tests.consumer.process_support import backlog
+from tests.consumer.process_support import backlog, backlog_detail
 from tests.topology import QueueTopology
 
 TOKEN = "chaos-token-0123456789abcdef"
@@ -151,7 +151,8 @@ class Stack:
                     return
                 await asyncio.sleep(0.2)
             left = await backlog(redis, self.layout)
-            raise AssertionError(f"{left} entries still queued after {seconds} s")
+            detail = await backlog_detail(redis, self.layout)
+            raise AssertionError(f"{left} entries still queued after {seconds} s:\n{detail}")
         finally:
             await redis.aclose()
 

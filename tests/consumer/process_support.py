@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 from consumer.settings import ConsumerSettings
 from leviathan_cp.ports import free_port
 from storage.envelope import encode
+from storage.lag import lag_of
 from storage.queue import GROUP, StreamLayout, resolve
 from storage.schema import Bundle
 from tests import factories as f
@@ -106,8 +107,24 @@ async def backlog(redis: Redis, layout: StreamLayout) -> int:
         if not group:
             total += int(await resolve(redis.xlen(stream)))
             continue
-        total += int(group[0]["pending"]) + int(group[0].get("lag") or 0)
+        # XINFO's lag counter can lie (storage.lag): checked against the stream itself
+        total += int(group[0]["pending"]) + await lag_of(redis, stream, group[0])
     return total
+
+
+async def backlog_detail(redis: Redis, layout: StreamLayout) -> str:
+    """Each stream's group row, length and last entry: what a stuck backlog looks like."""
+    lines = []
+    for stream in layout.streams():
+        try:
+            rows = await resolve(redis.xinfo_groups(stream))
+        except ResponseError as exc:
+            lines.append(f"{stream}: {exc}")
+            continue
+        last = await resolve(redis.xrevrange(stream, count=1))
+        length = await resolve(redis.xlen(stream))
+        lines.append(f"{stream}: xlen {length}, last {last[0][0] if last else None!r}, {rows}")
+    return "\n".join(lines)
 
 
 async def wait_for(predicate: Any, seconds: float, what: str, interval: float = 0.1) -> None:
