@@ -42,7 +42,8 @@ class ConsumerSettings(SpiderSettings, StorageSettings):
     block_ms: int = Field(1000, ge=1, le=60_000, validation_alias="LEVIATHAN_CONSUMER_BLOCK_MS")
     """XREADGROUP BLOCK: how long an idle partition reader waits for new entries."""
     claim_idle_ms: int = Field(30_000, ge=100, validation_alias="LEVIATHAN_CONSUMER_CLAIM_IDLE_MS")
-    """Entries idle this long are XAUTOCLAIMed; a live consumer refreshes those it holds."""
+    """Entries idle this long are XAUTOCLAIMed; a live consumer refreshes those it holds, and
+    re-reads any of its own pending entries this old that it does not hold."""
     max_deliveries: int = Field(5, ge=1, validation_alias="LEVIATHAN_CONSUMER_MAX_DELIVERIES")
     """An entry that crashed its consumer this many times while being written alone (its
     in-flight mark survived) is dead-lettered as ``crashed its consumer N times``; the
