@@ -15,7 +15,6 @@ backlog suggest) are the ingest tier's.
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
@@ -24,7 +23,7 @@ from query.chaincheck import PREFIXES_KEY
 from query.deps import DEPS_KEY
 from query.stats import handle_stats
 from query.topology import topology_routes
-from storage.views import EventView
+from storage.views import ChainStatus, EventView
 from webcore.fastjson import dumps, dumps_list
 from webcore.params import bad_param, int_param, limit_param, not_found, page_of, str_param
 from webcore.responses import (
@@ -48,10 +47,7 @@ SUMMARY_RECENT = 20
 
 
 EVENT_LIST = TypeAdapter(list[EventView])
-
-
-def _json(text: str) -> web.Response:
-    return web.json_response(text=text)
+CHAIN_LIST = TypeAdapter(list[ChainStatus])
 
 
 def _json_bytes(body: bytes) -> web.Response:
@@ -111,7 +107,7 @@ async def recent_events(request: web.Request) -> web.Response:
     default, maximum = LIMITS["recent"]
     limit = limit_param(request, default=default, maximum=maximum)
     events = await request.app[STORE_KEY].recent_events(limit)
-    # the events as /v1/events writes them, in one call into pydantic-core
+    # the events as /v1/events writes them
     return _json_bytes(dumps_list(events, EVENT_LIST))
 
 
@@ -157,7 +153,7 @@ async def verify_chain(request: web.Request) -> web.Response:
     store, prefixes = request.app[STORE_KEY], request.app[PREFIXES_KEY]
     if request.query.get("partition", "") == "":
         statuses = [await prefixes.check(store, p) for p in await store.partitions()]
-        return _json(orjson.dumps([s.model_dump(mode="json") for s in statuses]).decode())
+        return _json_bytes(dumps_list(statuses, CHAIN_LIST))
     partitions = request.app[DEPS_KEY].layout.partitions
     partition = int_param(request, "partition", default=None, lo=0, hi=partitions - 1)
     return _model(await prefixes.check(store, partition))

@@ -39,9 +39,9 @@ def plain(cls: type[BaseModel]) -> bool:
     if decorators.field_serializers or decorators.model_serializers:
         return False
     for name, info in cls.model_fields.items():
-        if info.exclude is True:
+        if info.exclude:
             continue  # never written: _fields leaves it out
-        if info.exclude or (info.alias or name) != name:
+        if (info.alias or name) != name:
             return False
         if (info.serialization_alias or name) != name:
             return False
@@ -73,7 +73,7 @@ def _plain_type(annotation: Any) -> bool:
 
 @cache
 def _excluded(cls: type[BaseModel]) -> frozenset[str]:
-    return frozenset(name for name, info in cls.model_fields.items() if info.exclude is True)
+    return frozenset(name for name, info in cls.model_fields.items() if info.exclude)
 
 
 def _fields(value: Any) -> Any:
