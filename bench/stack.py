@@ -17,13 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import TracebackType
 
 import aiohttp
-import asyncpg
 
+from bench import scratchdb
 from leviathan_cp.ports import free_port
 
 
@@ -58,20 +57,11 @@ class Stack:
         self.admin_dsn = admin_dsn
         self.token = token
         self.tmp = Path(tempfile.mkdtemp(prefix="leviathan-bench-"))
-        self.db = f"bench_{uuid.uuid4().hex[:8]}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
         self.api_port = free_port()
         self.partitions = 8
-        base = admin_dsn.rsplit("/", 1)[0]
-        self.dsn = f"{base}/{self.db}"
-
-    async def _admin(self, sql: str) -> None:
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
+        self.dsn = ""  # the scratch database, once entered
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         log = (self.tmp / f"{name}.log").open("wb")
@@ -106,7 +96,7 @@ class Stack:
             ],
             dict(os.environ),
         )
-        await self._admin(f'CREATE DATABASE "{self.db}"')
+        self.dsn = await scratchdb.create(self.admin_dsn, "stack")
         env = {
             **os.environ,
             "LEVIATHAN_CONTROL_PLANE_TOKEN": self.token,
@@ -185,7 +175,8 @@ class Stack:
                     proc.kill()
                     proc.wait()
         try:
-            await self._admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            if self.dsn:
+                await scratchdb.drop(self.admin_dsn, self.dsn)
         except OSError:
             pass  # the server went away; nothing left to drop
         finally:

@@ -4,12 +4,8 @@ and a storage environment per backend for the ``leviathan-cp`` commands."""
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from storage.config import StorageSettings
@@ -53,23 +49,3 @@ def restore_dump(dsn: str) -> None:
         capture_output=True,
         timeout=60,
     )
-
-
-@asynccontextmanager
-async def scratch_database(beside: str) -> AsyncIterator[str]:
-    """Another ``lvt_*`` database on the server of ``beside``, dropped afterwards."""
-    base = beside.rsplit("/", 1)[0]
-    name = f"lvt_{uuid.uuid4().hex[:12]}"
-    con = await asyncpg.connect(beside)
-    try:
-        await con.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await con.close()
-    try:
-        yield f"{base}/{name}"
-    finally:
-        con = await asyncpg.connect(beside)
-        try:
-            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await con.close()

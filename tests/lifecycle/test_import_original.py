@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.scratchdb import scratch_database
 from leviathan_cp.cli import main
 from storage.config import StorageSettings, create_store
-from tests.lifecycle.conftest import JOURNAL_ROOT, restore_dump, scratch_database, use_backend
+from tests.lifecycle.conftest import JOURNAL_ROOT, restore_dump, use_backend
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +121,7 @@ async def test_original_postgres_dump_imports_its_175_events(
         pytest.skip("psql is not installed")
     restore_dump(postgres_url)  # the original's database, as its operator would restore it
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    async with scratch_database(postgres_url) as ours:
+    async with scratch_database(postgres_url, "import") as ours:
         where = ours if target_backend == "postgres" else tmp_path / "log"
         settings = use_backend(monkeypatch, target_backend, where)
         args = ["import", "--format", "original-postgres", postgres_url]
